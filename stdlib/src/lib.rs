@@ -1,0 +1,2 @@
+//! placeholder replaced by the stdlib work
+#![no_std]
