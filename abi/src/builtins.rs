@@ -34,22 +34,81 @@ const V: ArgKind = ArgKind::Value;
 const S: ArgKind = ArgKind::NarrowStrOrValue;
 const W: ArgKind = ArgKind::WideStrOrValue;
 
-const STMT0: CallShape = CallShape { args: &[], variadic: false, returns_value: false };
-const VAL0: CallShape = CallShape { args: &[], variadic: false, returns_value: true };
-const VAL1: CallShape = CallShape { args: &[V], variadic: false, returns_value: true };
-const STMT1: CallShape = CallShape { args: &[V], variadic: false, returns_value: false };
-const VAL2: CallShape = CallShape { args: &[V, V], variadic: false, returns_value: true };
-const STMT2: CallShape = CallShape { args: &[V, V], variadic: false, returns_value: false };
-const VAL3: CallShape = CallShape { args: &[V, V, V], variadic: false, returns_value: true };
-const STMT3: CallShape = CallShape { args: &[V, V, V], variadic: false, returns_value: false };
-const STR1: CallShape = CallShape { args: &[S], variadic: false, returns_value: true };
-const STR2: CallShape = CallShape { args: &[S, S], variadic: false, returns_value: true };
-const STR3: CallShape = CallShape { args: &[S, S, V], variadic: false, returns_value: true };
-const WSTR1: CallShape = CallShape { args: &[W], variadic: false, returns_value: true };
-const WSTR2: CallShape = CallShape { args: &[W, W], variadic: false, returns_value: true };
-const WSTR3: CallShape = CallShape { args: &[W, W, V], variadic: false, returns_value: true };
-const VARARG: CallShape =
-    CallShape { args: &[ArgKind::Format], variadic: true, returns_value: false };
+const STMT0: CallShape = CallShape {
+    args: &[],
+    variadic: false,
+    returns_value: false,
+};
+const VAL0: CallShape = CallShape {
+    args: &[],
+    variadic: false,
+    returns_value: true,
+};
+const VAL1: CallShape = CallShape {
+    args: &[V],
+    variadic: false,
+    returns_value: true,
+};
+const STMT1: CallShape = CallShape {
+    args: &[V],
+    variadic: false,
+    returns_value: false,
+};
+const VAL2: CallShape = CallShape {
+    args: &[V, V],
+    variadic: false,
+    returns_value: true,
+};
+const STMT2: CallShape = CallShape {
+    args: &[V, V],
+    variadic: false,
+    returns_value: false,
+};
+const VAL3: CallShape = CallShape {
+    args: &[V, V, V],
+    variadic: false,
+    returns_value: true,
+};
+const STMT3: CallShape = CallShape {
+    args: &[V, V, V],
+    variadic: false,
+    returns_value: false,
+};
+const STR1: CallShape = CallShape {
+    args: &[S],
+    variadic: false,
+    returns_value: true,
+};
+const STR2: CallShape = CallShape {
+    args: &[S, S],
+    variadic: false,
+    returns_value: true,
+};
+const STR3: CallShape = CallShape {
+    args: &[S, S, V],
+    variadic: false,
+    returns_value: true,
+};
+const WSTR1: CallShape = CallShape {
+    args: &[W],
+    variadic: false,
+    returns_value: true,
+};
+const WSTR2: CallShape = CallShape {
+    args: &[W, W],
+    variadic: false,
+    returns_value: true,
+};
+const WSTR3: CallShape = CallShape {
+    args: &[W, W, V],
+    variadic: false,
+    returns_value: true,
+};
+const VARARG: CallShape = CallShape {
+    args: &[ArgKind::Format],
+    variadic: true,
+    returns_value: false,
+};
 
 /// Static facts about one built-in.
 #[derive(Clone, Copy, Debug)]
@@ -222,6 +281,13 @@ mod tests {
         assert!(Builtin::Printf.info().shape.variadic);
         assert!(Builtin::Poi.info().shape.returns_value);
         assert!(!Builtin::EventSc.info().shape.returns_value);
-        assert_eq!(Builtin::Memcmp.info().shape.args, &[ArgKind::NarrowStrOrValue, ArgKind::NarrowStrOrValue, ArgKind::Value]);
+        assert_eq!(
+            Builtin::Memcmp.info().shape.args,
+            &[
+                ArgKind::NarrowStrOrValue,
+                ArgKind::NarrowStrOrValue,
+                ArgKind::Value
+            ]
+        );
     }
 }

@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn stage_is_event_stage() {
         assert_eq!(PseudoReg::from_name("stage"), Some(PseudoReg::EventStage));
-        assert_eq!(PseudoReg::from_name("event_stage"), Some(PseudoReg::EventStage));
+        assert_eq!(
+            PseudoReg::from_name("event_stage"),
+            Some(PseudoReg::EventStage)
+        );
         assert_eq!(PseudoReg::from_name("Stage"), None);
         for &p in PseudoReg::ALL {
             assert_eq!(PseudoReg::from_name(p.name()), Some(p));

@@ -188,7 +188,10 @@ mod tests {
 
     #[test]
     fn sub_register_writes_keep_the_other_bits() {
-        let mut r = GuestRegs { rax: 0x1122_3344_5566_7788, ..Default::default() };
+        let mut r = GuestRegs {
+            rax: 0x1122_3344_5566_7788,
+            ..Default::default()
+        };
         r.write(Register::Eax, 0xaabb_ccdd);
         assert_eq!(r.rax, 0x1122_3344_aabb_ccdd);
         r.write(Register::Ah, 0x1ff);
@@ -218,7 +221,10 @@ mod tests {
         for (i, s) in r.slots_mut().iter_mut().enumerate() {
             *s = i as u64;
         }
-        assert_eq!((r.rip, r.rflags, r.cs, r.ss, r.cr0, r.dr7, r.tr), (16, 17, 18, 23, 24, 34, 38));
+        assert_eq!(
+            (r.rip, r.rflags, r.cs, r.ss, r.cr0, r.dr7, r.tr),
+            (16, 17, 18, 23, 24, 34, 38)
+        );
         assert_eq!(r.read(Register::Ds), 19);
         assert_eq!(r.read(Register::Gdtr), 35);
     }

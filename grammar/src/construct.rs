@@ -1,0 +1,133 @@
+//! Building AST nodes from grammar actions, with the checks that belong to the syntax:
+//! a statement that is only an expression must be a call, and assignment targets must be
+//! places. These run inside the parser so the error points at the offending piece.
+
+use lalrpop_util::ParseError;
+
+use crate::ast::*;
+use crate::lexer::{LexError, Tok};
+
+/// An error found while building the tree (or by the lexer), with its location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub message: String,
+    pub span: Span,
+    pub help: Option<String>,
+}
+
+impl From<LexError> for SyntaxError {
+    fn from(e: LexError) -> Self {
+        let help = match &e.kind {
+            crate::lexer::LexErrorKind::UnknownPseudoRegister(_) => Some(
+                "pseudo-registers: $pid $tid $pname $core $proc $thread $peb $teb $ip $buffer $context \
+                 $event_tag $event_id $event_stage (or $stage) $date $time"
+                    .to_string(),
+            ),
+            crate::lexer::LexErrorKind::BadEscape(_) => {
+                Some("escapes are \\n \\t \\\\ \\\" and \\x followed by 1-2 hex digits (1-4 in L\"...\")".into())
+            }
+            _ => None,
+        };
+        SyntaxError {
+            message: e.kind.to_string(),
+            span: e.span,
+            help,
+        }
+    }
+}
+
+pub fn sp(l: usize, r: usize) -> Span {
+    Span::new(l, r)
+}
+
+pub fn user<'s>(error: SyntaxError) -> ParseError<usize, Tok<'s>, SyntaxError> {
+    ParseError::User { error }
+}
+
+fn describe(e: &Expr) -> &'static str {
+    match &e.kind {
+        ExprKind::Number(_) | ExprKind::Float(_) => "a number",
+        ExprKind::Str(_) | ExprKind::WStr(_) => "a string",
+        ExprKind::Pseudo(_) => "a pseudo-register (pseudo-registers are read-only)",
+        ExprKind::Symbol(_) => "a symbol",
+        ExprKind::Call { .. } => "a call",
+        ExprKind::Unary { .. } | ExprKind::Binary { .. } => "an expression",
+        _ => "this",
+    }
+}
+
+fn place(e: Expr, what: &str) -> Result<Expr, SyntaxError> {
+    if e.is_place() {
+        return Ok(e);
+    }
+    Err(SyntaxError {
+        message: format!("cannot {what} {}", describe(&e)),
+        span: e.span,
+        help: Some(
+            "the target must be a variable, a global (.name), a register (@rax) or *address".into(),
+        ),
+    })
+}
+
+pub fn call_statement(e: Expr) -> Result<StmtKind, SyntaxError> {
+    if matches!(e.kind, ExprKind::Call { .. }) {
+        return Ok(StmtKind::Call(e));
+    }
+    Err(SyntaxError {
+        message: "this expression does nothing on its own".into(),
+        span: e.span,
+        help: Some(
+            "a statement is an assignment (x = ...;), x++; / x--;, or a call; to show a value use print(x); or printf(...);"
+                .into(),
+        ),
+    })
+}
+
+pub fn assignment(first: Expr, mut rest: Vec<Expr>) -> Result<StmtKind, SyntaxError> {
+    let value = rest
+        .pop()
+        .expect("the grammar gives at least one expression after `=`");
+    let mut targets = Vec::with_capacity(rest.len() + 1);
+    targets.push(place(first, "assign to")?);
+    for t in rest {
+        targets.push(place(t, "assign to")?);
+    }
+    Ok(StmtKind::Assign { targets, value })
+}
+
+pub fn compound(target: Expr, op: BinOp, value: Expr) -> Result<StmtKind, SyntaxError> {
+    Ok(StmtKind::CompoundAssign {
+        target: place(target, &format!("apply `{}=` to", op.symbol()))?,
+        op,
+        value,
+    })
+}
+
+pub fn inc_dec(target: Expr, increment: bool) -> Result<StmtKind, SyntaxError> {
+    let what = if increment { "increment" } else { "decrement" };
+    Ok(StmtKind::IncDec {
+        target: place(target, what)?,
+        increment,
+    })
+}
+
+pub fn binary(op: BinOp, lhs: Expr, rhs: Expr, span: Span) -> Expr {
+    Expr::new(
+        ExprKind::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        },
+        span,
+    )
+}
+
+pub fn unary(op: UnOp, operand: Expr, span: Span) -> Expr {
+    Expr::new(
+        ExprKind::Unary {
+            op,
+            operand: Box::new(operand),
+        },
+        span,
+    )
+}
