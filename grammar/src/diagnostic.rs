@@ -253,13 +253,24 @@ pub(crate) fn from_parse_error(
         ParseError::UnrecognizedToken {
             token: (l, tok, r),
             expected,
+        } if expected.is_empty() => Diagnostic::error(
+            format!("unexpected {tok} after the end of the script"),
+            Span::new(l, r),
+        )
+        .with_label("nothing may follow the script's closing `}`"),
+        ParseError::UnrecognizedToken {
+            token: (l, tok, r),
+            expected,
         } => {
             let mut d = Diagnostic::error(format!("unexpected {tok}"), Span::new(l, r))
                 .with_label(format!("expected {}", summarize_expected(&expected)));
             let expects = |s: &str| expected.iter().any(|e| e.trim_matches('"') == s);
             let prev = token_before(src, l);
+            // In a condition's call argument `&` is not expected either (shift level);
+            // in a plain expression's argument it is.
+            let in_condition_call_arg = expects(",") && !expects("&");
             if is_comparison(&tok) && !expects(tok.punct_text()) {
-                if expects(",") || expects(")") {
+                if in_condition_call_arg {
                     d = d.with_note(
                         "inside a condition, the arguments of a call are shift-level expressions \
                          (HyperDbg's condition grammar)",
@@ -272,7 +283,7 @@ pub(crate) fn from_parse_error(
                     );
                 }
             } else if matches!(tok, Tok::Amp | Tok::Pipe | Tok::Caret)
-                && (expects(",") || expects(")"))
+                && in_condition_call_arg
                 && !expects(tok.punct_text())
             {
                 d = d
