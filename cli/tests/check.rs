@@ -1,0 +1,105 @@
+//! `hvscript check` as a user runs it: exit codes, located diagnostics on stderr,
+//! standard input, several files.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn hvscript() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hvscript"))
+}
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn the_examples_check_clean() {
+    for name in ["efer-read.ds", "count-and-skip.ds", "fibonacci.ds"] {
+        let out = hvscript()
+            .arg("check")
+            .arg(examples().join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_broken_script_exits_1_with_file_line_col_and_a_caret() {
+    let dir = std::env::temp_dir().join(format!("hvscript-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.ds");
+    std::fs::write(&bad, "x = 1;\ny = printf(\"%d\", x);\n").unwrap();
+    let out = hvscript()
+        .arg("check")
+        .arg(examples().join("fibonacci.ds"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:5: error: `printf` does not return a value",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(" 2 | y = printf(\"%d\", x);"), "{err}");
+    assert!(err.contains("^^^"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn standard_input_and_missing_files() {
+    let mut child = hvscript()
+        .args(["check", "-", "--ast"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"if (@rax == 1) { print(@rbx); }")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(if (== @rax 0x1)\n  (print @rbx)\n)\n"
+    );
+
+    let out = hvscript()
+        .args(["check", "/nonexistent/x.ds"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("/nonexistent/x.ds: error:"));
+}
+
+#[test]
+fn binary_garbage_is_an_error_not_a_panic() {
+    let mut child = hvscript()
+        .args(["check", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xff\xfe\x00garbage")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
