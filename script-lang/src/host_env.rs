@@ -1,0 +1,262 @@
+//! The host's stand-in for a guest: an [`Env`] with a sparse, page-mapped guest memory,
+//! captured output, and one simulated event execution in a chosen calling stage. It is
+//! what `hvscript eval` and the conformance runner run scripts against.
+//!
+//! What the host cannot have is reported, not invented: physical memory, event-table
+//! control and debugger actions are unavailable (the built-ins print HyperDbg's warning
+//! and the script goes on). `event_sc` works as in an event: in the pre stage it sets the
+//! short-circuit flag, in the post stage it is refused and counted.
+
+use std::collections::BTreeMap;
+
+use hvscript_stdlib::{AtomicRmw, Env, LocalTime, MemFault, Unavailable};
+
+pub const PAGE_SIZE: u64 = 0x1000;
+
+/// The calling stage a host run simulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    #[default]
+    Pre,
+    Post,
+}
+
+/// Guest memory as a set of mapped pages; everything else faults.
+#[derive(Clone, Debug, Default)]
+pub struct GuestMemory {
+    pages: BTreeMap<u64, Box<[u8]>>,
+}
+
+impl GuestMemory {
+    /// Maps (zeroed) every page that `[addr, addr + len)` touches.
+    pub fn map(&mut self, addr: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = addr / PAGE_SIZE;
+        let last = addr.saturating_add(len - 1) / PAGE_SIZE;
+        for page in first..=last {
+            self.pages
+                .entry(page)
+                .or_insert_with(|| vec![0u8; PAGE_SIZE as usize].into_boxed_slice());
+        }
+    }
+
+    /// Maps the pages and stores `bytes` at `addr`.
+    pub fn load(&mut self, addr: u64, bytes: &[u8]) {
+        self.map(addr, bytes.len() as u64);
+        let _ = self.write(addr, bytes);
+    }
+
+    pub fn is_mapped(&self, addr: u64) -> bool {
+        self.pages.contains_key(&(addr / PAGE_SIZE))
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.check(addr, buf.len())?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            *b = self.pages[&(a / PAGE_SIZE)][(a % PAGE_SIZE) as usize];
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.check(addr, data.len())?;
+        for (i, b) in data.iter().enumerate() {
+            let a = addr + i as u64;
+            if let Some(p) = self.pages.get_mut(&(a / PAGE_SIZE)) {
+                p[(a % PAGE_SIZE) as usize] = *b;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, addr: u64, len: usize) -> Result<(), MemFault> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = addr.checked_add(len as u64 - 1).ok_or(MemFault::Invalid)?;
+        for page in addr / PAGE_SIZE..=end / PAGE_SIZE {
+            if !self.pages.contains_key(&page) {
+                return Err(MemFault::Invalid);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host environment of one or more runs.
+#[derive(Clone, Debug, Default)]
+pub struct HostEnv {
+    pub memory: GuestMemory,
+    pub stage: Stage,
+    /// Everything the script printed, warnings included.
+    pub output: Vec<u8>,
+    /// Values passed to `test_statement`, in order.
+    pub test_values: Vec<u64>,
+    /// The short-circuit flag of the simulated execution.
+    pub short_circuit: bool,
+    /// `event_sc` calls refused because the stage is post.
+    pub refused_short_circuits: u64,
+    pub warnings: u64,
+}
+
+impl HostEnv {
+    pub fn new(stage: Stage) -> HostEnv {
+        HostEnv {
+            stage,
+            ..HostEnv::default()
+        }
+    }
+
+    pub fn output_text(&self) -> String {
+        String::from_utf8_lossy(&self.output).into_owned()
+    }
+}
+
+impl Env for HostEnv {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.memory.read(addr, buf)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.memory.write(addr, data)
+    }
+
+    // The host runs one script at a time on this memory, so read-modify-write is atomic.
+    fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {
+        let mut b = [0u8; 8];
+        self.memory.read(addr, &mut b)?;
+        let old = u64::from_le_bytes(b);
+        self.memory.write(addr, &op.apply(old).to_le_bytes())?;
+        Ok(old)
+    }
+
+    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
+        let mut b = [0u8; 4];
+        self.memory.read(addr, &mut b)?;
+        let old = u32::from_le_bytes(b);
+        if old == expected {
+            self.memory.write(addr, &new.to_le_bytes())?;
+        }
+        Ok(old)
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    fn warn(&mut self, msg: &str) {
+        self.warnings += 1;
+        self.output.extend_from_slice(b"warning: ");
+        self.output.extend_from_slice(msg.as_bytes());
+        self.output.push(b'\n');
+    }
+
+    fn test_statement(&mut self, value: u64) {
+        self.test_values.push(value);
+    }
+
+    fn rdtsc(&mut self) -> Result<u64, Unavailable> {
+        Ok(read_tsc())
+    }
+
+    fn rdtscp(&mut self) -> Result<u64, Unavailable> {
+        Ok(read_tsc())
+    }
+
+    fn microsleep(&mut self, us: u64) -> Result<(), Unavailable> {
+        // A host run must not hang: longer waits are cut to one second, with a warning.
+        const MAX_US: u64 = 1_000_000;
+        if us > MAX_US {
+            self.warn(&format!(
+                "microsleep({us:#x}) shortened to one second on the host"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(us.min(MAX_US)));
+        Ok(())
+    }
+
+    fn event_sc(&mut self, on: bool) -> Result<(), Unavailable> {
+        match self.stage {
+            Stage::Pre => {
+                self.short_circuit = on;
+                Ok(())
+            }
+            Stage::Post => {
+                self.refused_short_circuits += 1;
+                self.warn("event_sc in the post stage changes nothing: the emulation has already happened");
+                Ok(())
+            }
+        }
+    }
+
+    fn local_time(&mut self) -> Option<LocalTime> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        Some(LocalTime {
+            year: year as u16,
+            month,
+            day,
+            hour: (rem / 3600) as u8,
+            minute: (rem % 3600 / 60) as u8,
+        })
+    }
+}
+
+fn read_tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no preconditions on x86_64 user mode.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), UTC (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+    }
+
+    #[test]
+    fn memory_faults_outside_mapped_pages() {
+        let mut m = GuestMemory::default();
+        m.load(0x1ffe, &[1, 2, 3, 4]);
+        let mut b = [0u8; 4];
+        m.read(0x1ffe, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert_eq!(m.read(0x3ffe, &mut b), Err(MemFault::Invalid));
+        assert_eq!(m.read(u64::MAX - 1, &mut b), Err(MemFault::Invalid));
+    }
+}

@@ -1,0 +1,337 @@
+//! The host interpreter: executes IR against a register file, pseudo-registers, the
+//! global slots and a host environment. It is the reference semantics every other back
+//! end is compared against.
+//!
+//! Locals of every call live in one local stack (HyperDbg's per-run script stack), zeroed
+//! for each run, so `&local` is a stable address for the run. Each loop back edge and each
+//! user-function call burns one unit of fuel; running out, nesting calls too deep, or any
+//! run-time error ends the run with a [`RunError`] that carries the source span.
+
+use hvscript_abi::{GuestRegs, PseudoValues};
+use hvscript_grammar::ast::Span;
+use hvscript_grammar::Diagnostic;
+use hvscript_stdlib::{Arg, Env, ScriptError};
+
+use crate::globals::Globals;
+use crate::ir::*;
+use crate::script_memory::ScriptMemory;
+
+/// Bounds of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Loop iterations plus function calls.
+    pub fuel: u64,
+    /// Nested user-function calls.
+    pub max_call_depth: u32,
+    /// 64-bit local slots for all active calls together.
+    pub stack_slots: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // HyperDbg stops a run after 1 000 000 executed IR symbols; a back edge here is a
+        // whole loop iteration, so the same number is a generous budget.
+        Limits {
+            fuel: 1_000_000,
+            max_call_depth: 256,
+            stack_slots: 16 * 1024,
+        }
+    }
+}
+
+/// What one run needs from its caller.
+pub struct Invocation<'a> {
+    pub regs: &'a mut GuestRegs,
+    pub pseudo: &'a PseudoValues,
+    pub globals: &'a Globals,
+    pub host: &'a mut dyn Env,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunErrorKind {
+    Builtin(ScriptError),
+    DivisionByZero,
+    /// `i64::MIN / -1` or `i64::MIN % -1`.
+    DivisionOverflow,
+    ShiftCount(u64),
+    FuelExhausted(u64),
+    CallDepth(u32),
+    StackExhausted(usize),
+}
+
+/// A run-time error: what and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunError {
+    pub kind: RunErrorKind,
+    pub span: Span,
+}
+
+impl RunError {
+    pub fn message(&self) -> String {
+        match &self.kind {
+            RunErrorKind::Builtin(e) => e.to_string(),
+            RunErrorKind::DivisionByZero => "division by zero".into(),
+            RunErrorKind::DivisionOverflow => "division overflow (-0x8000000000000000 / -1)".into(),
+            RunErrorKind::ShiftCount(c) => format!("shift count {} is outside 0..63", *c as i64),
+            RunErrorKind::FuelExhausted(f) => {
+                format!("fuel exhausted: {f} loop iterations and calls without finishing")
+            }
+            RunErrorKind::CallDepth(d) => format!("function calls nested deeper than {d}"),
+            RunErrorKind::StackExhausted(n) => format!("local variables need more than {n} slots"),
+        }
+    }
+
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        let d = Diagnostic::error(self.message(), self.span).with_label("the script stopped here");
+        match self.kind {
+            RunErrorKind::FuelExhausted(_) => {
+                d.with_help("raise the budget with --fuel N if the loop is meant to be long")
+            }
+            _ => d,
+        }
+    }
+}
+
+/// How a successful run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub fuel_used: u64,
+}
+
+/// Reusable interpreter state (the local stack), so repeated runs do not allocate.
+#[derive(Default)]
+pub struct Interpreter {
+    stack: Vec<u64>,
+}
+
+struct Machine<'p, 'i, 'a> {
+    program: &'p Program,
+    inv: &'i mut Invocation<'a>,
+    stack: &'i mut [u64],
+    sp: usize,
+    depth: u32,
+    fuel_used: u64,
+}
+
+impl Interpreter {
+    pub fn new() -> Interpreter {
+        Interpreter::default()
+    }
+
+    /// Runs `program`'s body once.
+    pub fn run(
+        &mut self,
+        program: &Program,
+        inv: &mut Invocation<'_>,
+    ) -> Result<RunStats, RunError> {
+        let slots = inv.limits.stack_slots;
+        if self.stack.len() != slots {
+            self.stack = vec![0; slots];
+        } else {
+            self.stack.fill(0);
+        }
+        let mut m = Machine {
+            program,
+            inv,
+            stack: &mut self.stack,
+            sp: 0,
+            depth: 0,
+            fuel_used: 0,
+        };
+        m.call(0, &[], program.functions[0].span)?;
+        Ok(RunStats {
+            fuel_used: m.fuel_used,
+        })
+    }
+}
+
+/// Applies a binary operation with hvscript's integer semantics (see [`crate::ir`]).
+pub fn binary(op: BinaryOp, a: u64, b: u64) -> Result<u64, RunErrorKind> {
+    let (sa, sb) = (a as i64, b as i64);
+    Ok(match op {
+        BinaryOp::Add => a.wrapping_add(b),
+        BinaryOp::Sub => a.wrapping_sub(b),
+        BinaryOp::Mul => a.wrapping_mul(b),
+        BinaryOp::Div | BinaryOp::Rem => {
+            if b == 0 {
+                return Err(RunErrorKind::DivisionByZero);
+            }
+            if sa == i64::MIN && sb == -1 {
+                return Err(RunErrorKind::DivisionOverflow);
+            }
+            if op == BinaryOp::Div {
+                (sa / sb) as u64
+            } else {
+                (sa % sb) as u64
+            }
+        }
+        BinaryOp::Shl | BinaryOp::Shr => {
+            if b > 63 {
+                return Err(RunErrorKind::ShiftCount(b));
+            }
+            if op == BinaryOp::Shl {
+                a << b
+            } else {
+                (sa >> b) as u64
+            }
+        }
+        BinaryOp::And => a & b,
+        BinaryOp::Or => a | b,
+        BinaryOp::Xor => a ^ b,
+        BinaryOp::Eq => (a == b) as u64,
+        BinaryOp::Ne => (a != b) as u64,
+        BinaryOp::Lt => (sa < sb) as u64,
+        BinaryOp::Le => (sa <= sb) as u64,
+        BinaryOp::Gt => (sa > sb) as u64,
+        BinaryOp::Ge => (sa >= sb) as u64,
+    })
+}
+
+pub fn unary(op: UnaryOp, a: u64) -> u64 {
+    match op {
+        UnaryOp::Neg => a.wrapping_neg(),
+        UnaryOp::Not => !a,
+        UnaryOp::LogNot => (a == 0) as u64,
+    }
+}
+
+impl Machine<'_, '_, '_> {
+    fn burn(&mut self, span: Span) -> Result<(), RunError> {
+        if self.fuel_used >= self.inv.limits.fuel {
+            return Err(RunError {
+                kind: RunErrorKind::FuelExhausted(self.inv.limits.fuel),
+                span,
+            });
+        }
+        self.fuel_used += 1;
+        Ok(())
+    }
+
+    fn call(&mut self, id: FuncId, args: &[u64], span: Span) -> Result<u64, RunError> {
+        let func = &self.program.functions[id as usize];
+        if self.depth >= self.inv.limits.max_call_depth {
+            return Err(RunError {
+                kind: RunErrorKind::CallDepth(self.inv.limits.max_call_depth),
+                span,
+            });
+        }
+        let fp = self.sp;
+        let top = fp + func.locals as usize;
+        if top > self.stack.len() {
+            return Err(RunError {
+                kind: RunErrorKind::StackExhausted(self.stack.len()),
+                span,
+            });
+        }
+        self.stack[fp..top].fill(0);
+        self.stack[fp..fp + args.len()].copy_from_slice(args);
+        self.sp = top;
+        self.depth += 1;
+        let mut temps = vec![0u64; func.temps as usize];
+        let result = self.execute(func, fp, &mut temps);
+        self.depth -= 1;
+        self.sp = fp;
+        result
+    }
+
+    fn execute(&mut self, func: &Function, fp: usize, t: &mut [u64]) -> Result<u64, RunError> {
+        let mut block = &func.blocks[0];
+        loop {
+            for inst in &block.insts {
+                self.step(inst, fp, t)?;
+            }
+            block = match &block.term {
+                Terminator::Jump(b) => &func.blocks[*b as usize],
+                Terminator::Branch {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    &func.blocks[if t[*cond as usize] != 0 {
+                        *then
+                    } else {
+                        *otherwise
+                    } as usize]
+                }
+                Terminator::Return(v) => return Ok(v.map_or(0, |v| t[v as usize])),
+            };
+        }
+    }
+
+    fn step(&mut self, inst: &Inst, fp: usize, t: &mut [u64]) -> Result<(), RunError> {
+        match inst {
+            Inst::Const { dst, value } => t[*dst as usize] = *value,
+            Inst::Copy { dst, src } => t[*dst as usize] = t[*src as usize],
+            Inst::ReadReg { dst, reg } => t[*dst as usize] = self.inv.regs.read(*reg),
+            Inst::WriteReg { reg, src } => self.inv.regs.write(*reg, t[*src as usize]),
+            Inst::ReadPseudo { dst, reg } => t[*dst as usize] = self.inv.pseudo.get(*reg),
+            Inst::LoadLocal { dst, slot } => t[*dst as usize] = self.stack[fp + *slot as usize],
+            Inst::StoreLocal { slot, src } => self.stack[fp + *slot as usize] = t[*src as usize],
+            Inst::LoadGlobal { dst, slot } => t[*dst as usize] = self.inv.globals.get(*slot),
+            Inst::StoreGlobal { slot, src } => self.inv.globals.set(*slot, t[*src as usize]),
+            Inst::AddrLocal { dst, slot } => {
+                t[*dst as usize] = self.stack.as_ptr() as u64 + ((fp + *slot as usize) * 8) as u64
+            }
+            Inst::AddrGlobal { dst, slot } => {
+                t[*dst as usize] = self.inv.globals.slot(*slot) as *const _ as u64
+            }
+            Inst::Unary { dst, op, src } => t[*dst as usize] = unary(*op, t[*src as usize]),
+            Inst::Binary {
+                dst,
+                op,
+                lhs,
+                rhs,
+                span,
+            } => {
+                t[*dst as usize] = binary(*op, t[*lhs as usize], t[*rhs as usize])
+                    .map_err(|kind| RunError { kind, span: *span })?
+            }
+            Inst::CallBuiltin {
+                dst,
+                builtin,
+                args,
+                span,
+            } => {
+                let strings = &self.program.strings;
+                let args: Vec<Arg<'_>> = args
+                    .iter()
+                    .map(|a| match a {
+                        Operand::Temp(x) => Arg::Val(t[*x as usize]),
+                        Operand::Str(s) => match &strings[*s as usize] {
+                            StrLit::Narrow(b) => Arg::Str(b),
+                            StrLit::Wide(w) => Arg::WStr(w),
+                        },
+                    })
+                    .collect();
+                let mut mem = ScriptMemory {
+                    stack: &mut *self.stack,
+                    globals: self.inv.globals.slots(),
+                    host: &mut *self.inv.host,
+                };
+                let v = hvscript_stdlib::call(*builtin, &mut mem, &args).map_err(|e| RunError {
+                    kind: RunErrorKind::Builtin(e),
+                    span: *span,
+                })?;
+                if let Some(d) = dst {
+                    t[*d as usize] = v;
+                }
+            }
+            Inst::CallUser {
+                dst,
+                func,
+                args,
+                span,
+            } => {
+                self.burn(*span)?;
+                let values: Vec<u64> = args.iter().map(|a| t[*a as usize]).collect();
+                let v = self.call(*func, &values, *span)?;
+                if let Some(d) = dst {
+                    t[*d as usize] = v;
+                }
+            }
+            Inst::Fuel { span } => self.burn(*span)?,
+        }
+        Ok(())
+    }
+}
