@@ -1,6 +1,7 @@
 //! The `hvscript` command line: one subcommand per module.
 
 mod check;
+mod eval;
 
 use std::process::ExitCode;
 
@@ -21,11 +22,14 @@ struct Cli {
 enum Command {
     /// Parse scripts and report every error with its location; exit 1 if any has errors.
     Check(check::Args),
+    /// Run a script once on the host against a simulated guest (HyperDbg's `?`).
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

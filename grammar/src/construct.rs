@@ -5,7 +5,7 @@
 use lalrpop_util::ParseError;
 
 use crate::ast::*;
-use crate::lexer::{LexError, Tok};
+use crate::lexer::{LexError, Tok, MAX_NESTING};
 
 /// An error found while building the tree (or by the lexer), with its location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,8 +111,8 @@ pub fn inc_dec(target: Expr, increment: bool) -> Result<StmtKind, SyntaxError> {
     })
 }
 
-pub fn binary(op: BinOp, lhs: Expr, rhs: Expr, span: Span) -> Expr {
-    Expr::new(
+pub fn binary(op: BinOp, lhs: Expr, rhs: Expr, span: Span) -> Result<Expr, SyntaxError> {
+    node(
         ExprKind::Binary {
             op,
             lhs: Box::new(lhs),
@@ -122,12 +122,51 @@ pub fn binary(op: BinOp, lhs: Expr, rhs: Expr, span: Span) -> Expr {
     )
 }
 
-pub fn unary(op: UnOp, operand: Expr, span: Span) -> Expr {
-    Expr::new(
+pub fn unary(op: UnOp, operand: Expr, span: Span) -> Result<Expr, SyntaxError> {
+    node(
         ExprKind::Unary {
             op,
             operand: Box::new(operand),
         },
         span,
     )
+}
+
+/// A compound expression node (operator, call, index, member), refused if it would make the
+/// tree deeper than [`MAX_NESTING`]. Every pass over the tree (printing, the checks, dropping
+/// it, lowering in script-lang) recurses on it, so an unbounded depth (`~~~~...x`,
+/// `1+1+...+1`, `poi(poi(...))`) would overflow the stack. All compound nodes are built here,
+/// so children are within the limit and `height` recurses at most that deep.
+pub fn node(kind: ExprKind, span: Span) -> Result<Expr, SyntaxError> {
+    let e = Expr::new(kind, span);
+    // Each level adds at least one byte (its operator or bracket) to the span, so a node
+    // spanning few bytes cannot be deep: most nodes skip the walk.
+    if (span.end.saturating_sub(span.start) as usize) <= MAX_NESTING || height(&e) <= MAX_NESTING {
+        return Ok(e);
+    }
+    Err(SyntaxError {
+        message: format!("expression nested more than {MAX_NESTING} deep"),
+        span,
+        help: Some("split it into several statements with temporary variables".into()),
+    })
+}
+
+/// Levels of the expression tree: 1 for a leaf.
+fn height(e: &Expr) -> usize {
+    1 + match &e.kind {
+        ExprKind::Unary { operand, .. } => height(operand),
+        ExprKind::Binary { lhs, rhs, .. } => height(lhs).max(height(rhs)),
+        ExprKind::Index { base, index } => height(base).max(height(index)),
+        ExprKind::Member { base, .. } => height(base),
+        ExprKind::Call { args, .. } => args.iter().map(height).max().unwrap_or(0),
+        ExprKind::Number(_)
+        | ExprKind::Float(_)
+        | ExprKind::Str(_)
+        | ExprKind::WStr(_)
+        | ExprKind::Register(_)
+        | ExprKind::Pseudo(_)
+        | ExprKind::Local(_)
+        | ExprKind::Global(_)
+        | ExprKind::Symbol(_) => 0,
+    }
 }

@@ -17,6 +17,10 @@ use logos::Logos;
 
 use crate::ast::{Span, TypeWord};
 
+/// How deep blocks (`{` here) and expressions (in the parser) may nest. Every pass over the
+/// tree recurses on it, so deeper input would overflow the stack; real scripts stay far below.
+pub const MAX_NESTING: usize = 256;
+
 /// A refined token, as the parser consumes it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Tok<'s> {
@@ -206,6 +210,8 @@ pub enum LexErrorKind {
     NumberTooLarge,
     BadFloat,
     UnknownDirective(String),
+    /// More than [`MAX_NESTING`] unclosed `{`.
+    NestedTooDeep,
 }
 
 impl fmt::Display for LexErrorKind {
@@ -220,6 +226,9 @@ impl fmt::Display for LexErrorKind {
             LexErrorKind::NumberTooLarge => f.write_str("number does not fit in 64 bits"),
             LexErrorKind::BadFloat => f.write_str("floating-point literal is out of range"),
             LexErrorKind::UnknownDirective(d) => write!(f, "unknown directive `{d}`"),
+            LexErrorKind::NestedTooDeep => {
+                write!(f, "blocks nested more than {MAX_NESTING} deep")
+            }
         }
     }
 }
@@ -369,6 +378,8 @@ pub struct Lexer<'s> {
     prev_ends_expression: bool,
     /// The member name of a `s.x` split in two, handed out on the next call.
     pending: Option<(usize, Tok<'s>, usize)>,
+    /// `{` not yet closed, limited to [`MAX_NESTING`].
+    open_braces: usize,
 }
 
 impl<'s> Lexer<'s> {
@@ -378,6 +389,7 @@ impl<'s> Lexer<'s> {
             raw: RawTok::lexer(src),
             prev_ends_expression: false,
             pending: None,
+            open_braces: 0,
         }
     }
 }
@@ -412,6 +424,14 @@ impl<'s> Iterator for Lexer<'s> {
                 Err(kind) => return Some(err(kind)),
             },
         };
+        match tok {
+            Tok::LBrace if self.open_braces == MAX_NESTING => {
+                return Some(err(LexErrorKind::NestedTooDeep))
+            }
+            Tok::LBrace => self.open_braces += 1,
+            Tok::RBrace => self.open_braces = self.open_braces.saturating_sub(1),
+            _ => {}
+        }
         self.prev_ends_expression = tok.ends_expression();
         Some(Ok((range.start, tok, range.end)))
     }

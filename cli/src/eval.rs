@@ -1,0 +1,289 @@
+//! `hvscript eval`: run a script once on the host against a simulated guest, as
+//! HyperDbg's `?` command does, and print its output exactly as HyperDbg would.
+//!
+//! The guest is what the options make it: registers (`--reg rax=0x10`), memory
+//! (`--mem 0x1000=41424300`), pseudo-registers (`--pseudo context=0xc0000080`) and the
+//! calling stage (`--stage post`). `--json` prints a machine-readable result instead.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues, Register, GUEST_REG_SLOTS};
+use hvscript_grammar::lexer::{tokenize, Tok};
+use hvscript_grammar::Diagnostic;
+use hvscript_lang::{
+    compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, Stage,
+    StageUse,
+};
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The script text (or use -f).
+    #[arg(conflicts_with = "file")]
+    script: Option<String>,
+    /// Read the script from a file.
+    #[arg(short, long)]
+    file: Option<PathBuf>,
+    /// Set a register: NAME=VALUE (HyperDbg numbers: hex by default, 0n for decimal).
+    #[arg(long = "reg", value_name = "NAME=VALUE")]
+    regs: Vec<String>,
+    /// Map guest memory: ADDR=HEXBYTES (e.g. 0x1000=48656c6c6f00).
+    #[arg(long = "mem", value_name = "ADDR=HEXBYTES")]
+    mem: Vec<String>,
+    /// Set a pseudo-register: NAME=VALUE (context, event_id, core, pid, ...).
+    #[arg(long = "pseudo", value_name = "NAME=VALUE")]
+    pseudo: Vec<String>,
+    /// Define a symbol: MODULE!NAME=ADDR.
+    #[arg(long = "sym", value_name = "MODULE!NAME=ADDR")]
+    symbols: Vec<String>,
+    /// The calling stage to simulate ($stage is 0 in pre, 1 in post).
+    #[arg(long, value_enum, default_value = "pre")]
+    stage: StageArg,
+    /// Loop iterations and calls allowed before the run is stopped.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    fuel: u64,
+    /// Print a JSON object: output, registers, short-circuit flag, errors.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StageArg {
+    Pre,
+    Post,
+}
+
+/// Where the host puts the strings `$pname`, `$date` and `$time` point to.
+const HOST_INFO_PAGE: u64 = 0x7ffe_0000;
+
+pub fn run(args: Args) -> ExitCode {
+    let (name, src) = match (&args.script, &args.file) {
+        (Some(s), _) => ("<command line>".to_string(), s.clone()),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(s) => (f.display().to_string(), s),
+            Err(e) => return fail(&args, &format!("{}: error: {e}", f.display())),
+        },
+        (None, None) => return fail(&args, "error: give a script, or -f FILE"),
+    };
+    let stage = match args.stage {
+        StageArg::Pre => Stage::Pre,
+        StageArg::Post => Stage::Post,
+    };
+    let mut env = HostEnv::new(stage);
+    let mut regs = GuestRegs::default();
+    let mut pseudo = host_pseudo_values(&mut env);
+    pseudo.set(PseudoReg::EventStage, (stage == Stage::Post) as u64);
+    let mut options = CompileOptions {
+        stage: if stage == Stage::Post {
+            StageUse::PostOnly
+        } else {
+            StageUse::Any
+        },
+        ..Default::default()
+    };
+    if let Err(e) = apply_options(&args, &mut regs, &mut pseudo, &mut env, &mut options) {
+        return fail(&args, &format!("error: {e}"));
+    }
+
+    let globals = Globals::default();
+    let program = match compile_source(&src, &globals, &options) {
+        Ok(p) => p,
+        Err(errors) => return report(&args, &name, &src, &env, &regs, &globals, &errors, None),
+    };
+    let limits = Limits {
+        fuel: args.fuel,
+        ..Limits::default()
+    };
+    let result = Interpreter::new().run(
+        &program,
+        &mut Invocation {
+            regs: &mut regs,
+            pseudo: &pseudo,
+            globals: &globals,
+            host: &mut env,
+            limits,
+        },
+    );
+    let (errors, fuel) = match result {
+        Ok(stats) => (Vec::new(), Some(stats.fuel_used)),
+        Err(e) => (vec![e.to_diagnostic()], None),
+    };
+    report(&args, &name, &src, &env, &regs, &globals, &errors, fuel)
+}
+
+fn fail(args: &Args, msg: &str) -> ExitCode {
+    if args.json {
+        println!("{}", json!({ "ok": false, "errors": [{ "message": msg }] }));
+    } else {
+        eprintln!("{msg}");
+    }
+    ExitCode::FAILURE
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &Args,
+    name: &str,
+    src: &str,
+    env: &HostEnv,
+    regs: &GuestRegs,
+    globals: &Globals,
+    errors: &[Diagnostic],
+    fuel_used: Option<u64>,
+) -> ExitCode {
+    let ok = errors.is_empty();
+    if args.json {
+        let output = env.output_text();
+        let registers: serde_json::Map<String, serde_json::Value> = SLOT_NAMES
+            .iter()
+            .zip(regs.slots())
+            .map(|(n, v)| (n.to_string(), json!(format!("{v:#x}"))))
+            .collect();
+        let errors: Vec<_> = errors
+            .iter()
+            .map(|d| {
+                let (line, col) = hvscript_grammar::diagnostic::line_col(src, d.span.start as usize);
+                json!({ "message": d.message, "file": name, "line": line, "column": col, "rendered": d.render(name, src) })
+            })
+            .collect();
+        let globals: serde_json::Map<String, serde_json::Value> = globals
+            .snapshot()
+            .into_iter()
+            .map(|(n, v)| (format!(".{n}"), json!(format!("{v:#x}"))))
+            .collect();
+        let value = json!({
+            "ok": ok,
+            "output": output,
+            "output_lines": output.lines().collect::<Vec<_>>(),
+            "registers": registers,
+            "globals": globals,
+            "stage": match env.stage { Stage::Pre => "pre", Stage::Post => "post" },
+            "short_circuit": env.short_circuit,
+            "refused_short_circuits": env.refused_short_circuits,
+            "test_values": env.test_values.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>(),
+            "warnings": env.warnings,
+            "fuel_used": fuel_used,
+            "errors": errors,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", env.output_text());
+        for d in errors {
+            eprint!("{}", d.render(name, src));
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Slot names of [`GuestRegs`], in field order.
+const SLOT_NAMES: [&str; GUEST_REG_SLOTS] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip", "rflags", "cs", "ds", "es", "fs", "gs", "ss", "cr0", "cr2", "cr3", "cr4",
+    "cr8", "dr0", "dr1", "dr2", "dr3", "dr6", "dr7", "gdtr", "idtr", "ldtr", "tr",
+];
+
+/// The host's own pseudo-register values: this process's id and name, today's date.
+fn host_pseudo_values(env: &mut HostEnv) -> PseudoValues {
+    use hvscript_stdlib::Env;
+    let mut p = PseudoValues::default();
+    p.set(PseudoReg::Pid, std::process::id() as u64);
+    p.set(PseudoReg::Tid, std::process::id() as u64);
+    let name = b"hvscript\0";
+    env.memory.load(HOST_INFO_PAGE, name);
+    p.set(PseudoReg::Pname, HOST_INFO_PAGE);
+    if let Some(t) = env.local_time() {
+        let date = format!("{:04}-{:02}-{:02}\0", t.year, t.month, t.day);
+        let time = format!("{:02}:{:02}:00.000\0", t.hour, t.minute);
+        env.memory.load(HOST_INFO_PAGE + 0x100, date.as_bytes());
+        env.memory.load(HOST_INFO_PAGE + 0x200, time.as_bytes());
+        p.set(PseudoReg::Date, HOST_INFO_PAGE + 0x100);
+        p.set(PseudoReg::Time, HOST_INFO_PAGE + 0x200);
+    }
+    p
+}
+
+fn apply_options(
+    args: &Args,
+    regs: &mut GuestRegs,
+    pseudo: &mut PseudoValues,
+    env: &mut HostEnv,
+    options: &mut CompileOptions,
+) -> Result<(), String> {
+    for r in &args.regs {
+        let (name, value) = split(r, "--reg")?;
+        let reg = Register::from_name(name.trim_start_matches('@'))
+            .ok_or_else(|| format!("--reg {r}: unknown register `{name}`"))?;
+        regs.write(reg, number(value).map_err(|e| format!("--reg {r}: {e}"))?);
+    }
+    for p in &args.pseudo {
+        let (name, value) = split(p, "--pseudo")?;
+        let reg = PseudoReg::from_name(name.trim_start_matches('$'))
+            .ok_or_else(|| format!("--pseudo {p}: unknown pseudo-register `{name}`"))?;
+        if reg == PseudoReg::EventStage {
+            return Err("--pseudo: set the stage with --stage pre|post".into());
+        }
+        pseudo.set(
+            reg,
+            number(value).map_err(|e| format!("--pseudo {p}: {e}"))?,
+        );
+    }
+    for m in &args.mem {
+        let (addr, hex) = split(m, "--mem")?;
+        let addr = number(addr).map_err(|e| format!("--mem {m}: {e}"))?;
+        let bytes = hex_bytes(hex).map_err(|e| format!("--mem {m}: {e}"))?;
+        env.memory.load(addr, &bytes);
+    }
+    for s in &args.symbols {
+        let (name, value) = split(s, "--sym")?;
+        if !name.contains('!') {
+            return Err(format!("--sym {s}: a symbol is written module!name"));
+        }
+        options.symbols.insert(
+            name.to_string(),
+            number(value).map_err(|e| format!("--sym {s}: {e}"))?,
+        );
+    }
+    Ok(())
+}
+
+fn split<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
+    arg.split_once('=')
+        .ok_or_else(|| format!("{flag} {arg}: expected NAME=VALUE"))
+}
+
+/// A HyperDbg number: hex by default, with 0x/0n/0y/0o prefixes, backticks allowed.
+fn number(text: &str) -> Result<u64, String> {
+    match tokenize(text.trim())
+        .map_err(|e| e.kind.to_string())?
+        .as_slice()
+    {
+        [(_, Tok::Number(n), _)] => Ok(*n),
+        [(_, Tok::Minus, _), (_, Tok::Number(n), _)] => Ok(n.wrapping_neg()),
+        _ => Err(format!("`{text}` is not a number")),
+    }
+}
+
+fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let digits: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '`')
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err("an odd number of hex digits".into());
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&digits[i..i + 2], 16)
+                .map_err(|_| format!("`{}` is not a hex byte", &digits[i..i + 2]))
+        })
+        .collect()
+}
