@@ -1,0 +1,473 @@
+//! The engine: the event table, its atomic publication, and exit dispatch with calling
+//! stages (DESIGN.md, "Calling stages and short-circuiting", normative).
+//!
+//! The table is immutable; every change (add, replace, enable, disable, clear) builds a
+//! new one and publishes it by swapping an `Arc`. An exit takes the current table once and
+//! uses it to the end, so a vCPU in the middle of an exit never sees a half-made change,
+//! the next exit sees the new table, and no trigger is lost or doubled. Events are shared
+//! between table versions, so their counters survive every change.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
+use hvscript_stdlib::{Env, EventOp};
+
+use crate::command::Target;
+use crate::event::{Access, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
+use crate::execution::{EventRequest, ExecutionEnv};
+use crate::guest::GuestAccess;
+use crate::output::OutputSink;
+use crate::script::{Script, ScriptFailure};
+
+/// One VM exit, as the exit handler describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub kind: EventKind,
+    pub core: u32,
+    pub pid: u64,
+    pub tid: u64,
+    /// `$context`: MSR index, port, accessed address, CPUID leaf, vector, ... (events.md).
+    pub context: u64,
+    /// `!monitor`: the kind of access.
+    pub access: Access,
+    /// `!crwrite`: the bits the write changes.
+    pub changed_bits: u64,
+}
+
+impl Exit {
+    pub fn new(kind: EventKind, core: u32, context: u64) -> Exit {
+        Exit {
+            kind,
+            core,
+            pid: 0,
+            tid: 0,
+            context,
+            access: Access(0),
+            changed_bits: u64::MAX,
+        }
+    }
+}
+
+/// What the dispatcher did for one exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitOutcome {
+    /// The emulation was skipped (and no post stage ran).
+    pub short_circuited: bool,
+    pub pre_executions: u32,
+    pub post_executions: u32,
+}
+
+#[derive(Clone)]
+struct Entry {
+    event: Arc<Event>,
+    enabled: bool,
+}
+
+/// An immutable version of the event table.
+#[derive(Clone, Default)]
+pub struct EventTable {
+    /// In id order.
+    entries: Vec<Entry>,
+    /// Per kind, indices into `entries`, newest first (HyperDbg's order).
+    by_kind: Vec<Vec<usize>>,
+}
+
+impl EventTable {
+    fn build(entries: Vec<Entry>) -> EventTable {
+        let mut by_kind: Vec<Vec<usize>> = (0..EventKind::ALL.len()).map(|_| Vec::new()).collect();
+        for (i, e) in entries.iter().enumerate().rev() {
+            if e.enabled {
+                by_kind[e.event.spec.kind as usize].push(i);
+            }
+        }
+        EventTable { entries, by_kind }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.entries.iter().any(|e| e.event.id == id)
+    }
+
+    /// Enabled events of the exit's kind whose filters match, newest first.
+    fn candidates<'t>(&'t self, exit: &'t Exit) -> impl Iterator<Item = &'t Arc<Event>> + 't {
+        self.by_kind[exit.kind as usize]
+            .iter()
+            .map(|&i| &self.entries[i].event)
+            .filter(move |e| matches(e, exit))
+    }
+}
+
+fn matches(e: &Event, exit: &Exit) -> bool {
+    let o = &e.spec.options;
+    if o.core.is_some_and(|c| c != exit.core) || o.pid.is_some_and(|p| p != exit.pid) {
+        return false;
+    }
+    match &e.spec.filter {
+        Filter::Any => true,
+        Filter::Value(v) => *v == exit.context,
+        Filter::Address(a) => *a == exit.context,
+        Filter::Range {
+            access, from, to, ..
+        } => (exit.access.0 & access.0) != 0 && exit.context >= *from && exit.context <= *to,
+        Filter::ControlRegister { cr, mask } => {
+            u64::from(*cr) == exit.context && mask.is_none_or(|m| m & exit.changed_bits != 0)
+        }
+    }
+}
+
+/// An `events` listing row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub id: u64,
+    pub enabled: bool,
+    pub text: String,
+    pub counters: crate::event::CounterValues,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    UnknownEvent(u64),
+    /// A `stage post` event whose script calls `event_sc`.
+    ShortCircuitInPost,
+}
+
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EngineError::UnknownEvent(id) => write!(f, "no event with id {id:#x}"),
+            EngineError::ShortCircuitInPost => {
+                f.write_str("event_sc in a script that only runs in the post stage: the emulation has already happened")
+            }
+        }
+    }
+}
+
+/// The event engine of one hypervisor.
+pub struct Engine {
+    table: spin::RwLock<Arc<EventTable>>,
+    /// Serialises writers so a change is never built from a stale table.
+    writer: spin::Mutex<()>,
+    next_id: AtomicU64,
+    sink: Arc<dyn OutputSink>,
+    exits: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(sink: Arc<dyn OutputSink>) -> Engine {
+        Engine {
+            table: spin::RwLock::new(Arc::new(EventTable::build(Vec::new()))),
+            writer: spin::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            sink,
+            exits: AtomicU64::new(0),
+        }
+    }
+
+    /// The current table (cheap: one `Arc` clone under a short read lock).
+    pub fn snapshot(&self) -> Arc<EventTable> {
+        self.table.read().clone()
+    }
+
+    /// Exits handled so far.
+    pub fn exits(&self) -> u64 {
+        self.exits.load(Ordering::Relaxed)
+    }
+
+    fn publish(
+        &self,
+        change: impl FnOnce(&mut Vec<Entry>) -> Result<usize, EngineError>,
+    ) -> Result<usize, EngineError> {
+        let _w = self.writer.lock();
+        let mut entries = self.snapshot().entries.clone();
+        let n = change(&mut entries)?;
+        let table = Arc::new(EventTable::build(entries));
+        *self.table.write() = table;
+        Ok(n)
+    }
+
+    /// Adds an event (enabled) and returns its id. `script` is the compiled form of
+    /// `spec.script`, if any.
+    pub fn add(
+        &self,
+        spec: EventSpec,
+        script: Option<Arc<dyn Script>>,
+    ) -> Result<u64, EngineError> {
+        if spec.options.stage == crate::event::StageMode::Post
+            && script.as_ref().is_some_and(|s| s.uses_short_circuit())
+        {
+            return Err(EngineError::ShortCircuitInPost);
+        }
+        let mut id = 0;
+        self.publish(|entries| {
+            id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let buffer = spec
+                .options
+                .buffer
+                .map(|n| spin::Mutex::new(alloc::vec![0u8; n as usize]));
+            let event = Event {
+                id,
+                spec,
+                script,
+                counters: Default::default(),
+                buffer,
+            };
+            entries.push(Entry {
+                event: Arc::new(event),
+                enabled: true,
+            });
+            Ok(1)
+        })?;
+        Ok(id)
+    }
+
+    /// Replaces an event's script, keeping its id, options and counters' history.
+    pub fn replace_script(
+        &self,
+        id: u64,
+        script: Option<Arc<dyn Script>>,
+    ) -> Result<(), EngineError> {
+        self.publish(|entries| {
+            let e = entries
+                .iter_mut()
+                .find(|e| e.event.id == id)
+                .ok_or(EngineError::UnknownEvent(id))?;
+            let old = &e.event;
+            let event = Event {
+                id,
+                spec: old.spec.clone(),
+                script,
+                counters: Default::default(),
+                buffer: old
+                    .spec
+                    .options
+                    .buffer
+                    .map(|n| spin::Mutex::new(alloc::vec![0u8; n as usize])),
+            };
+            // Carry the counts over so `events` keeps the event's history.
+            let v = old.counters.values();
+            event.counters.pre_runs.store(v.pre_runs, Ordering::Relaxed);
+            event
+                .counters
+                .post_runs
+                .store(v.post_runs, Ordering::Relaxed);
+            event
+                .counters
+                .short_circuits
+                .store(v.short_circuits, Ordering::Relaxed);
+            event
+                .counters
+                .refused_short_circuits
+                .store(v.refused_short_circuits, Ordering::Relaxed);
+            event
+                .counters
+                .script_errors
+                .store(v.script_errors, Ordering::Relaxed);
+            event
+                .counters
+                .fuel_exhaustions
+                .store(v.fuel_exhaustions, Ordering::Relaxed);
+            e.event = Arc::new(event);
+            Ok(1)
+        })
+        .map(|_| ())
+    }
+
+    /// Enables, disables or clears events; returns how many were affected.
+    pub fn apply(&self, op: EventOp, target: Target) -> Result<usize, EngineError> {
+        self.publish(|entries| {
+            let hit = |e: &Entry| match target {
+                Target::All => true,
+                Target::Id(id) => e.event.id == id,
+            };
+            let n = entries.iter().filter(|e| hit(e)).count();
+            if n == 0 {
+                if let Target::Id(id) = target {
+                    return Err(EngineError::UnknownEvent(id));
+                }
+            }
+            match op {
+                EventOp::Clear => entries.retain(|e| !hit(e)),
+                EventOp::Enable | EventOp::Disable => {
+                    for e in entries.iter_mut().filter(|e| hit(e)) {
+                        e.enabled = op == EventOp::Enable;
+                    }
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    /// The `events` listing, in id order.
+    pub fn list(&self) -> Vec<Listing> {
+        self.snapshot()
+            .entries
+            .iter()
+            .map(|e| Listing {
+                id: e.event.id,
+                enabled: e.enabled,
+                text: e.event.spec.text.clone(),
+                counters: e.event.counters.values(),
+            })
+            .collect()
+    }
+
+    /// The event with this id in the current table.
+    pub fn event(&self, id: u64) -> Option<Arc<Event>> {
+        self.snapshot()
+            .entries
+            .iter()
+            .find(|e| e.event.id == id)
+            .map(|e| e.event.clone())
+    }
+
+    /// Handles one VM exit: pre stage, then `emulate` unless a pre execution
+    /// short-circuited, then the post stage. `emulate` is the hypervisor's own handling
+    /// of the instruction (execute CPUID, perform the MSR access, complete the I/O, ...).
+    pub fn handle_exit(
+        &self,
+        exit: &Exit,
+        regs: &mut GuestRegs,
+        guest: &mut dyn GuestAccess,
+        emulate: impl FnOnce(&mut GuestRegs, &mut dyn GuestAccess),
+    ) -> ExitOutcome {
+        self.exits.fetch_add(1, Ordering::Relaxed);
+        let table = self.snapshot();
+        let mut outcome = ExitOutcome::default();
+        let mut candidates = table.candidates(exit).peekable();
+        if candidates.peek().is_none() {
+            emulate(regs, guest);
+            return outcome;
+        }
+        let mut requests = Vec::new();
+        let known = |id: u64| table.contains(id);
+        let mut post_wanted = false;
+        for event in candidates {
+            let mode = event.spec.options.stage;
+            post_wanted |= mode.runs_post() && event.spec.kind.has_stages();
+            if mode.runs_pre() || !event.spec.kind.has_stages() {
+                outcome.pre_executions += 1;
+                if self.execute(event, Stage::Pre, exit, regs, guest, &mut requests, &known) {
+                    outcome.short_circuited = true;
+                }
+            }
+        }
+        if outcome.short_circuited {
+            // Rule 3: no emulation and no post stage for any event on this exit.
+            self.apply_requests(&requests);
+            return outcome;
+        }
+        emulate(regs, guest);
+        if post_wanted {
+            for event in table.candidates(exit) {
+                if event.spec.options.stage.runs_post() && event.spec.kind.has_stages() {
+                    outcome.post_executions += 1;
+                    self.execute(event, Stage::Post, exit, regs, guest, &mut requests, &known);
+                }
+            }
+        }
+        self.apply_requests(&requests);
+        outcome
+    }
+
+    fn apply_requests(&self, requests: &[EventRequest]) {
+        for r in requests {
+            // The id existed when the script asked; it may have been cleared since.
+            let _ = self.apply(r.op, Target::Id(r.id));
+        }
+    }
+
+    /// Runs one event in one stage; returns whether this execution short-circuits.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        event: &Event,
+        stage: Stage,
+        exit: &Exit,
+        regs: &mut GuestRegs,
+        guest: &mut dyn GuestAccess,
+        requests: &mut Vec<EventRequest>,
+        known: &dyn Fn(u64) -> bool,
+    ) -> bool {
+        let counters = &event.counters;
+        match stage {
+            Stage::Pre => counters.pre_runs.fetch_add(1, Ordering::Relaxed),
+            Stage::Post => counters.post_runs.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sink.triggered(event.id, stage, exit.core);
+        let default_sc = stage == Stage::Pre && event.spec.options.short_circuit;
+        let Some(script) = &event.script else {
+            if default_sc {
+                counters.short_circuits.fetch_add(1, Ordering::Relaxed);
+            }
+            return default_sc;
+        };
+        let mut pseudo = PseudoValues::default();
+        pseudo.set(PseudoReg::EventStage, stage as u64);
+        pseudo.set(PseudoReg::Context, exit.context);
+        pseudo.set(PseudoReg::EventId, event.id);
+        pseudo.set(PseudoReg::EventTag, event.id + EVENT_TAG_BASE);
+        pseudo.set(PseudoReg::Core, u64::from(exit.core));
+        pseudo.set(PseudoReg::Pid, exit.pid);
+        pseudo.set(PseudoReg::Tid, exit.tid);
+        pseudo.set(PseudoReg::Ip, regs.rip);
+        if let Some(b) = &event.buffer {
+            pseudo.set(PseudoReg::Buffer, b.lock().as_ptr() as u64);
+        }
+        let mut env = ExecutionEnv {
+            guest,
+            event,
+            stage,
+            short_circuit: default_sc,
+            refused_short_circuits: 0,
+            output: Vec::new(),
+            requests,
+            known_id: known,
+        };
+        let result = script.execute(regs, &pseudo, &mut env);
+        let mut sc = env.short_circuit;
+        if env.refused_short_circuits > 0 {
+            counters
+                .refused_short_circuits
+                .fetch_add(env.refused_short_circuits, Ordering::Relaxed);
+        }
+        if let Err(failure) = result {
+            counters.script_errors.fetch_add(1, Ordering::Relaxed);
+            let msg = match &failure {
+                ScriptFailure::FuelExhausted => {
+                    counters.fuel_exhaustions.fetch_add(1, Ordering::Relaxed);
+                    String::from("fuel exhausted (endless loop?)")
+                }
+                ScriptFailure::Error(m) => m.clone(),
+            };
+            env.output(
+                format!(
+                    "error: event {:#x} ({} stage): {msg}\n",
+                    event.id,
+                    if stage == Stage::Pre { "pre" } else { "post" }
+                )
+                .as_bytes(),
+            );
+            // Rule 5: a failed execution does not change the emulation: only the event's
+            // own `sc on|off` default counts, not what the script set before failing.
+            sc = default_sc;
+        }
+        if !env.output.is_empty() {
+            self.sink.output(event.id, stage, exit.core, &env.output);
+        }
+        if sc {
+            counters.short_circuits.fetch_add(1, Ordering::Relaxed);
+        }
+        sc
+    }
+}

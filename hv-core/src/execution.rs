@@ -1,0 +1,153 @@
+//! The environment one script execution sees, as the built-ins' [`Env`]: guest memory
+//! (and the event's safe buffer at `$buffer`), output collected for the sink, the
+//! execution's short-circuit flag, and event-table requests applied after the exit.
+
+use alloc::vec::Vec;
+
+use hvscript_stdlib::{AtomicRmw, Env, EventOp, MemFault, Unavailable};
+
+use crate::event::{Event, Stage};
+use crate::guest::GuestAccess;
+
+/// `event_enable/disable/clear` from a script, applied once the exit is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRequest {
+    pub op: EventOp,
+    pub id: u64,
+}
+
+pub(crate) struct ExecutionEnv<'a> {
+    pub guest: &'a mut dyn GuestAccess,
+    pub event: &'a Event,
+    pub stage: Stage,
+    pub short_circuit: bool,
+    pub refused_short_circuits: u64,
+    pub output: Vec<u8>,
+    pub requests: &'a mut Vec<EventRequest>,
+    /// Whether an event id exists in the table this exit uses.
+    pub known_id: &'a dyn Fn(u64) -> bool,
+}
+
+impl ExecutionEnv<'_> {
+    /// The offset into the safe buffer if `[addr, addr+len)` lies inside it.
+    fn in_buffer(&self, addr: u64, len: usize) -> Option<usize> {
+        let buf = self.event.buffer.as_ref()?;
+        let b = buf.lock();
+        let base = b.as_ptr() as u64;
+        let end = addr.checked_add(len as u64)?;
+        (addr >= base && end <= base + b.len() as u64).then(|| (addr - base) as usize)
+    }
+}
+
+impl Env for ExecutionEnv<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        if let Some(off) = self.in_buffer(addr, buf.len()) {
+            if let Some(b) = &self.event.buffer {
+                buf.copy_from_slice(&b.lock()[off..off + buf.len()]);
+                return Ok(());
+            }
+        }
+        self.guest.read(addr, buf)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        if let Some(off) = self.in_buffer(addr, data.len()) {
+            if let Some(b) = &self.event.buffer {
+                b.lock()[off..off + data.len()].copy_from_slice(data);
+                return Ok(());
+            }
+        }
+        self.guest.write(addr, data)
+    }
+
+    fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {
+        if let Some(off) = self.in_buffer(addr, 8) {
+            if let Some(b) = &self.event.buffer {
+                let mut g = b.lock();
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&g[off..off + 8]);
+                let old = u64::from_le_bytes(bytes);
+                g[off..off + 8].copy_from_slice(&op.apply(old).to_le_bytes());
+                return Ok(old);
+            }
+        }
+        self.guest.atomic_rmw_u64(addr, op)
+    }
+
+    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
+        if let Some(off) = self.in_buffer(addr, 4) {
+            if let Some(b) = &self.event.buffer {
+                let mut g = b.lock();
+                let old = u32::from_le_bytes([g[off], g[off + 1], g[off + 2], g[off + 3]]);
+                if old == expected {
+                    g[off..off + 4].copy_from_slice(&new.to_le_bytes());
+                }
+                return Ok(old);
+            }
+        }
+        self.guest.cmpxchg_u32(addr, expected, new)
+    }
+
+    fn read_phys(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.guest.read_phys(addr, buf)
+    }
+    fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.guest.write_phys(addr, data)
+    }
+    fn virt_to_phys(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        self.guest.virt_to_phys(addr)
+    }
+    fn phys_to_virt(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        self.guest.phys_to_virt(addr)
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    /// HyperDbg's kernel-side `test_statement` does nothing; so here.
+    fn test_statement(&mut self, _value: u64) {}
+
+    fn rdtsc(&mut self) -> Result<u64, Unavailable> {
+        Ok(read_tsc())
+    }
+    fn rdtscp(&mut self) -> Result<u64, Unavailable> {
+        Ok(read_tsc())
+    }
+
+    fn event_control(&mut self, op: EventOp, id: u64) -> Result<bool, Unavailable> {
+        if !(self.known_id)(id) {
+            return Ok(false);
+        }
+        self.requests.push(EventRequest { op, id });
+        Ok(true)
+    }
+
+    fn event_sc(&mut self, on: bool) -> Result<(), Unavailable> {
+        match self.stage {
+            Stage::Pre => self.short_circuit = on,
+            Stage::Post => {
+                self.refused_short_circuits += 1;
+                self.warn("event_sc in the post stage changes nothing: the emulation has already happened");
+            }
+        }
+        Ok(())
+    }
+
+    fn event_inject(
+        &mut self,
+        kind: u8,
+        vector: u8,
+        error_code: Option<u32>,
+    ) -> Result<(), Unavailable> {
+        self.guest.inject(kind, vector, error_code)
+    }
+}
+
+fn read_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions in the modes a hypervisor runs in.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}

@@ -1,0 +1,31 @@
+//! The event engine a hypervisor embeds, `no_std` + `alloc`.
+//!
+//! A hypervisor's VM-exit handlers describe each exit ([`Exit`]) and call
+//! [`Engine::handle_exit`] with their emulation as a closure; the engine runs the matching
+//! events' scripts in the pre stage, skips the emulation and every post execution if any
+//! of them short-circuited, else emulates and runs the post stage. Users' HyperDbg command
+//! lines are parsed by [`command`]; scripts arrive compiled, behind [`Script`].
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod command;
+pub mod engine;
+pub mod event;
+mod execution;
+pub mod guest;
+pub mod number;
+pub mod output;
+pub mod script;
+
+pub use command::{parse_command, parse_event_command, Command, CommandError, Target};
+pub use engine::{Engine, EngineError, EventTable, Exit, ExitOutcome, Listing};
+pub use event::{
+    Access, CounterValues, Event, EventKind, EventOptions, EventSpec, Filter, Stage, StageMode,
+    EVENT_TAG_BASE,
+};
+pub use execution::EventRequest;
+pub use guest::{GuestAccess, NoGuestMemory};
+pub use output::{NullSink, OutputSink};
+pub use script::{Script, ScriptFailure};

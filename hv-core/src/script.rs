@@ -1,0 +1,35 @@
+//! What an event runs: any compiled form of a script, behind one object-safe trait.
+//!
+//! hv-core never links the compiler. The embedder hands it [`Script`]s: JIT code objects
+//! on platforms that can execute generated code, or IR for the interpreter elsewhere.
+//! hv-core supplies the environment each execution sees (guest memory, output, the
+//! short-circuit flag, event requests) as a [`hvscript_stdlib::Env`].
+
+use hvscript_abi::{GuestRegs, PseudoValues};
+use hvscript_stdlib::Env;
+
+/// Why an execution ended early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScriptFailure {
+    /// The fuel budget ran out (an endless loop).
+    FuelExhausted,
+    /// Any other run-time error (faulting read, division by zero, ...), with its message.
+    Error(alloc::string::String),
+}
+
+/// A loaded, runnable script.
+pub trait Script: Send + Sync {
+    /// Runs the script once. `regs` are the vCPU's registers (writes are seen by the
+    /// emulation in pre and by the guest in post), `pseudo` the invocation's pseudo-registers.
+    fn execute(
+        &self,
+        regs: &mut GuestRegs,
+        pseudo: &PseudoValues,
+        env: &mut dyn Env,
+    ) -> Result<(), ScriptFailure>;
+
+    /// Whether the script can call `event_sc` (used to refuse `stage post` scripts that do).
+    fn uses_short_circuit(&self) -> bool {
+        true
+    }
+}
