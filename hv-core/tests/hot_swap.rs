@@ -9,6 +9,9 @@ use hv_core::*;
 use hvscript_abi::{GuestRegs, PseudoValues};
 use hvscript_stdlib::{Env, EventOp};
 
+/// Every script ever attached, with its event id.
+type Registry = Vec<(u64, Arc<Counting>)>;
+
 /// A script that counts its own executions per stage.
 struct Counting {
     pre: AtomicU64,
@@ -41,7 +44,7 @@ fn four_dispatchers_and_a_mutator_lose_and_double_nothing() {
     const MIN_CHANGES: u64 = 10_000;
 
     let engine = Arc::new(Engine::new(Arc::new(NullSink)));
-    let scripts: Arc<std::sync::Mutex<Vec<(u64, Arc<Counting>)>>> = Default::default();
+    let scripts: Arc<std::sync::Mutex<Registry>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
     let changes = Arc::new(AtomicU64::new(0));
 
@@ -75,7 +78,7 @@ fn four_dispatchers_and_a_mutator_lose_and_double_nothing() {
                     }
                     3 if !live.is_empty() => {
                         let id = live[(i as usize) % live.len()];
-                        let op = if i % 2 == 0 {
+                        let op = if i.is_multiple_of(2) {
                             EventOp::Disable
                         } else {
                             EventOp::Enable
