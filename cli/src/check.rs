@@ -1,12 +1,15 @@
-//! `hvscript check FILE...`: parse each script (a file, or `-` for standard input) and
-//! print its diagnostics; exit 0 when every script is free of errors, 1 otherwise.
-//! Portability warnings (what HyperDbg itself would reject) are printed but do not fail.
+//! `hvscript check FILE...`: parse and compile each script (a file, or `-` for standard
+//! input) and print its diagnostics; exit 0 when every script is free of errors, 1
+//! otherwise. Files share one table of global names, in order, as commands of one
+//! session do. Portability warnings (what HyperDbg itself would reject) are printed but
+//! do not fail.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hvscript_grammar::{parse_checked, portability, print};
+use hvscript_lang::{compile, CompileOptions, Globals, StageUse};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,10 +22,18 @@ pub struct Args {
     /// Do not print portability warnings.
     #[arg(long)]
     no_warnings: bool,
+    /// Check the scripts as attached with `stage post` (event_sc is an error there).
+    #[arg(long)]
+    post: bool,
+    /// Only parse (syntax and built-in call shapes), without name and semantic checks.
+    #[arg(long)]
+    syntax_only: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
     let mut failed = false;
+    let globals = Globals::default();
+    let options = CompileOptions { stage: if args.post { StageUse::PostOnly } else { StageUse::Any }, ..Default::default() };
     for path in &args.files {
         let (name, src) = match read(path) {
             Ok(x) => x,
@@ -41,6 +52,14 @@ pub fn run(args: Args) -> ExitCode {
                 }
                 if args.ast {
                     print!("{}", print::script(&script));
+                }
+                if !args.syntax_only {
+                    if let Err(errors) = compile(&script, &globals, &options) {
+                        failed = true;
+                        for d in errors {
+                            eprint!("{}", d.render(&name, &src));
+                        }
+                    }
                 }
             }
             Err(errors) => {

@@ -103,3 +103,23 @@ fn binary_garbage_is_an_error_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn semantic_errors_are_reported_too() {
+    let dir = std::env::temp_dir().join(format!("hvscript-check-sem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("sem.ds");
+    std::fs::write(&f, "x = y + 1;\nprintf(\"%d %d\\n\", 1);\nbreak;\n").unwrap();
+    let out = hvscript().arg("check").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":1:5: error: `y` is read before it is assigned"), "{err}");
+    assert!(err.contains(":2:8: error: printf's format has 2 specifiers but 1 argument follows"), "{err}");
+    assert!(err.contains(":3:1: error: `break` outside a loop"), "{err}");
+    let out = hvscript().arg("check").arg("--syntax-only").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(&f, "event_sc(1);\n").unwrap();
+    assert_eq!(hvscript().arg("check").arg(&f).output().unwrap().status.code(), Some(0));
+    assert_eq!(hvscript().args(["check", "--post"]).arg(&f).output().unwrap().status.code(), Some(1));
+    std::fs::remove_dir_all(&dir).ok();
+}
