@@ -1,6 +1,7 @@
 //! The `hvscript` command line: one subcommand per module.
 
 mod check;
+mod conformance;
 mod eval;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
     Check(check::Args),
     /// Run a script once on the host against a simulated guest (HyperDbg's `?`).
     Eval(eval::Args),
+    /// Run a conformance suite (HyperDbg's, or a directory of cases) and report.
+    Conformance(conformance::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +34,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Conformance(args) => conformance::run(args),
     }
 }

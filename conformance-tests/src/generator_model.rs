@@ -83,6 +83,9 @@ pub enum ErrorKind {
     UnknownShape,
     /// The model stopped after [`STEP_LIMIT`] steps.
     StepLimit,
+    /// Only under [`Semantics::shift_count_error`]: a shift count outside 0..63 stops the run
+    /// (hvscript and HyperDbg), where C# masks the count.
+    ShiftCount,
 }
 
 impl ErrorKind {
@@ -106,6 +109,7 @@ impl ErrorKind {
             ErrorKind::ResultNotInt => "result is not an int",
             ErrorKind::UnknownShape => "unknown script shape",
             ErrorKind::StepLimit => "step limit",
+            ErrorKind::ShiftCount => "shift count outside 0..63",
         }
     }
 }
@@ -212,6 +216,125 @@ pub fn evaluate_as(script: &str, kind: ScriptKind) -> Result<u32, ModelError> {
         ScriptKind::Conditional => eval_statement_wrapper(script, false),
         ScriptKind::Loop => eval_statement_wrapper(script, true),
     }
+}
+
+/// Which evaluation rules the model applies. [`Semantics::GENERATOR`] is the C# generator
+/// (what [`evaluate`] uses); switching single rules to HyperDbg's lets a runner compute *why*
+/// hvscript's value differs from a record's expected value instead of listing case numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Semantics {
+    /// Bare digit strings (`17`) are hex, as HyperDbg reads them (the generator read decimal).
+    pub hex_bare_digits: bool,
+    /// 64-bit wrapping arithmetic (HyperDbg, hvscript) instead of C#'s 32-bit `int`.
+    pub wide: bool,
+    /// A shift count outside 0..63 is a run-time error (hvscript, HyperDbg) instead of being
+    /// masked to 5 bits (C#, or 6 bits when `wide`).
+    pub shift_count_error: bool,
+}
+
+impl Semantics {
+    /// The C# generator's rules.
+    pub const GENERATOR: Semantics = Semantics {
+        hex_bare_digits: false,
+        wide: false,
+        shift_count_error: false,
+    };
+    /// HyperDbg's (and hvscript's) rules for the same scripts.
+    pub const HYPERDBG: Semantics = Semantics {
+        hex_bare_digits: true,
+        wide: true,
+        shift_count_error: true,
+    };
+
+    /// The names of the rules that differ from the generator's.
+    pub fn describe(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.hex_bare_digits {
+            v.push("bare digits read as hex");
+        }
+        if self.wide {
+            v.push("64-bit arithmetic");
+        }
+        if self.shift_count_error {
+            v.push("shift count outside 0..63 is an error (C# masks it)");
+        }
+        v
+    }
+
+    /// Every combination of the rules, fewest differences from the generator first.
+    pub fn all() -> Vec<Semantics> {
+        let mut v: Vec<Semantics> = (0u8..8)
+            .map(|b| Semantics {
+                hex_bare_digits: b & 1 != 0,
+                wide: b & 2 != 0,
+                shift_count_error: b & 4 != 0,
+            })
+            .collect();
+        v.sort_by_key(|s| s.describe().len());
+        v
+    }
+}
+
+/// Evaluates `script` in the wrapper of its shape under the given rules. The value is 64-bit:
+/// under 32-bit rules it is the `int` result sign-extended (the value a 64-bit engine shows
+/// for the same bits). Under non-generator rules the C# compile-time checks that depend on
+/// 32-bit `int` (literal range, constant overflow) are not applied; the typing rules are.
+pub fn evaluate_with(script: &str, sem: Semantics) -> Result<u64, ModelError> {
+    if sem == Semantics::GENERATOR {
+        return evaluate(script).map(|v| v as i32 as i64 as u64);
+    }
+    let kind = classify(script).ok_or_else(|| {
+        ModelError::new(
+            ErrorKind::UnknownShape,
+            "the script is neither `x = …; test_statement(x);` nor starts with if/for/while/do",
+        )
+    })?;
+    let text = if sem.hex_bare_digits {
+        bare_digits_as_hex(script)
+    } else {
+        script.to_string()
+    };
+    match kind {
+        ScriptKind::Expression => {
+            let sentence = expression_sentence(&text).ok_or_else(|| {
+                ModelError::new(
+                    ErrorKind::UnknownShape,
+                    "an expression record must read `x = <E>; test_statement(x);`",
+                )
+            })?;
+            eval_expression(sentence, sem)
+        }
+        ScriptKind::Conditional => eval_statements(&text, false, sem),
+        ScriptKind::Loop => eval_statements(&text, true, sem),
+    }
+}
+
+/// Rewrites every bare digit string of HyperDbg script text (`17`, not `0x17`, `0n17`,
+/// `0y101` or the digits of `@r8`) to `0x<digits>`, which is how HyperDbg reads it.
+pub fn bare_digits_as_hex(script: &str) -> String {
+    let b = script.as_bytes();
+    let mut out = String::with_capacity(script.len() + 16);
+    let mut i = 0;
+    while i < b.len() {
+        let word_start = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+        if b[i].is_ascii_alphanumeric() || b[i] == b'_' {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            let word = &script[i..j];
+            if word_start && word.bytes().all(|c| c.is_ascii_digit()) {
+                out.push_str("0x");
+            }
+            out.push_str(word);
+            i = j;
+        } else {
+            let ch = script[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
 }
 
 /// `int.ToString("X")` of a result: upper-case hex, no prefix, negative values as 8 digits.
@@ -959,6 +1082,8 @@ struct Binder<'a> {
     src: &'a str,
     vars: &'a [&'a str],
     wrapper: &'a str,
+    /// Skip the checks that depend on 32-bit `int` (literal range, constant overflow).
+    lenient: bool,
 }
 
 impl Binder<'_> {
@@ -1080,6 +1205,7 @@ impl Binder<'_> {
         match &e.kind {
             ExprKind::Num(v) => match i32::try_from(*v) {
                 Ok(v) => Ok(int(Some(v))),
+                Err(_) if self.lenient => Ok(int(None)),
                 Err(_) => Err(self.err(
                     ErrorKind::LiteralTooLarge,
                     e.pos,
@@ -1139,6 +1265,7 @@ impl Binder<'_> {
                         match b.konst {
                             Some(v) => match v.checked_neg() {
                                 Some(n) => Ok(int(Some(n))),
+                                None if self.lenient => Ok(int(None)),
                                 None => Err(self.overflow(e.pos, "-")),
                             },
                             None => Ok(int(None)),
@@ -1286,6 +1413,7 @@ impl Binder<'_> {
                 };
                 match v {
                     Some(v) => int(Some(v)),
+                    None if self.lenient => int(None),
                     None => Err(self.overflow(pos, sym)),
                 }
             }
@@ -1373,9 +1501,11 @@ enum Flow {
 
 struct Machine<'a> {
     names: &'a [&'a str],
-    values: Vec<i32>,
-    tmp: i32,
+    /// Values as `i64`; under 32-bit rules every stored value is a sign-extended `i32`.
+    values: Vec<i64>,
+    tmp: i64,
     steps: u64,
+    sem: Semantics,
 }
 
 impl Machine<'_> {
@@ -1469,11 +1599,26 @@ impl Machine<'_> {
         }
     }
 
-    fn expr(&mut self, e: &Expr) -> Result<i32, ModelError> {
+    /// Wraps a result to the width of the rules.
+    fn fit(&self, v: i64) -> i64 {
+        if self.sem.wide {
+            v
+        } else {
+            i64::from(v as i32)
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<i64, ModelError> {
+        let v = self.expr_inner(e)?;
+        Ok(self.fit(v))
+    }
+
+    fn expr_inner(&mut self, e: &Expr) -> Result<i64, ModelError> {
         Ok(match &e.kind {
-            // The binder has checked that every literal fits.
-            ExprKind::Num(v) => i32::try_from(*v).unwrap_or(0),
-            ExprKind::Bool(b) => i32::from(*b),
+            // The binder has checked that every literal fits (under 32-bit rules).
+            ExprKind::Num(v) if self.sem.wide => *v as i64,
+            ExprKind::Num(v) => i64::from(i32::try_from(*v).unwrap_or(0)),
+            ExprKind::Bool(b) => i64::from(*b),
             ExprKind::Var(name) => self.values[self.slot(name)?],
             ExprKind::Unary(op, inner) => {
                 let v = self.expr(inner)?;
@@ -1481,7 +1626,7 @@ impl Machine<'_> {
                     UnOp::Plus => v,
                     UnOp::Neg => v.wrapping_neg(),
                     UnOp::Compl => !v,
-                    UnOp::Not => i32::from(v == 0),
+                    UnOp::Not => i64::from(v == 0),
                 }
             }
             ExprKind::Step(step, inner) => {
@@ -1490,10 +1635,10 @@ impl Machine<'_> {
                 };
                 let k = self.slot(name)?;
                 let old = self.values[k];
-                let new = match step {
+                let new = self.fit(match step {
                     Step::PreInc | Step::PostInc => old.wrapping_add(1),
                     Step::PreDec | Step::PostDec => old.wrapping_sub(1),
-                };
+                });
                 self.values[k] = new;
                 match step {
                     Step::PreInc | Step::PreDec => new,
@@ -1508,7 +1653,7 @@ impl Machine<'_> {
                 let r = self.expr(rhs)?;
                 let v = match op {
                     None => r,
-                    Some(op) => arith(*op, self.values[k], r),
+                    Some(op) => self.fit(arith(*op, self.values[k], r, self.sem)?),
                 };
                 self.values[k] = v;
                 v
@@ -1526,10 +1671,10 @@ impl Machine<'_> {
                 match op {
                     BinOp::AndAlso if x == 0 => 0,
                     BinOp::OrElse if x != 0 => 1,
-                    BinOp::AndAlso | BinOp::OrElse => i32::from(self.expr(r)? != 0),
+                    BinOp::AndAlso | BinOp::OrElse => i64::from(self.expr(r)? != 0),
                     _ => {
                         let y = self.expr(r)?;
-                        arith(*op, x, y)
+                        arith(*op, x, y, self.sem)?
                     }
                 }
             }
@@ -1537,23 +1682,71 @@ impl Machine<'_> {
     }
 }
 
-/// Run-time (unchecked) `int` arithmetic; comparisons yield 0/1.
-fn arith(op: BinOp, x: i32, y: i32) -> i32 {
-    match op {
+/// Run-time (unchecked) arithmetic on values of the rules' width (the caller wraps the
+/// result with [`Machine::fit`]); comparisons yield 0/1.
+fn arith(op: BinOp, x: i64, y: i64, sem: Semantics) -> Result<i64, ModelError> {
+    if !sem.wide && !sem.shift_count_error {
+        // C# `int`, exactly.
+        let (x, y) = (x as i32, y as i32);
+        return Ok(i64::from(match op {
+            BinOp::Add => x.wrapping_add(y),
+            BinOp::Sub => x.wrapping_sub(y),
+            BinOp::Mul => x.wrapping_mul(y),
+            // The binder rejects constant zero divisors; a variable one would throw in C#.
+            BinOp::Div => x.checked_div(y).unwrap_or(0),
+            BinOp::Rem => x.checked_rem(y).unwrap_or(0),
+            BinOp::Shl | BinOp::Shr => shift(op, x, y),
+            BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => i32::from(compare(op, x, y)),
+            BinOp::Eq => i32::from(x == y),
+            BinOp::Ne => i32::from(x != y),
+            BinOp::BitAnd | BinOp::BitXor | BinOp::BitOr => bitwise(op, x, y),
+            BinOp::AndAlso => i32::from(x != 0 && y != 0),
+            BinOp::OrElse => i32::from(x != 0 || y != 0),
+        }));
+    }
+    let bits: u32 = if sem.wide { 64 } else { 32 };
+    Ok(match op {
         BinOp::Add => x.wrapping_add(y),
         BinOp::Sub => x.wrapping_sub(y),
         BinOp::Mul => x.wrapping_mul(y),
-        // The binder rejects constant zero divisors; a variable one would throw in C#.
         BinOp::Div => x.checked_div(y).unwrap_or(0),
         BinOp::Rem => x.checked_rem(y).unwrap_or(0),
-        BinOp::Shl | BinOp::Shr => shift(op, x, y),
-        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => i32::from(compare(op, x, y)),
-        BinOp::Eq => i32::from(x == y),
-        BinOp::Ne => i32::from(x != y),
-        BinOp::BitAnd | BinOp::BitXor | BinOp::BitOr => bitwise(op, x, y),
-        BinOp::AndAlso => i32::from(x != 0 && y != 0),
-        BinOp::OrElse => i32::from(x != 0 || y != 0),
-    }
+        BinOp::Shl | BinOp::Shr => {
+            let n = if sem.shift_count_error {
+                if !(0..=63).contains(&y) {
+                    return Err(ModelError::new(
+                        ErrorKind::ShiftCount,
+                        format!("`{}` by {y}", op.symbol()),
+                    ));
+                }
+                // A 32-bit engine with 64-bit counts: bits shifted past 31 are gone.
+                y as u32
+            } else {
+                (y as u32) & (bits - 1)
+            };
+            let x = if sem.wide { x } else { i64::from(x as i32) };
+            if op == BinOp::Shl {
+                if n >= 64 {
+                    0
+                } else {
+                    x.wrapping_shl(n)
+                }
+            } else {
+                x.wrapping_shr(n.min(63))
+            }
+        }
+        BinOp::Lt => i64::from(x < y),
+        BinOp::Gt => i64::from(x > y),
+        BinOp::Le => i64::from(x <= y),
+        BinOp::Ge => i64::from(x >= y),
+        BinOp::Eq => i64::from(x == y),
+        BinOp::Ne => i64::from(x != y),
+        BinOp::BitAnd => x & y,
+        BinOp::BitXor => x ^ y,
+        BinOp::BitOr => x | y,
+        BinOp::AndAlso => i64::from(x != 0 && y != 0),
+        BinOp::OrElse => i64::from(x != 0 || y != 0),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1600,6 +1793,11 @@ fn parse_var_initializer(p: &mut Parser<'_>) -> Result<Expr, ModelError> {
 }
 
 fn eval_expression_wrapper(sentence: &str) -> Result<u32, ModelError> {
+    eval_expression(sentence, Semantics::GENERATOR).map(|v| v as u32)
+}
+
+fn eval_expression(sentence: &str, sem: Semantics) -> Result<u64, ModelError> {
+    let lenient = sem != Semantics::GENERATOR;
     // `var num = <E>;` with the rewrite applied to `<E>` only.
     let src = format!("{};", to_csharp(sentence));
     let lexed = lex(&src);
@@ -1611,18 +1809,20 @@ fn eval_expression_wrapper(sentence: &str) -> Result<u32, ModelError> {
         src: &src,
         vars: &names,
         wrapper: "expression (`var num = …`)",
+        lenient,
     };
     let b = binder.expr(&e)?;
     match (b.ty, b.konst) {
-        (Ty::Int, Some(v)) => Ok(v as u32),
-        (Ty::Int, None) => {
+        (Ty::Int, Some(v)) if !lenient => Ok(i64::from(v) as u64),
+        (Ty::Int, _) => {
             let mut m = Machine {
                 names: &names,
                 values: Vec::new(),
                 tmp: 0,
                 steps: 0,
+                sem,
             };
-            m.expr(&e).map(|v| v as u32)
+            m.expr(&e).map(|v| v as u64)
         }
         (ty, _) => Err(ModelError::new(
             ErrorKind::ResultNotInt,
@@ -1635,6 +1835,10 @@ fn eval_expression_wrapper(sentence: &str) -> Result<u32, ModelError> {
 }
 
 fn eval_statement_wrapper(script: &str, loop_wrapper: bool) -> Result<u32, ModelError> {
+    eval_statements(script, loop_wrapper, Semantics::GENERATOR).map(|v| v as u32)
+}
+
+fn eval_statements(script: &str, loop_wrapper: bool, sem: Semantics) -> Result<u64, ModelError> {
     let src = to_csharp(script);
     let lexed = lex(&src);
     let mut p = Parser::new(&src, lexed.tokens.clone());
@@ -1649,6 +1853,7 @@ fn eval_statement_wrapper(script: &str, loop_wrapper: bool) -> Result<u32, Model
         src: &src,
         vars: names,
         wrapper: if loop_wrapper { "loop" } else { "if-chain" },
+        lenient: sem != Semantics::GENERATOR,
     };
     binder.stmts(&stmts, 0)?;
     let mut m = Machine {
@@ -1656,13 +1861,14 @@ fn eval_statement_wrapper(script: &str, loop_wrapper: bool) -> Result<u32, Model
         values: vec![0; names.len()],
         tmp: 0,
         steps: 0,
+        sem,
     };
     m.stmts(&stmts)?;
     if loop_wrapper {
         // The wrapper ends with `test_statement(tmp_counter);`.
         m.tmp = m.values[m.slot("tmp_counter")?];
     }
-    Ok(m.tmp as u32)
+    Ok(m.tmp as u64)
 }
 
 #[cfg(test)]

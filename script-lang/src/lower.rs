@@ -340,14 +340,9 @@ impl Lowerer<'_> {
             StmtKind::If { arms, otherwise } => {
                 let end = f.new_block();
                 for arm in arms {
-                    let c = self.expr(f, &arm.cond);
                     let then = f.new_block();
                     let next = f.new_block();
-                    f.terminate(Terminator::Branch {
-                        cond: c,
-                        then,
-                        otherwise: next,
-                    });
+                    self.branch_on(f, &arm.cond, then, next);
                     f.switch_to(then);
                     self.block(f, &arm.body);
                     f.terminate(Terminator::Jump(end));
@@ -359,32 +354,7 @@ impl Lowerer<'_> {
                 f.terminate(Terminator::Jump(end));
                 f.switch_to(end);
             }
-            StmtKind::While { cond, body } => {
-                let head = f.new_block();
-                let body_b = f.new_block();
-                let latch = f.new_block();
-                let exit = f.new_block();
-                f.terminate(Terminator::Jump(head));
-                f.switch_to(head);
-                let c = self.expr(f, cond);
-                f.terminate(Terminator::Branch {
-                    cond: c,
-                    then: body_b,
-                    otherwise: exit,
-                });
-                f.switch_to(body_b);
-                f.loops.push(LoopTargets {
-                    continue_to: latch,
-                    break_to: exit,
-                });
-                self.block(f, body);
-                f.loops.pop();
-                f.terminate(Terminator::Jump(latch));
-                f.switch_to(latch);
-                f.emit(Inst::Fuel { span: s.span });
-                f.terminate(Terminator::Jump(head));
-                f.switch_to(exit);
-            }
+            StmtKind::While { cond, body } => self.pretest_loop(f, cond, body, None, s.span),
             StmtKind::DoWhile { body, cond } => {
                 let body_b = f.new_block();
                 let check = f.new_block();
@@ -392,20 +362,9 @@ impl Lowerer<'_> {
                 let exit = f.new_block();
                 f.terminate(Terminator::Jump(body_b));
                 f.switch_to(body_b);
-                f.loops.push(LoopTargets {
-                    continue_to: check,
-                    break_to: exit,
-                });
-                self.block(f, body);
-                f.loops.pop();
-                f.terminate(Terminator::Jump(check));
+                self.loop_body(f, body, check, exit);
                 f.switch_to(check);
-                let c = self.expr(f, cond);
-                f.terminate(Terminator::Branch {
-                    cond: c,
-                    then: back,
-                    otherwise: exit,
-                });
+                self.branch_on(f, cond, back, exit);
                 f.switch_to(back);
                 f.emit(Inst::Fuel { span: s.span });
                 f.terminate(Terminator::Jump(body_b));
@@ -420,31 +379,7 @@ impl Lowerer<'_> {
                 if let Some(i) = init {
                     self.stmt(f, i, false);
                 }
-                let head = f.new_block();
-                let body_b = f.new_block();
-                let step_b = f.new_block();
-                let exit = f.new_block();
-                f.terminate(Terminator::Jump(head));
-                f.switch_to(head);
-                let c = self.expr(f, cond);
-                f.terminate(Terminator::Branch {
-                    cond: c,
-                    then: body_b,
-                    otherwise: exit,
-                });
-                f.switch_to(body_b);
-                f.loops.push(LoopTargets {
-                    continue_to: step_b,
-                    break_to: exit,
-                });
-                self.block(f, body);
-                f.loops.pop();
-                f.terminate(Terminator::Jump(step_b));
-                f.switch_to(step_b);
-                self.stmt(f, step, false);
-                f.emit(Inst::Fuel { span: s.span });
-                f.terminate(Terminator::Jump(head));
-                f.switch_to(exit);
+                self.pretest_loop(f, cond, body, Some(step), s.span);
             }
             StmtKind::Break | StmtKind::Continue => {
                 let is_break = matches!(s.kind, StmtKind::Break);
@@ -482,6 +417,60 @@ impl Lowerer<'_> {
                 ),
             ),
         }
+    }
+
+    /// `while` and `for`: test, body, then a latch that runs the step and burns fuel.
+    fn pretest_loop(
+        &mut self,
+        f: &mut FnBuilder,
+        cond: &Expr,
+        body: &ast::Block,
+        step: Option<&Stmt>,
+        span: Span,
+    ) {
+        let head = f.new_block();
+        let body_b = f.new_block();
+        let latch = f.new_block();
+        let exit = f.new_block();
+        f.terminate(Terminator::Jump(head));
+        f.switch_to(head);
+        self.branch_on(f, cond, body_b, exit);
+        f.switch_to(body_b);
+        self.loop_body(f, body, latch, exit);
+        f.switch_to(latch);
+        if let Some(step) = step {
+            self.stmt(f, step, false);
+        }
+        f.emit(Inst::Fuel { span });
+        f.terminate(Terminator::Jump(head));
+        f.switch_to(exit);
+    }
+
+    /// A loop body with its `continue` and `break` targets; falls through to `continue_to`.
+    fn loop_body(
+        &mut self,
+        f: &mut FnBuilder,
+        body: &ast::Block,
+        continue_to: BlockId,
+        break_to: BlockId,
+    ) {
+        f.loops.push(LoopTargets {
+            continue_to,
+            break_to,
+        });
+        self.block(f, body);
+        f.loops.pop();
+        f.terminate(Terminator::Jump(continue_to));
+    }
+
+    /// Ends the current block with a branch on `cond`.
+    fn branch_on(&mut self, f: &mut FnBuilder, cond: &Expr, then: BlockId, otherwise: BlockId) {
+        let c = self.expr(f, cond);
+        f.terminate(Terminator::Branch {
+            cond: c,
+            then,
+            otherwise,
+        });
     }
 
     fn return_(&mut self, f: &mut FnBuilder, value: Option<&Expr>, span: Span) {

@@ -1,0 +1,166 @@
+//! One script execution on a chosen back end: compile, run, and collect everything a
+//! conformance check compares (output, `test_statement` values, errors with locations).
+//!
+//! This module owns [`Backend`] (the list of engines the suite can drive) and [`execute`],
+//! the single place that knows how to run a script on each of them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hvscript_abi::{GuestRegs, PseudoValues};
+use hvscript_grammar::diagnostic::line_col;
+use hvscript_grammar::Diagnostic;
+use hvscript_lang::{
+    compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits,
+};
+
+/// The engine a conformance run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The host interpreter (`hvscript-lang`), the reference semantics.
+    Interp,
+}
+
+impl Backend {
+    /// Every back end, in the order a full run uses them.
+    pub const ALL: &'static [Backend] = &[Backend::Interp];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Backend, String> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown back end `{s}` (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// The context of one execution: what the script sees.
+pub struct Setup {
+    pub regs: GuestRegs,
+    pub pseudo: PseudoValues,
+    pub env: HostEnv,
+    pub options: CompileOptions,
+    pub limits: Limits,
+}
+
+/// An error with its 1-based location in the script text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Located {
+    fn new(src: &str, d: &Diagnostic) -> Located {
+        let (line, column) = line_col(src, d.span.start as usize);
+        Located {
+            line,
+            column,
+            message: d.message.clone(),
+        }
+    }
+
+    /// Whether the span really points into the script (a "located" diagnostic).
+    pub fn is_located(&self) -> bool {
+        self.line >= 1 && self.column >= 1
+    }
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: error: {}", self.line, self.column, self.message)
+    }
+}
+
+/// What one execution produced.
+#[derive(Debug)]
+pub struct Execution {
+    /// Compile-time diagnostics (then nothing ran).
+    pub compile_errors: Vec<Located>,
+    /// The run-time error that stopped the run, if any.
+    pub run_error: Option<Located>,
+    /// Everything printed (warnings included), up to the error.
+    pub output: String,
+    /// Every value passed to `test_statement`, in order.
+    pub test_values: Vec<u64>,
+    /// The registers after the run.
+    pub regs: GuestRegs,
+    /// The environment after the run (memory, flags).
+    pub env: HostEnv,
+}
+
+impl Execution {
+    /// The first error, compile-time or run-time.
+    pub fn first_error(&self) -> Option<&Located> {
+        self.compile_errors.first().or(self.run_error.as_ref())
+    }
+}
+
+/// Compiles and runs `src` once on `backend` with `setup`, against `globals`.
+pub fn execute(backend: Backend, src: &str, setup: Setup, globals: &Globals) -> Execution {
+    match backend {
+        Backend::Interp => execute_interp(src, setup, globals),
+    }
+}
+
+fn execute_interp(src: &str, setup: Setup, globals: &Globals) -> Execution {
+    let Setup {
+        mut regs,
+        pseudo,
+        mut env,
+        options,
+        limits,
+    } = setup;
+    let program = match compile_source(src, globals, &options) {
+        Ok(p) => p,
+        Err(errors) => {
+            return Execution {
+                compile_errors: errors.iter().map(|d| Located::new(src, d)).collect(),
+                run_error: None,
+                output: String::new(),
+                test_values: Vec::new(),
+                regs,
+                env,
+            }
+        }
+    };
+    let result = Interpreter::new().run(
+        &program,
+        &mut Invocation {
+            regs: &mut regs,
+            pseudo: &pseudo,
+            globals,
+            host: &mut env,
+            limits,
+        },
+    );
+    Execution {
+        compile_errors: Vec::new(),
+        run_error: result.err().map(|e| Located::new(src, &e.to_diagnostic())),
+        output: env.output_text(),
+        test_values: env.test_values.clone(),
+        regs,
+        env,
+    }
+}
