@@ -129,3 +129,78 @@ fn other_commands() {
         .contains("unknown command"));
     assert!(parse_command("   ").is_err());
 }
+
+mod never_panics {
+    use hv_core::*;
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "!monitor",
+                "!cpuid",
+                "!msrread",
+                "!epthook",
+                "!interrupt",
+                "!crwrite",
+                "events",
+                "?",
+                "pid",
+                "core",
+                "imm",
+                "sc",
+                "stage",
+                "buffer",
+                "script",
+                "output",
+                "on",
+                "off",
+                "pre",
+                "post",
+                "all",
+                "yes",
+                "l",
+                "rw",
+                "pa",
+                "va",
+                "{",
+                "}",
+                "\"",
+                "/*",
+                "//",
+                "0x",
+                "0n",
+                "ffffffffffffffff",
+                "10000000000000000",
+                "e",
+                "d",
+                "c",
+                "{ x = 1; }",
+                "{ \"}\" }",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,12}",
+            any::<u64>().prop_map(|n| format!("{n:x}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn command_lines_parse_or_fail_with_a_span_inside_the_line(words in prop::collection::vec(word(), 0..10), sep in "[ \t\n]{1,2}") {
+            let line = words.join(&sep);
+            if let Err(e) = parse_command(&line) {
+                prop_assert!(e.start <= e.end && e.end <= line.len(), "{e:?} for {line:?}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(line in "\\PC{0,80}") {
+            if let Err(e) = parse_command(&line) {
+                prop_assert!(e.end <= line.len());
+                prop_assert!(line.is_char_boundary(e.start) && line.is_char_boundary(e.end));
+            }
+        }
+    }
+}
