@@ -33,7 +33,14 @@ pub struct Args {
 pub fn run(args: Args) -> ExitCode {
     let mut failed = false;
     let globals = Globals::default();
-    let options = CompileOptions { stage: if args.post { StageUse::PostOnly } else { StageUse::Any }, ..Default::default() };
+    let options = CompileOptions {
+        stage: if args.post {
+            StageUse::PostOnly
+        } else {
+            StageUse::Any
+        },
+        ..Default::default()
+    };
     for path in &args.files {
         let (name, src) = match read(path) {
             Ok(x) => x,

@@ -3,6 +3,7 @@
 mod check;
 mod conformance;
 mod eval;
+mod run;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,10 @@ enum Command {
     Eval(eval::Args),
     /// Run a conformance suite (HyperDbg's, or a directory of cases) and report.
     Conformance(conformance::Args),
+    /// Boot a guest on KVM with event scripts attached; print their output and a summary.
+    Run(run::Args),
+    /// Send event commands to a running `hvscript run --listen PATH`.
+    Attach(run::AttachArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +40,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Conformance(args) => conformance::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Attach(args) => run::attach(args),
     }
 }

@@ -113,13 +113,42 @@ fn semantic_errors_are_reported_too() {
     let out = hvscript().arg("check").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":1:5: error: `y` is read before it is assigned"), "{err}");
-    assert!(err.contains(":2:8: error: printf's format has 2 specifiers but 1 argument follows"), "{err}");
+    assert!(
+        err.contains(":1:5: error: `y` is read before it is assigned"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":2:8: error: printf's format has 2 specifiers but 1 argument follows"),
+        "{err}"
+    );
     assert!(err.contains(":3:1: error: `break` outside a loop"), "{err}");
-    let out = hvscript().arg("check").arg("--syntax-only").arg(&f).output().unwrap();
+    let out = hvscript()
+        .arg("check")
+        .arg("--syntax-only")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     std::fs::write(&f, "event_sc(1);\n").unwrap();
-    assert_eq!(hvscript().arg("check").arg(&f).output().unwrap().status.code(), Some(0));
-    assert_eq!(hvscript().args(["check", "--post"]).arg(&f).output().unwrap().status.code(), Some(1));
+    assert_eq!(
+        hvscript()
+            .arg("check")
+            .arg(&f)
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        hvscript()
+            .args(["check", "--post"])
+            .arg(&f)
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

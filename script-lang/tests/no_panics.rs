@@ -32,9 +32,17 @@ fn expr() -> impl Strategy<Value = String> {
     let leaf = operand();
     leaf.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
-            (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/", "%", "<<", ">>", "&", "|", "^"]), inner.clone())
+            (
+                inner.clone(),
+                prop::sample::select(vec!["+", "-", "*", "/", "%", "<<", ">>", "&", "|", "^"]),
+                inner.clone()
+            )
                 .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
-            (prop::sample::select(vec!["-", "~", "!", "+"]), inner.clone()).prop_map(|(op, a)| format!("{op}({a})")),
+            (
+                prop::sample::select(vec!["-", "~", "!", "+"]),
+                inner.clone()
+            )
+                .prop_map(|(op, a)| format!("{op}({a})")),
             inner.clone().prop_map(|a| format!("poi({a})")),
             inner.clone().prop_map(|a| format!("db({a})")),
             inner.clone().prop_map(|a| format!("neg({a})")),
@@ -46,7 +54,12 @@ fn expr() -> impl Strategy<Value = String> {
 }
 
 fn cond() -> impl Strategy<Value = String> {
-    (expr(), prop::sample::select(vec!["==", "!=", "<", ">", "<=", ">="]), expr()).prop_map(|(a, op, b)| format!("({a}) {op} ({b})"))
+    (
+        expr(),
+        prop::sample::select(vec!["==", "!=", "<", ">", "<=", ">="]),
+        expr(),
+    )
+        .prop_map(|(a, op, b)| format!("({a}) {op} ({b})"))
 }
 
 fn stmt() -> impl Strategy<Value = String> {
@@ -66,9 +79,12 @@ fn stmt() -> impl Strategy<Value = String> {
     ];
     simple.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
-            (cond(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("if ({c}) {{ {a} }} else {{ {b} }}")),
-            (cond(), inner.clone()).prop_map(|(c, a)| format!("while ({c}) {{ {a} if (v1 == 3) {{ break; }} }}")),
-            (inner.clone(), cond()).prop_map(|(a, c)| format!("do {{ {a} continue; }} while ({c});")),
+            (cond(), inner.clone(), inner.clone())
+                .prop_map(|(c, a, b)| format!("if ({c}) {{ {a} }} else {{ {b} }}")),
+            (cond(), inner.clone())
+                .prop_map(|(c, a)| format!("while ({c}) {{ {a} if (v1 == 3) {{ break; }} }}")),
+            (inner.clone(), cond())
+                .prop_map(|(a, c)| format!("do {{ {a} continue; }} while ({c});")),
             (cond(), inner.clone()).prop_map(|(c, a)| format!("for (i = 0; {c}; i++) {{ {a} }}")),
         ]
     })

@@ -1,0 +1,245 @@
+//! Guest memory: one anonymous `mmap` registered with KVM as memory slot 0 at guest-physical
+//! address 0, and the accessors the VMM and the scripts use on it.
+//!
+//! Scripts reach guest memory through [`GuestView`], hv-core's [`GuestAccess`] for one
+//! exit: guest-virtual addresses are translated by walking the guest's own 4-level page
+//! tables from the vCPU's CR3 (4 KiB, 2 MiB and 1 GiB pages), so a script sees exactly what
+//! the guest instruction would. Every access is bounds-checked against the slot: a bad
+//! address is a [`MemFault`], never a host fault.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use hv_core::GuestAccess;
+use hvscript_stdlib::{AtomicRmw, MemFault, Unavailable};
+
+/// The guest's RAM, mapped in the VMM.
+pub struct GuestMemory {
+    ptr: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this struct for its whole life; every
+// access goes through bounds-checked raw-pointer copies or atomics, never through Rust
+// references that could alias, so sharing it between vCPU threads is sound (the guest
+// itself writes it concurrently, as with any VMM).
+unsafe impl Send for GuestMemory {}
+// SAFETY: see `Send` above.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Maps `size` bytes (a multiple of the page size) of zeroed anonymous memory.
+    pub fn new(size: usize) -> std::io::Result<GuestMemory> {
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions;
+        // the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(GuestMemory {
+            ptr: ptr.cast(),
+            size,
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The host address of guest-physical 0 (for the KVM memory slot).
+    pub fn host_addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    fn check(&self, gpa: u64, len: usize) -> Result<usize, MemFault> {
+        let start = usize::try_from(gpa).map_err(|_| MemFault::Invalid)?;
+        let end = start.checked_add(len).ok_or(MemFault::Invalid)?;
+        if end > self.size {
+            return Err(MemFault::Invalid);
+        }
+        Ok(start)
+    }
+
+    /// Copies guest-physical memory out.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let off = self.check(gpa, buf.len())?;
+        // SAFETY: `check` proved [off, off+len) lies inside the mapping; `buf` is a distinct
+        // host buffer, so the regions cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies into guest-physical memory.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemFault> {
+        let off = self.check(gpa, data.len())?;
+        // SAFETY: as in `read`, the destination range is inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len()) };
+        Ok(())
+    }
+
+    pub fn read_u64(&self, gpa: u64) -> Result<u64, MemFault> {
+        Ok(self.atomic_u64(gpa)?.load(Ordering::SeqCst))
+    }
+
+    pub fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemFault> {
+        self.atomic_u64(gpa)?.store(value, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// An aligned 8-byte word of guest memory as an atomic: the guest's own `lock`ed
+    /// instructions and the VMM's operations on it are then atomic with each other.
+    pub fn atomic_u64(&self, gpa: u64) -> Result<&AtomicU64, MemFault> {
+        if !gpa.is_multiple_of(8) {
+            return Err(MemFault::Invalid);
+        }
+        let off = self.check(gpa, 8)?;
+        // SAFETY: in bounds (checked), 8-byte aligned (the mapping is page-aligned and the
+        // offset is a multiple of 8), and the memory lives as long as `self`.
+        Ok(unsafe { &*(self.ptr.add(off) as *const AtomicU64) })
+    }
+
+    fn atomic_u32(&self, gpa: u64) -> Result<&AtomicU32, MemFault> {
+        if !gpa.is_multiple_of(4) {
+            return Err(MemFault::Invalid);
+        }
+        let off = self.check(gpa, 4)?;
+        // SAFETY: in bounds, 4-byte aligned, lives as long as `self` (as `atomic_u64`).
+        Ok(unsafe { &*(self.ptr.add(off) as *const AtomicU32) })
+    }
+
+    /// Translates a guest-virtual address with the page tables rooted at `cr3`
+    /// (4-level paging, as the guests of this VMM use). `None`: not mapped.
+    pub fn translate(&self, cr3: u64, va: u64) -> Option<u64> {
+        const PRESENT: u64 = 1;
+        const LARGE: u64 = 1 << 7;
+        const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let mut table = cr3 & ADDR;
+        for level in (1..=4u32).rev() {
+            let shift = 12 + 9 * (level - 1);
+            let index = (va >> shift) & 0x1ff;
+            let entry = self.read_u64(table + index * 8).ok()?;
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 1 || ((level == 2 || level == 3) && entry & LARGE != 0) {
+                let page_mask = (1u64 << shift) - 1;
+                return Some((entry & ADDR & !page_mask) | (va & page_mask));
+            }
+            table = entry & ADDR;
+        }
+        None
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`size` are exactly the mapping made in `new`, unmapped once; KVM
+        // (the VM fd) is dropped before the memory by the owner's field order.
+        unsafe { libc::munmap(self.ptr.cast(), self.size) };
+    }
+}
+
+/// Guest memory as one exit's scripts see it: virtual addresses through the page tables
+/// of the vCPU's CR3 at the exit.
+pub struct GuestView<'a> {
+    pub mem: &'a GuestMemory,
+    pub cr3: u64,
+}
+
+impl GuestView<'_> {
+    /// Applies `f` to each physically contiguous piece of `[va, va+len)`.
+    fn pieces(
+        &self,
+        va: u64,
+        len: usize,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), MemFault>,
+    ) -> Result<(), MemFault> {
+        let mut done = 0usize;
+        while done < len {
+            let addr = va.checked_add(done as u64).ok_or(MemFault::Invalid)?;
+            let pa = self
+                .mem
+                .translate(self.cr3, addr)
+                .ok_or(MemFault::Invalid)?;
+            let in_page = (0x1000 - (addr & 0xfff)) as usize;
+            let n = in_page.min(len - done);
+            f(pa, done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn phys_of(&self, va: u64, len: u64) -> Result<u64, MemFault> {
+        let pa = self.mem.translate(self.cr3, va).ok_or(MemFault::Invalid)?;
+        // Atomics need the whole word in one page.
+        if (va & 0xfff) + len > 0x1000 {
+            return Err(MemFault::Invalid);
+        }
+        Ok(pa)
+    }
+}
+
+impl GuestAccess for GuestView<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let mem = self.mem;
+        self.pieces(addr, buf.len(), |pa, at, n| {
+            mem.read(pa, &mut buf[at..at + n])
+        })
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        let mem = self.mem;
+        self.pieces(addr, data.len(), |pa, at, n| {
+            mem.write(pa, &data[at..at + n])
+        })
+    }
+
+    fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {
+        let pa = self.phys_of(addr, 8)?;
+        let cell = self.mem.atomic_u64(pa)?;
+        let mut old = cell.load(Ordering::SeqCst);
+        loop {
+            match cell.compare_exchange_weak(old, op.apply(old), Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(v) => return Ok(v),
+                Err(v) => old = v,
+            }
+        }
+    }
+
+    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
+        let pa = self.phys_of(addr, 4)?;
+        let cell = self.mem.atomic_u32(pa)?;
+        Ok(
+            match cell.compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(v) | Err(v) => v,
+            },
+        )
+    }
+
+    fn read_phys(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.mem.read(addr, buf)
+    }
+
+    fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.mem.write(addr, data)
+    }
+
+    fn virt_to_phys(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        Ok(self.mem.translate(self.cr3, addr))
+    }
+
+    /// The demo guests identity-map their memory, so a physical address inside the slot
+    /// is also its virtual address when that mapping is present.
+    fn phys_to_virt(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        Ok((self.mem.translate(self.cr3, addr) == Some(addr)).then_some(addr))
+    }
+}

@@ -1,0 +1,188 @@
+//! Event commands to engine events: parse the HyperDbg command line (hv-core), refuse
+//! the events this KVM cannot intercept (spec/kvm.md), compile the script with
+//! script-lang, and wrap it as a [`hv_core::Script`] run by the script-lang interpreter.
+//!
+//! Every error is located in the command line (byte range), so a front end can render it
+//! with a caret ([`EventError::render`]). Script diagnostics are shifted by the script's
+//! offset inside the line.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use hv_core::{parse_event_command, EventKind, EventSpec, Script, ScriptFailure, StageMode};
+use hvscript_abi::{GuestRegs, PseudoValues};
+use hvscript_grammar::ast::Span;
+use hvscript_grammar::Diagnostic;
+use hvscript_lang::{
+    compile_source, CompileOptions, Globals, Interpreter, Invocation, Limits, Program,
+    RunErrorKind, StageUse,
+};
+use hvscript_stdlib::Env;
+
+/// Fuel for one execution (loop iterations plus calls): `while (1) {}` ends with an error.
+pub const SCRIPT_FUEL: u64 = 100_000;
+
+/// A script run by script-lang's interpreter (the reference back end). The JIT-backed
+/// script replaces it once `hvscript-jit` exposes a loader.
+pub struct InterpScript {
+    program: Program,
+    globals: Arc<Globals>,
+    uses_sc: bool,
+}
+
+thread_local! {
+    /// One interpreter (and its stack) per vCPU thread, reused across exits.
+    static INTERPRETER: RefCell<Interpreter> = RefCell::new(Interpreter::new());
+}
+
+impl InterpScript {
+    pub fn new(program: Program, globals: Arc<Globals>, uses_sc: bool) -> InterpScript {
+        InterpScript {
+            program,
+            globals,
+            uses_sc,
+        }
+    }
+}
+
+impl Script for InterpScript {
+    fn execute(
+        &self,
+        regs: &mut GuestRegs,
+        pseudo: &PseudoValues,
+        env: &mut dyn Env,
+    ) -> Result<(), ScriptFailure> {
+        let limits = Limits {
+            fuel: SCRIPT_FUEL,
+            max_call_depth: 64,
+            stack_slots: 256,
+        };
+        let mut invocation = Invocation {
+            regs,
+            pseudo,
+            globals: &self.globals,
+            host: env,
+            limits,
+        };
+        let mut run = |interp: &mut Interpreter| interp.run(&self.program, &mut invocation);
+        let result = INTERPRETER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut interp) => run(&mut interp),
+            // Re-entered (a script running a script): use a fresh interpreter.
+            Err(_) => run(&mut Interpreter::new()),
+        });
+        result.map(|_| ()).map_err(|e| match e.kind {
+            RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
+            _ => ScriptFailure::Error(e.message()),
+        })
+    }
+
+    fn uses_short_circuit(&self) -> bool {
+        self.uses_sc
+    }
+}
+
+/// A rejected event command: what and where in the line.
+#[derive(Clone, Debug)]
+pub struct EventError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl EventError {
+    fn at(message: impl Into<String>, start: usize, end: usize, help: Option<String>) -> Self {
+        let mut d = Diagnostic::error(message, Span::new(start, end));
+        if let Some(h) = help {
+            d = d.with_help(h);
+        }
+        EventError {
+            diagnostics: vec![d],
+        }
+    }
+
+    /// The first message, without location.
+    pub fn message(&self) -> String {
+        self.diagnostics
+            .first()
+            .map(|d| d.message.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every diagnostic as `source:line:col: error: ...` with the line and a caret.
+    pub fn render(&self, source: &str, line: &str) -> String {
+        self.diagnostics
+            .iter()
+            .map(|d| d.render(source, line))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// Why hv-kvm refuses an event kind, or `None` when it raises it from real exits.
+pub fn refusal(kind: EventKind) -> Option<&'static str> {
+    use EventKind::*;
+    Some(match kind {
+        IoIn | IoOut | MsrRead | MsrWrite => return None,
+        Vmcall => "VMCALL never reaches user space on this KVM (at CPL0 KVM_RUN can even spin)",
+        Tsc => "RDTSC/RDTSCP are handled inside KVM at CPL0 and fault at CPL3: no exit reaches the VMM",
+        Pmc => "RDPMC is handled inside KVM at CPL0 and faults at CPL3: no exit reaches the VMM",
+        Dr => "MOV to/from debug registers is handled inside KVM: no exit reaches the VMM",
+        CrWrite => "MOV to CR0/CR4 is handled inside KVM: no exit reaches the VMM",
+        Xsetbv => "XSETBV is handled inside KVM: no exit reaches the VMM",
+        Interrupt => "external interrupts are delivered inside KVM: no exit reaches the VMM",
+        Cpuid => "CPUID never exits on this KVM (CPL0 is answered from the KVM_SET_CPUID2 table, CPL3 natively); trapping it by single-step is not implemented yet",
+        Exception => "exceptions do not exit on this KVM; raising them from the guest's IDT stubs is not implemented yet",
+        Syscall | Sysret => "SYSCALL/SYSRET do not exit on this KVM; the EFER.SCE #UD trick is not implemented yet",
+        EptHook | EptHook2 => "execute hooks need hardware breakpoints or int3 emulation-failure exits, not implemented yet",
+        Monitor => "memory monitoring through read-only/absent memory slots is not implemented yet",
+    })
+}
+
+/// A parsed, checked, compiled event command.
+pub struct CompiledEvent {
+    pub spec: EventSpec,
+    pub script: Option<Arc<dyn Script>>,
+}
+
+/// Parses `line` as an event command, refuses what this KVM cannot intercept, and
+/// compiles its script. `globals` is the session's table of global variables.
+pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent, EventError> {
+    let spec = parse_event_command(line).map_err(|e| {
+        // An error at the very end of the line still needs one character to point at.
+        let end = e.end.max(e.start + usize::from(e.start == e.end));
+        EventError::at(e.message, e.start, end, e.help)
+    })?;
+    if let Some(why) = refusal(spec.kind) {
+        let start = line.len() - line.trim_start().len();
+        let name_len = spec.kind.command().len() + 1;
+        return Err(EventError::at(
+            format!("!{} cannot be raised by hv-kvm: {why}", spec.kind.command()),
+            start,
+            start + name_len,
+            Some("hv-kvm raises !ioin, !ioout, !msrread and !msrwrite from real exits".into()),
+        ));
+    }
+    let script = match &spec.script {
+        None => None,
+        Some((text, offset)) => {
+            let stage = if spec.options.stage == StageMode::Post {
+                StageUse::PostOnly
+            } else {
+                StageUse::Any
+            };
+            let options = CompileOptions {
+                stage,
+                ..Default::default()
+            };
+            let program = compile_source(text, globals, &options).map_err(|ds| EventError {
+                diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
+            })?;
+            let uses_sc = text.contains("event_sc");
+            Some(Arc::new(InterpScript::new(program, globals.clone(), uses_sc)) as Arc<dyn Script>)
+        }
+    };
+    Ok(CompiledEvent { spec, script })
+}

@@ -1,0 +1,1170 @@
+//! The VMM: a KVM virtual machine running the demo guest on N vCPUs (one thread each),
+//! with every port-I/O and user-space MSR exit turned into an hv-core exit.
+//!
+//! ## How an exit is staged
+//!
+//! For `KVM_EXIT_IO` and `KVM_EXIT_X86_RDMSR/WRMSR`, when some event of that kind exists:
+//! 1. the registers come from `kvm_run.s.regs` (`KVM_CAP_SYNC_REGS`, no ioctl);
+//! 2. [`hv_core::Engine::handle_exit`] runs the pre stage; the *emulation* closure is the
+//!    VMM's device / MSR model, fed from the registers as the pre scripts left them (an
+//!    OUT sends `@eax`'s low bytes, a WRMSR writes `@edx:@eax`, a RDMSR reads MSR `@ecx`);
+//! 3. when a post stage may run, the emulation then completes the instruction inside KVM
+//!    right away: `immediate_exit = 1` + `KVM_RUN` finishes the I/O or MSR access (the IN
+//!    lands in RAX, RIP moves on) and returns `EINTR` without running the guest; the post
+//!    scripts then see and may change the registers after the instruction;
+//! 4. registers changed by scripts go back through `kvm_dirty_regs`.
+//!
+//! A short-circuit skips the device/MSR model: an IN then returns what the scripts left in
+//! `@eax` (its low `size` bytes), an OUT reaches no device, a WRMSR leaves the MSR as it
+//! was, a RDMSR returns `@edx:@eax` as the scripts left them.
+//!
+//! When no event of the exit's kind exists, the exit takes a fast path (no register sync,
+//! no engine call).
+//!
+//! ## MSRs
+//!
+//! `KVM_CAP_X86_USER_SPACE_MSR` (unknown + filtered MSRs exit to user space) and an MSR
+//! filter rebuilt whenever events change: the MSR named by each `!msrread X` /
+//! `!msrwrite X` is denied to the guest (so it exits); an event with no MSR filter denies
+//! the architectural ranges 0..0x2000 and 0xc0000000..0xc0002000. The VMM models
+//! 0x40001000..=0x400010ff itself (a real per-vCPU store; the demo guest's MSR starts at
+//! `0x5eed_0000_0000 + 0x100 * vcpu`); other MSRs it forwards to KVM with
+//! `KVM_GET_MSRS`/`KVM_SET_MSRS` (host-initiated accesses bypass the filter); an MSR that
+//! neither knows gets #GP, as on hardware.
+//!
+//! ## Stopping
+//!
+//! The guest stops on its own with an OUT to the exit port. The VMM can ask it to stop
+//! (a flag in its data block the user loop checks), and past the hard timeout it kicks the
+//! vCPU threads out of `KVM_RUN` with a signal: no loop here waits forever.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hv_core::{Engine, EventKind, Exit, Filter, OutputSink, Target};
+use hvscript_abi::GuestRegs;
+use hvscript_lang::Globals;
+use hvscript_stdlib::EventOp;
+use kvm_bindings::{
+    kvm_enable_cap, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_userspace_memory_region, Msrs,
+    KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_X86_RDMSR,
+    KVM_EXIT_X86_WRMSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
+    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_SYNC_X86_REGS,
+};
+use kvm_ioctls::{
+    Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit,
+    VcpuFd, VmFd,
+};
+
+use crate::boot;
+use crate::demo::{
+    demo_image, field, GuestCounters, GuestImage, COUNTER_PORT, DATA_PORT, DEMO_MSR,
+    EXCEPTION_PORT, EXIT_PORT,
+};
+use crate::memory::{GuestMemory, GuestView};
+use crate::script::{compile_event, EventError};
+
+/// MSRs the VMM models itself.
+pub const MODELLED_MSRS: std::ops::RangeInclusive<u32> = 0x4000_1000..=0x4000_10ff;
+
+/// The initial value of the demo MSR on a vCPU.
+pub fn demo_msr_initial(cpu: usize) -> u64 {
+    0x5eed_0000_0000 + 0x100 * cpu as u64
+}
+
+/// The value the data device returns for the `seq`-th IN on a vCPU.
+pub fn data_value(cpu: usize, seq: u64) -> u32 {
+    0x1000_0000 | ((cpu as u32 & 0xff) << 16) | (seq as u32 & 0xffff)
+}
+
+/// How to run the guest.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub vcpus: usize,
+    /// User-loop iterations per vCPU; 0 runs until asked to stop.
+    pub iterations: u64,
+    /// Kernel-mode RDMSR/WRMSR rounds per vCPU (CPL0 is emulated: keep it small).
+    pub msr_rounds: u64,
+    /// Ask the guest to stop after this long (its loop ends cleanly).
+    pub duration: Option<Duration>,
+    /// Hard limit: past it the vCPUs are kicked out of KVM_RUN and reported as timed out.
+    pub timeout: Duration,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            vcpus: 2,
+            iterations: 1000,
+            msr_rounds: 3,
+            duration: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum VmError {
+    /// `/dev/kvm` cannot be opened or lacks something this VMM needs.
+    Unavailable(String),
+    Setup(String),
+}
+
+impl std::fmt::Display for VmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmError::Unavailable(m) => write!(f, "KVM unavailable: {m}"),
+            VmError::Setup(m) => write!(f, "VM setup failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for VmError {}
+
+/// Why a vCPU stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// OUT to the exit port, with EAX.
+    GuestExit(u32),
+    /// An exception reached the guest's IDT stub.
+    Exception {
+        vector: u8,
+        rip: u64,
+        error_code: u64,
+        /// CS and RFLAGS of the interrupted code.
+        cs: u64,
+        rflags: u64,
+    },
+    Halted,
+    Shutdown,
+    /// Kicked out after the hard timeout.
+    TimedOut,
+    /// `Vm::kill` asked for it.
+    Killed,
+    Error(String),
+}
+
+/// The devices one vCPU talked to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// INs from the data port the device answered.
+    pub data_reads: u64,
+    /// Sum of the values it answered.
+    pub data_sum: u64,
+    /// OUTs to the counter port the device received, and the sum of their values.
+    pub counter_writes: u64,
+    pub counter_sum: u64,
+    /// Accesses to other ports (IN answers all ones).
+    pub other_in: u64,
+    pub other_out: u64,
+}
+
+/// Exits seen by one vCPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    pub io_in: u64,
+    pub io_out: u64,
+    pub rdmsr: u64,
+    pub wrmsr: u64,
+    pub other: u64,
+    /// `immediate_exit` re-entries made to run a post stage.
+    pub completions: u64,
+}
+
+impl ExitCounts {
+    pub fn total(&self) -> u64 {
+        self.io_in + self.io_out + self.rdmsr + self.wrmsr + self.other
+    }
+}
+
+/// What one vCPU did.
+#[derive(Clone, Debug)]
+pub struct VcpuReport {
+    pub cpu: usize,
+    pub stop: StopReason,
+    pub guest: GuestCounters,
+    pub devices: DeviceCounters,
+    pub exits: ExitCounts,
+    /// The demo MSR's value in the VMM's model at the end.
+    pub demo_msr: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub vcpus: Vec<VcpuReport>,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    pub fn total_exits(&self) -> u64 {
+        self.vcpus.iter().map(|v| v.exits.total()).sum()
+    }
+}
+
+fn kind_bit(kind: EventKind) -> u32 {
+    1 << (kind as u32)
+}
+
+/// A virtual machine with the demo guest loaded, ready to run once.
+pub struct Vm {
+    // Field order is drop order: vCPUs and the VM go before the memory they map.
+    vcpus: Mutex<Vec<VcpuFd>>,
+    vm: VmFd,
+    _kvm: Kvm,
+    mem: GuestMemory,
+    engine: Arc<Engine>,
+    globals: Arc<Globals>,
+    config: VmConfig,
+    image: GuestImage,
+    sync_regs: bool,
+    /// Kinds that have at least one event / one post-or-all event (supersets: a
+    /// script's event_clear may leave a bit set, which only costs speed).
+    kinds: AtomicU32,
+    post_kinds: AtomicU32,
+    /// Serialises event changes with the MSR filter they imply.
+    events_lock: Mutex<()>,
+    stop_requested: AtomicBool,
+    kill_requested: AtomicBool,
+}
+
+impl Vm {
+    /// Creates the VM, its memory, vCPUs and the demo guest.
+    pub fn new(config: VmConfig, sink: Arc<dyn OutputSink>) -> Result<Vm, VmError> {
+        if config.vcpus == 0 || config.vcpus > boot::MAX_VCPUS {
+            return Err(VmError::Setup(format!(
+                "--vcpus must be between 1 and {}",
+                boot::MAX_VCPUS
+            )));
+        }
+        let kvm = Kvm::new().map_err(|e| VmError::Unavailable(format!("/dev/kvm: {e}")))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| VmError::Unavailable(format!("KVM_CREATE_VM: {e}")))?;
+        if !kvm.check_extension(Cap::X86UserSpaceMsr) || !kvm.check_extension(Cap::X86MsrFilter) {
+            return Err(VmError::Unavailable(
+                "KVM_CAP_X86_USER_SPACE_MSR / KVM_CAP_X86_MSR_FILTER missing".into(),
+            ));
+        }
+        let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        let setup = |what: &str, e: kvm_ioctls::Error| VmError::Setup(format!("{what}: {e}"));
+        // Only VMX real mode needs it; this KVM may not: ignore failure.
+        let _ = vm.set_tss_address(0xfffb_d000);
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_X86_USER_SPACE_MSR,
+            args: [
+                u64::from(KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN),
+                0,
+                0,
+                0,
+            ],
+            ..Default::default()
+        };
+        vm.enable_cap(&cap)
+            .map_err(|e| setup("KVM_CAP_X86_USER_SPACE_MSR", e))?;
+
+        let mem =
+            GuestMemory::new(boot::MEM_SIZE).map_err(|e| VmError::Setup(format!("mmap: {e}")))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem.size() as u64,
+            userspace_addr: mem.host_addr(),
+        };
+        // SAFETY: the region is our own live mapping of exactly `memory_size` bytes; it
+        // outlives the VM (field order in `Vm` drops the VM first).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| setup("KVM_SET_USER_MEMORY_REGION", e))?;
+
+        let image = demo_image().map_err(|e| VmError::Setup(format!("assembling: {e}")))?;
+        mem.write(image.load_addr, &image.code)
+            .map_err(|_| VmError::Setup("guest code does not fit".into()))?;
+        boot::write_tables(&mem, config.vcpus, &image.stubs).map_err(VmError::Setup)?;
+
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| setup("KVM_GET_SUPPORTED_CPUID", e))?;
+        let mut vcpus = Vec::new();
+        for cpu in 0..config.vcpus {
+            let mut vcpu = vm
+                .create_vcpu(cpu as u64)
+                .map_err(|e| setup("KVM_CREATE_VCPU", e))?;
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(|e| setup("KVM_SET_CPUID2", e))?;
+            let sregs = vcpu.get_sregs().map_err(|e| setup("KVM_GET_SREGS", e))?;
+            vcpu.set_sregs(&boot::long_mode_sregs(sregs, cpu))
+                .map_err(|e| setup("KVM_SET_SREGS", e))?;
+            let regs = boot::entry_regs(
+                cpu,
+                image.entry,
+                [
+                    cpu as u64,
+                    boot::per_cpu(cpu),
+                    config.iterations,
+                    config.msr_rounds,
+                ],
+            );
+            vcpu.set_regs(&regs).map_err(|e| setup("KVM_SET_REGS", e))?;
+            if sync_regs {
+                vcpu.set_sync_valid_reg(SyncReg::Register);
+                vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+            }
+            vcpus.push(vcpu);
+        }
+        let vm = Vm {
+            vcpus: Mutex::new(vcpus),
+            vm,
+            _kvm: kvm,
+            mem,
+            engine: Arc::new(Engine::new(sink)),
+            globals: Arc::new(Globals::default()),
+            config,
+            image,
+            sync_regs,
+            kinds: AtomicU32::new(0),
+            post_kinds: AtomicU32::new(0),
+            events_lock: Mutex::new(()),
+            stop_requested: AtomicBool::new(false),
+            kill_requested: AtomicBool::new(false),
+        };
+        vm.update_msr_filter()?;
+        Ok(vm)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    pub fn image(&self) -> &GuestImage {
+        &self.image
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// Parses, checks, compiles and adds an event command; works while the guest runs.
+    pub fn add_event(&self, line: &str) -> Result<u64, EventError> {
+        let compiled = compile_event(line, &self.globals)?;
+        let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let kind = compiled.spec.kind;
+        let post = compiled.spec.options.stage.runs_post();
+        // Publish the exit paths before the event so no exit of the new kind is missed.
+        self.kinds.fetch_or(kind_bit(kind), Ordering::SeqCst);
+        if post {
+            self.post_kinds.fetch_or(kind_bit(kind), Ordering::SeqCst);
+        }
+        let id = self
+            .engine
+            .add(compiled.spec, compiled.script)
+            .map_err(|e| EventError {
+                diagnostics: vec![hvscript_grammar::Diagnostic::error(
+                    e.to_string(),
+                    hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
+                )],
+            })?;
+        if let Err(e) = self.update_msr_filter() {
+            let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
+            return Err(EventError {
+                diagnostics: vec![hvscript_grammar::Diagnostic::error(
+                    e.to_string(),
+                    hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
+                )],
+            });
+        }
+        Ok(id)
+    }
+
+    /// `events e|d|c`: enables, disables or clears events.
+    pub fn apply(&self, op: EventOp, target: Target) -> Result<usize, hv_core::EngineError> {
+        let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.engine.apply(op, target)?;
+        let _ = self.update_msr_filter();
+        Ok(n)
+    }
+
+    /// The enabled MSR events' filter: (index or None for "every MSR", read, write).
+    fn watched_msrs(&self) -> (BTreeSet<(u32, bool)>, bool, bool) {
+        let mut specific = BTreeSet::new();
+        let (mut any_read, mut any_write) = (false, false);
+        for l in self.engine.list() {
+            if !l.enabled {
+                continue;
+            }
+            let Some(e) = self.engine.event(l.id) else {
+                continue;
+            };
+            let write = match e.spec.kind {
+                EventKind::MsrRead => false,
+                EventKind::MsrWrite => true,
+                _ => continue,
+            };
+            match e.spec.filter {
+                Filter::Value(v) => {
+                    specific.insert((v as u32, write));
+                }
+                _ if write => any_write = true,
+                _ => any_read = true,
+            }
+        }
+        (specific, any_read, any_write)
+    }
+
+    /// Rebuilds the MSR filter from the events (see the module documentation).
+    fn update_msr_filter(&self) -> Result<(), VmError> {
+        let (specific, any_read, any_write) = self.watched_msrs();
+        static ZEROS: [u8; 0x400] = [0; 0x400];
+        static DENY_ONE: [u8; 1] = [0];
+        let mut ranges = Vec::new();
+        let mut any_flags = MsrFilterRangeFlags::empty();
+        if any_read {
+            any_flags |= MsrFilterRangeFlags::READ;
+        }
+        if any_write {
+            any_flags |= MsrFilterRangeFlags::WRITE;
+        }
+        if !any_flags.is_empty() {
+            for base in [0u32, 0xc000_0000] {
+                ranges.push(MsrFilterRange {
+                    flags: any_flags,
+                    base,
+                    msr_count: 0x2000,
+                    bitmap: &ZEROS,
+                });
+            }
+        }
+        for &(msr, write) in &specific {
+            if MODELLED_MSRS.contains(&msr) {
+                continue; // unknown to KVM: exits anyway
+            }
+            ranges.push(MsrFilterRange {
+                flags: if write {
+                    MsrFilterRangeFlags::WRITE
+                } else {
+                    MsrFilterRangeFlags::READ
+                },
+                base: msr,
+                msr_count: 1,
+                bitmap: &DENY_ONE,
+            });
+        }
+        if ranges.len() > 16 {
+            return Err(VmError::Setup(
+                "too many distinct MSRs watched: KVM's MSR filter holds 16 ranges".into(),
+            ));
+        }
+        self.vm
+            .set_msr_filter(MsrFilterDefaultAction::ALLOW, &ranges)
+            .map_err(|e| VmError::Setup(format!("KVM_X86_SET_MSR_FILTER: {e}")))
+    }
+
+    /// Asks the guest to finish its loop (it exits through the exit port).
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the vCPUs at once (they report `Killed`).
+    pub fn kill(&self) {
+        self.kill_requested.store(true, Ordering::SeqCst);
+    }
+
+    fn set_guest_stop_flags(&self) {
+        for cpu in 0..self.config.vcpus {
+            let _ = self.mem.write_u64(boot::per_cpu(cpu) + field::STOP, 1);
+        }
+    }
+
+    /// Runs the guest to the end (every vCPU stopped). Callable once.
+    pub fn run(&self) -> Result<RunReport, VmError> {
+        let vcpus = std::mem::take(&mut *self.vcpus.lock().unwrap_or_else(|e| e.into_inner()));
+        if vcpus.is_empty() {
+            return Err(VmError::Setup("the VM has already run".into()));
+        }
+        install_kick_handler();
+        let start = Instant::now();
+        let n = vcpus.len();
+        let threads: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let done: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+        let kicked = AtomicBool::new(false);
+        let reports = std::thread::scope(|s| {
+            let handles: Vec<_> = vcpus
+                .into_iter()
+                .enumerate()
+                .map(|(cpu, vcpu)| {
+                    let (threads, done, kicked) = (&threads, &done, &kicked);
+                    std::thread::Builder::new()
+                        .name(format!("vcpu{cpu}"))
+                        .spawn_scoped(s, move || {
+                            // SAFETY: pthread_self has no preconditions.
+                            threads[cpu]
+                                .store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+                            let mut v = VcpuThread {
+                                vm: self,
+                                cpu,
+                                vcpu,
+                                demo_msr: demo_msr_initial(cpu),
+                                msrs: Vec::new(),
+                                devices: DeviceCounters::default(),
+                                exits: ExitCounts::default(),
+                                kicked,
+                            };
+                            let stop = v.run_loop();
+                            done[cpu].store(true, Ordering::SeqCst);
+                            v.report(stop)
+                        })
+                        .expect("spawning a vCPU thread")
+                })
+                .collect();
+            // The controller: stop requests, the duration, the hard timeout.
+            let mut stop_sent = false;
+            while !done.iter().all(|d| d.load(Ordering::SeqCst)) {
+                std::thread::sleep(Duration::from_millis(5));
+                let elapsed = start.elapsed();
+                let want_stop = self.stop_requested.load(Ordering::SeqCst)
+                    || self.config.duration.is_some_and(|d| elapsed >= d);
+                if want_stop && !stop_sent {
+                    self.set_guest_stop_flags();
+                    stop_sent = true;
+                }
+                let kill = self.kill_requested.load(Ordering::SeqCst);
+                if kill || elapsed >= self.config.timeout {
+                    kicked.store(true, Ordering::SeqCst);
+                    for (t, d) in threads.iter().zip(&done) {
+                        let tid = t.load(Ordering::SeqCst);
+                        if tid != 0 && !d.load(Ordering::SeqCst) {
+                            // SAFETY: `tid` is a live thread of this scope (not yet
+                            // done, and joined only after this loop); the signal's
+                            // handler is installed and does nothing.
+                            unsafe { libc::pthread_kill(tid as libc::pthread_t, kick_signal()) };
+                        }
+                    }
+                }
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("vCPU thread panicked"))
+                .collect::<Vec<_>>()
+        });
+        let mut reports = reports;
+        if self.kill_requested.load(Ordering::SeqCst) {
+            for r in &mut reports {
+                if r.stop == StopReason::TimedOut {
+                    r.stop = StopReason::Killed;
+                }
+            }
+        }
+        Ok(RunReport {
+            vcpus: reports,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler that does nothing, no SA_RESTART (so
+        // KVM_RUN returns EINTR); installing it is process-wide and idempotent.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as *const () as usize;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// An exit decoded from `kvm_run`, owned (no borrow of the vCPU).
+enum Decoded {
+    Io {
+        port: u16,
+        size: usize,
+        count: usize,
+        input: bool,
+        data_offset: usize,
+    },
+    Msr {
+        write: bool,
+        index: u32,
+        data: u64,
+    },
+    Hlt,
+    Shutdown,
+    Interrupted,
+    Other(String),
+}
+
+struct VcpuThread<'v> {
+    vm: &'v Vm,
+    cpu: usize,
+    vcpu: VcpuFd,
+    demo_msr: u64,
+    /// Other modelled MSRs written by the guest.
+    msrs: Vec<(u32, u64)>,
+    devices: DeviceCounters,
+    exits: ExitCounts,
+    kicked: &'v AtomicBool,
+}
+
+/// What to do after an exit.
+enum Flow {
+    Continue,
+    Stop(StopReason),
+}
+
+impl VcpuThread<'_> {
+    fn report(&self, stop: StopReason) -> VcpuReport {
+        VcpuReport {
+            cpu: self.cpu,
+            stop,
+            guest: GuestCounters::read(&self.vm.mem, self.cpu),
+            devices: self.devices,
+            exits: self.exits,
+            demo_msr: self.demo_msr,
+        }
+    }
+
+    fn run_loop(&mut self) -> StopReason {
+        loop {
+            if self.kicked.load(Ordering::SeqCst) {
+                return StopReason::TimedOut;
+            }
+            let decoded = match self.vcpu.run() {
+                Ok(exit) => {
+                    let simple = match exit {
+                        VcpuExit::Hlt => Some(Decoded::Hlt),
+                        VcpuExit::Shutdown => Some(Decoded::Shutdown),
+                        VcpuExit::IoIn(..)
+                        | VcpuExit::IoOut(..)
+                        | VcpuExit::X86Rdmsr(_)
+                        | VcpuExit::X86Wrmsr(_) => None,
+                        other => Some(Decoded::Other(format!("{other:?}"))),
+                    };
+                    simple.unwrap_or_else(|| self.decode())
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    Decoded::Interrupted
+                }
+                Err(e) => Decoded::Other(format!("KVM_RUN: {e}")),
+            };
+            let flow = match decoded {
+                Decoded::Io {
+                    port,
+                    size,
+                    count,
+                    input,
+                    data_offset,
+                } => {
+                    if input {
+                        self.exits.io_in += 1;
+                    } else {
+                        self.exits.io_out += 1;
+                    }
+                    self.on_io(port, size, count, input, data_offset)
+                }
+                Decoded::Msr { write, index, data } => {
+                    if write {
+                        self.exits.wrmsr += 1;
+                    } else {
+                        self.exits.rdmsr += 1;
+                    }
+                    self.on_msr(write, index, data)
+                }
+                Decoded::Hlt => Flow::Stop(StopReason::Halted),
+                Decoded::Shutdown => Flow::Stop(StopReason::Shutdown),
+                Decoded::Interrupted => Flow::Continue,
+                Decoded::Other(what) => {
+                    self.exits.other += 1;
+                    Flow::Stop(StopReason::Error(format!("unexpected exit: {what}")))
+                }
+            };
+            if let Flow::Stop(reason) = flow {
+                return reason;
+            }
+        }
+    }
+
+    /// Decodes an I/O or MSR exit from `kvm_run`.
+    fn decode(&mut self) -> Decoded {
+        let run = self.vcpu.get_kvm_run();
+        match run.exit_reason {
+            KVM_EXIT_IO => {
+                // SAFETY: exit_reason says the `io` member of the union is the live one.
+                let io = unsafe { run.__bindgen_anon_1.io };
+                Decoded::Io {
+                    port: io.port,
+                    size: usize::from(io.size),
+                    count: io.count as usize,
+                    input: u32::from(io.direction) == KVM_EXIT_IO_IN,
+                    data_offset: io.data_offset as usize,
+                }
+            }
+            KVM_EXIT_X86_RDMSR | KVM_EXIT_X86_WRMSR => {
+                // SAFETY: exit_reason says the `msr` member of the union is the live one.
+                let msr = unsafe { run.__bindgen_anon_1.msr };
+                Decoded::Msr {
+                    write: run.exit_reason == KVM_EXIT_X86_WRMSR,
+                    index: msr.index,
+                    data: msr.data,
+                }
+            }
+            r => Decoded::Other(format!("exit reason {r}")),
+        }
+    }
+
+    /// The I/O data area of the current exit.
+    fn io_data(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        let run = self.vcpu.get_kvm_run();
+        let base = run as *mut kvm_bindings::kvm_run as *mut u8;
+        // SAFETY: KVM places the I/O data `data_offset` bytes into the kvm_run mapping,
+        // which spans the whole mmap'ed run area (several pages); `len` = size * count as
+        // KVM reported. The slice borrows `self`, so it cannot outlive the mapping.
+        unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) }
+    }
+
+    fn set_msr_reply(&mut self, data: u64, error: bool) {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: called only while handling an MSR exit, when `msr` is the live member.
+        let msr = unsafe { &mut run.__bindgen_anon_1.msr };
+        msr.data = data;
+        msr.error = u8::from(error);
+    }
+
+    /// The registers at this exit, and CR3.
+    fn read_regs(&mut self) -> Result<(GuestRegs, u64), String> {
+        let (regs, sregs) = if self.vm.sync_regs {
+            let run = self.vcpu.get_kvm_run();
+            // SAFETY: kvm_valid_regs asked KVM to fill `s.regs` on every exit.
+            let s = unsafe { &run.s.regs };
+            (s.regs, s.sregs)
+        } else {
+            (
+                self.vcpu
+                    .get_regs()
+                    .map_err(|e| format!("KVM_GET_REGS: {e}"))?,
+                self.vcpu
+                    .get_sregs()
+                    .map_err(|e| format!("KVM_GET_SREGS: {e}"))?,
+            )
+        };
+        Ok((to_guest_regs(&regs, &sregs), sregs.cr3))
+    }
+
+    /// Writes the general registers back (into the guest on the next KVM_RUN).
+    fn write_regs(&mut self, g: &GuestRegs) -> Result<(), String> {
+        if self.vm.sync_regs {
+            let run = self.vcpu.get_kvm_run();
+            // SAFETY: `s.regs` is the sync-regs area; KVM reads it on entry because of the
+            // dirty bit set next.
+            let r = unsafe { &mut run.s.regs.regs };
+            from_guest_regs(r, g);
+            run.kvm_dirty_regs |= u64::from(KVM_SYNC_X86_REGS);
+            Ok(())
+        } else {
+            let mut r = self
+                .vcpu
+                .get_regs()
+                .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+            from_guest_regs(&mut r, g);
+            self.vcpu
+                .set_regs(&r)
+                .map_err(|e| format!("KVM_SET_REGS: {e}"))
+        }
+    }
+
+    /// Completes the pending instruction inside KVM without running the guest
+    /// (`immediate_exit`), and returns the registers after it.
+    fn complete(&mut self, regs: &mut GuestRegs) -> Result<(), String> {
+        self.write_regs(regs)?;
+        self.vcpu.set_kvm_immediate_exit(1);
+        let r = self.vcpu.run().map(|_| ());
+        self.vcpu.set_kvm_immediate_exit(0);
+        self.exits.completions += 1;
+        match r {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => return Err(format!("completing the exit: KVM_RUN: {e}")),
+            Ok(()) => return Err("completing the exit: KVM_RUN ran the guest".into()),
+        }
+        let (after, _) = self.read_regs()?;
+        *regs = after;
+        Ok(())
+    }
+
+    // ---- port I/O ----
+
+    fn device_in(&mut self, port: u16) -> u32 {
+        if port == DATA_PORT {
+            let v = data_value(self.cpu, self.devices.data_reads);
+            self.devices.data_reads += 1;
+            self.devices.data_sum += u64::from(v);
+            v
+        } else {
+            self.devices.other_in += 1;
+            u32::MAX
+        }
+    }
+
+    fn device_out(&mut self, port: u16, value: u32) -> Flow {
+        match port {
+            COUNTER_PORT => {
+                self.devices.counter_writes += 1;
+                self.devices.counter_sum += u64::from(value);
+                Flow::Continue
+            }
+            EXIT_PORT => Flow::Stop(StopReason::GuestExit(value)),
+            EXCEPTION_PORT => Flow::Stop(self.exception_report(value)),
+            _ => {
+                self.devices.other_out += 1;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Reads the exception frame the guest's stub left on its stack.
+    fn exception_report(&mut self, vector: u32) -> StopReason {
+        let Ok((regs, cr3)) = self.read_regs() else {
+            return StopReason::Exception {
+                vector: vector as u8,
+                rip: 0,
+                error_code: 0,
+                cs: 0,
+                rflags: 0,
+            };
+        };
+        // Stack at the OUT: rdx, rax, vector, error code, RIP, CS, RFLAGS, RSP, SS.
+        let read = |off: u64| {
+            self.vm
+                .mem
+                .translate(cr3, regs.rsp + off)
+                .and_then(|pa| self.vm.mem.read_u64(pa).ok())
+                .unwrap_or(0)
+        };
+        StopReason::Exception {
+            vector: vector as u8,
+            error_code: read(24),
+            rip: read(32),
+            cs: read(40),
+            rflags: read(48),
+        }
+    }
+
+    /// Performs the device side of an I/O exit: fills the IN data or delivers the OUT.
+    /// For a single IN/OUT the value is the register's (`value_from_regs`).
+    fn io_device(
+        &mut self,
+        port: u16,
+        size: usize,
+        count: usize,
+        input: bool,
+        data_offset: usize,
+        out_value: Option<u32>,
+    ) -> (Flow, Option<u32>) {
+        let mut flow = Flow::Continue;
+        let mut last_in = None;
+        for i in 0..count {
+            if input {
+                let v = self.device_in(port);
+                let bytes = v.to_le_bytes();
+                self.io_data(data_offset + i * size, size)
+                    .copy_from_slice(&bytes[..size]);
+                last_in = Some(v);
+            } else {
+                let v = match out_value {
+                    Some(v) if count == 1 => v,
+                    _ => {
+                        let mut b = [0u8; 4];
+                        b[..size].copy_from_slice(self.io_data(data_offset + i * size, size));
+                        u32::from_le_bytes(b)
+                    }
+                };
+                let f = self.device_out(port, v & size_mask(size));
+                if matches!(f, Flow::Stop(_)) {
+                    flow = f;
+                }
+            }
+        }
+        (flow, last_in)
+    }
+
+    fn on_io(
+        &mut self,
+        port: u16,
+        size: usize,
+        count: usize,
+        input: bool,
+        data_offset: usize,
+    ) -> Flow {
+        let size = size.clamp(1, 4);
+        let kind = if input {
+            EventKind::IoIn
+        } else {
+            EventKind::IoOut
+        };
+        if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(kind) == 0 {
+            return self
+                .io_device(port, size, count, input, data_offset, None)
+                .0;
+        }
+        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0 && count == 1;
+        let (mut regs, cr3) = match self.read_regs() {
+            Ok(r) => r,
+            Err(e) => return Flow::Stop(StopReason::Error(e)),
+        };
+        let before = regs;
+        let exit = Exit::new(kind, self.cpu as u32, u64::from(port));
+        let vm: &Vm = self.vm;
+        let engine = vm.engine.clone();
+        let mem = &vm.mem;
+        let mut flow = Flow::Continue;
+        let mut completed: Option<GuestRegs> = None;
+        let mut error = None;
+        let outcome = {
+            let mut view = GuestView { mem, cr3 };
+            engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
+                let out_value = (!input).then_some(regs.rax as u32);
+                let (f, last_in) = self.io_device(port, size, count, input, data_offset, out_value);
+                flow = f;
+                if let (Some(v), 1) = (last_in, count) {
+                    regs.rax = merge_in(regs.rax, v, size);
+                }
+                if post && matches!(flow, Flow::Continue) {
+                    match self.complete(regs) {
+                        Ok(()) => completed = Some(*regs),
+                        Err(e) => error = Some(e),
+                    }
+                }
+            })
+        };
+        if let Some(e) = error {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        if outcome.short_circuited && input && count == 1 {
+            // The IN returns what the scripts left in the register.
+            let bytes = (regs.rax as u32).to_le_bytes();
+            self.io_data(data_offset, size)
+                .copy_from_slice(&bytes[..size]);
+        }
+        let reference = completed.unwrap_or(before);
+        if regs != reference {
+            if let Err(e) = self.write_regs(&regs) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        flow
+    }
+
+    // ---- MSRs ----
+
+    fn msr_read(&mut self, index: u32) -> Option<u64> {
+        if index == DEMO_MSR {
+            return Some(self.demo_msr);
+        }
+        if MODELLED_MSRS.contains(&index) {
+            return Some(
+                self.msrs
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map_or(0, |(_, v)| *v),
+            );
+        }
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index,
+            ..Default::default()
+        }])
+        .ok()?;
+        match self.vcpu.get_msrs(&mut msrs) {
+            Ok(1) => Some(msrs.as_slice()[0].data),
+            _ => None,
+        }
+    }
+
+    fn msr_write(&mut self, index: u32, value: u64) -> bool {
+        if index == DEMO_MSR {
+            self.demo_msr = value;
+            return true;
+        }
+        if MODELLED_MSRS.contains(&index) {
+            match self.msrs.iter_mut().find(|(i, _)| *i == index) {
+                Some(e) => e.1 = value,
+                None => self.msrs.push((index, value)),
+            }
+            return true;
+        }
+        let Ok(msrs) = Msrs::from_entries(&[kvm_msr_entry {
+            index,
+            data: value,
+            ..Default::default()
+        }]) else {
+            return false;
+        };
+        matches!(self.vcpu.set_msrs(&msrs), Ok(1))
+    }
+
+    /// Performs an MSR access and sets the reply KVM completes the instruction with.
+    fn msr_emulate(&mut self, write: bool, index: u32, regs: &mut GuestRegs) {
+        if write {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let ok = self.msr_write(index, value);
+            self.set_msr_reply(0, !ok);
+        } else {
+            match self.msr_read(index) {
+                Some(v) => {
+                    regs.rax = v & 0xffff_ffff;
+                    regs.rdx = v >> 32;
+                    self.set_msr_reply(v, false);
+                }
+                None => self.set_msr_reply(0, true),
+            }
+        }
+    }
+
+    fn on_msr(&mut self, write: bool, index: u32, data: u64) -> Flow {
+        let kind = if write {
+            EventKind::MsrWrite
+        } else {
+            EventKind::MsrRead
+        };
+        if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(kind) == 0 {
+            let mut regs = GuestRegs {
+                rax: data & 0xffff_ffff,
+                rdx: data >> 32,
+                ..Default::default()
+            };
+            self.msr_emulate(write, index, &mut regs);
+            return Flow::Continue;
+        }
+        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0;
+        let (mut regs, cr3) = match self.read_regs() {
+            Ok(r) => r,
+            Err(e) => return Flow::Stop(StopReason::Error(e)),
+        };
+        let before = regs;
+        let exit = Exit::new(kind, self.cpu as u32, u64::from(index));
+        let vm: &Vm = self.vm;
+        let engine = vm.engine.clone();
+        let mem = &vm.mem;
+        let mut completed: Option<GuestRegs> = None;
+        let mut error = None;
+        let outcome = {
+            let mut view = GuestView { mem, cr3 };
+            engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
+                // Pre-stage register writes are the emulation's inputs: MSR @ecx.
+                self.msr_emulate(write, regs.rcx as u32, regs);
+                if post {
+                    match self.complete(regs) {
+                        Ok(()) => completed = Some(*regs),
+                        Err(e) => error = Some(e),
+                    }
+                }
+            })
+        };
+        if let Some(e) = error {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        if outcome.short_circuited {
+            // Not performed: a WRMSR leaves the MSR alone, a RDMSR returns EDX:EAX as
+            // the scripts left them; neither faults.
+            let v = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            self.set_msr_reply(if write { 0 } else { v }, false);
+        }
+        let reference = completed.unwrap_or(before);
+        if regs != reference {
+            if let Err(e) = self.write_regs(&regs) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+}
+
+fn size_mask(size: usize) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}
+
+/// RAX after `IN` of `size` bytes: 8/16-bit INs merge, a 32-bit IN zero-extends.
+fn merge_in(rax: u64, value: u32, size: usize) -> u64 {
+    match size {
+        1 => (rax & !0xff) | u64::from(value & 0xff),
+        2 => (rax & !0xffff) | u64::from(value & 0xffff),
+        _ => u64::from(value),
+    }
+}
+
+fn to_guest_regs(r: &kvm_regs, s: &kvm_sregs) -> GuestRegs {
+    GuestRegs {
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rbx: r.rbx,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
+        cs: u64::from(s.cs.selector),
+        ds: u64::from(s.ds.selector),
+        es: u64::from(s.es.selector),
+        fs: u64::from(s.fs.selector),
+        gs: u64::from(s.gs.selector),
+        ss: u64::from(s.ss.selector),
+        cr0: s.cr0,
+        cr2: s.cr2,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        cr8: s.cr8,
+        gdtr: s.gdt.base,
+        idtr: s.idt.base,
+        ldtr: u64::from(s.ldt.selector),
+        tr: u64::from(s.tr.selector),
+        ..Default::default()
+    }
+}
+
+/// Only the general registers, RIP and RFLAGS go back to the vCPU: segment, control and
+/// debug register writes by scripts are not applied by hv-kvm.
+fn from_guest_regs(r: &mut kvm_regs, g: &GuestRegs) {
+    r.rax = g.rax;
+    r.rcx = g.rcx;
+    r.rdx = g.rdx;
+    r.rbx = g.rbx;
+    r.rsp = g.rsp;
+    r.rbp = g.rbp;
+    r.rsi = g.rsi;
+    r.rdi = g.rdi;
+    r.r8 = g.r8;
+    r.r9 = g.r9;
+    r.r10 = g.r10;
+    r.r11 = g.r11;
+    r.r12 = g.r12;
+    r.r13 = g.r13;
+    r.r14 = g.r14;
+    r.r15 = g.r15;
+    r.rip = g.rip;
+    r.rflags = g.rflags | 0x2;
+}

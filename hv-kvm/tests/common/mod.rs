@@ -1,0 +1,96 @@
+//! Shared helpers for the hv-kvm tests: a recording output sink, a KVM check that skips
+//! (with a printed reason) where `/dev/kvm` cannot be opened, and a one-call runner.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hv_core::{OutputSink, Stage};
+use hv_kvm::{RunReport, StopReason, Vm, VmConfig};
+
+#[derive(Default)]
+pub struct RecordingSink {
+    pub lines: Mutex<Vec<(u64, Stage, u32, String)>>,
+}
+
+impl OutputSink for RecordingSink {
+    fn output(&self, event_id: u64, stage: Stage, core: u32, text: &[u8]) {
+        self.lines.lock().unwrap().push((
+            event_id,
+            stage,
+            core,
+            String::from_utf8_lossy(text).into_owned(),
+        ));
+    }
+}
+
+impl RecordingSink {
+    pub fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.3.as_str())
+            .collect()
+    }
+    pub fn lines_of(&self, id: u64) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.0 == id)
+            .map(|l| l.3.clone())
+            .collect()
+    }
+}
+
+/// `false` (after printing why) when KVM is not usable here.
+pub fn kvm_or_skip() -> bool {
+    match hv_kvm::kvm_available() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            false
+        }
+    }
+}
+
+pub fn config(vcpus: usize, iterations: u64) -> VmConfig {
+    VmConfig {
+        vcpus,
+        iterations,
+        msr_rounds: 3,
+        duration: None,
+        timeout: Duration::from_secs(60),
+    }
+}
+
+/// Builds a VM, adds `events`, runs it; returns the VM (for counters), the report and
+/// the recorded output. Panics with the event's message if an event is refused.
+pub fn run_with(cfg: VmConfig, events: &[&str]) -> (Vm, Vec<u64>, RunReport, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let vm = Vm::new(cfg, sink.clone()).expect("VM setup");
+    let ids = events
+        .iter()
+        .map(|e| vm.add_event(e).unwrap_or_else(|err| panic!("{e}: {err}")))
+        .collect();
+    let report = vm.run().expect("run");
+    for v in &report.vcpus {
+        assert_eq!(
+            v.stop,
+            StopReason::GuestExit(0),
+            "vCPU {} did not finish cleanly: {v:?}",
+            v.cpu
+        );
+    }
+    (vm, ids, report, sink)
+}
+
+pub fn counters(vm: &Vm, id: u64) -> hv_core::CounterValues {
+    vm.engine()
+        .event(id)
+        .expect("event exists")
+        .counters
+        .values()
+}
