@@ -1,7 +1,9 @@
 //! Exit throughput of hv-kvm on the demo guest: ns per exit and exits/s with no event,
 //! with events and no script, with a trivial script, with a 50-line script, and with a
 //! post-stage event (one extra `immediate_exit` re-entry per exit). Every IN and OUT of
-//! the guest's user loop (CPL3) exits; the events watch both.
+//! the guest's user loop (CPL3) exits; the events watch both. The `monitor` rows watch
+//! each vCPU's buffer page instead: every buffer access is then an MMIO exit too (ns per
+//! exit counts the I/O exits and the MMIO exits together).
 //!
 //! `cargo bench -p hv-kvm --bench exits` (prints a table; skips without /dev/kvm).
 //! `HV_KVM_BENCH_ITERS` sets the loop iterations per vCPU (default 20000).
@@ -77,6 +79,34 @@ fn main() {
         measure(
             "post stage (trivial script)",
             &both("stage post script { x = 1; }"),
+            vcpus,
+            iters,
+        );
+        // `!monitor`: the buffer page of each vCPU leaves the RAM slot; every buffer
+        // write (w: read-only slot) or read and write (r: no slot) is an MMIO exit.
+        let monitor = |attr: &str, suffix: &str| -> Vec<String> {
+            (0..vcpus)
+                .map(|c| {
+                    let buf = hv_kvm::boot::per_cpu(c) + hv_kvm::demo::field::BUFFER;
+                    format!("!monitor {attr} {buf:x} l 1000 core {c} {suffix}")
+                })
+                .collect()
+        };
+        measure(
+            "monitor w, trivial script",
+            &monitor("w", "script { x = 1; }"),
+            vcpus,
+            iters,
+        );
+        measure(
+            "monitor r, trivial script",
+            &monitor("r", "script { x = 1; }"),
+            vcpus,
+            iters,
+        );
+        measure(
+            "monitor r, post stage",
+            &monitor("r", "stage post script { x = 1; }"),
             vcpus,
             iters,
         );

@@ -7,16 +7,22 @@
 //!
 //! 1. **Kernel part (CPL0, emulated by this KVM: kept tiny).** `rounds` times: RDMSR of
 //!    [`DEMO_MSR`] (a made-up MSR modelled by the VMM, one value per vCPU), record it,
-//!    WRMSR of value + 1. Then one last RDMSR, recorded as the final value. Then IRETQ to
-//!    CPL3 with IOPL=3.
-//! 2. **User part (CPL3, native).** Loop: stop when the iteration count is reached or the
+//!    WRMSR of value + 1. Then one last RDMSR, recorded as the final value. Then CPUID
+//!    leaf 0 and leaf 1 (counted, leaf 1's registers recorded). Then IRETQ to CPL3 with
+//!    IOPL=3.
+//! 2. **User part (CPL3, native).** One CPUID leaf 1 (counted, ECX recorded). Loop: stop when the iteration count is reached or the
 //!    VMM set the stop flag in the data block; IN from [`DATA_PORT`] (count it, add the
 //!    value to a sum, keep the last); write the value into a 4 KiB buffer and read it back
 //!    (counted, summed); OUT of the iteration number to [`COUNTER_PORT`] (count it, sum
 //!    it). At the end, OUT to [`EXIT_PORT`]: the VMM stops the vCPU there.
-//! 3. **Exception stubs**, one per vector 0..32, installed in the IDT: push a dummy error
-//!    code where the CPU pushes none, push the vector, OUT it to [`EXCEPTION_PORT`] (the
-//!    VMM reads the frame from the stack) and IRETQ.
+//!    Before the loop, [`field::EXC_ROUNDS`] rounds (set by the VMM, default 0) of `ud2`
+//!    and a `div` by zero, each handled by the guest's own handler (which skips it).
+//! 3. **Exception stubs** (VMM-owned), one per vector 0..32, installed in the IDT: push a
+//!    dummy error code where the CPU pushes none, push the vector, OUT it to
+//!    [`EXCEPTION_PORT`] (the VMM reads the frame from the stack and raises
+//!    `!exception`); the VMM answers in RAX with the guest handler to call (0: return at
+//!    once), then IRETQ.
+//! 4. **The guest's own handlers** for #DE and #UD: count, skip the instruction.
 //!
 //! The guest's own counters live in its data block ([`GuestCounters`]), so a test can
 //! check that they agree with what the VMM's events counted.
@@ -54,6 +60,24 @@ pub mod field {
     pub const BUF_OPS: u64 = 0x50;
     pub const BUF_SUM: u64 = 0x58;
     pub const OUT_SUM: u64 = 0x60;
+    /// CPUIDs the kernel part executed (leaf 0, then leaf 1), and leaf 1's registers.
+    pub const CPUID_COUNT: u64 = 0x68;
+    pub const CPUID1_EAX: u64 = 0x70;
+    pub const CPUID1_EBX: u64 = 0x78;
+    pub const CPUID1_ECX: u64 = 0x80;
+    pub const CPUID1_EDX: u64 = 0x88;
+    /// CPUIDs the user part executed (one, leaf 1, at CPL3), and its ECX.
+    pub const USER_CPUID_COUNT: u64 = 0x90;
+    pub const USER_CPUID1_ECX: u64 = 0x98;
+    /// Written by the VMM: rounds of `ud2` + `div` by zero the user part runs first.
+    pub const EXC_ROUNDS: u64 = 0xa0;
+    /// Rounds done, the guest's own #UD / #DE handler runs, the sum of the quotients.
+    pub const EXC_DONE: u64 = 0xa8;
+    pub const UD_HANDLED: u64 = 0xb0;
+    pub const DE_HANDLED: u64 = 0xb8;
+    pub const DIV_SUM: u64 = 0xc0;
+    /// Always 0: the divisor of the user part's `div`.
+    pub const DIVISOR: u64 = 0xc8;
     pub const BUFFER: u64 = 0x1000;
     pub const USER_STACK_TOP: u64 = 0x3000;
 }
@@ -68,7 +92,15 @@ pub struct GuestImage {
     pub stubs: Vec<u64>,
     /// Where the user part starts (for reports).
     pub user_entry: u64,
+    /// The guest's own handler for each vector 0..32 (0: none; the VMM then stops the
+    /// vCPU with the exception, as an unhandled fault).
+    pub handlers: Vec<u64>,
 }
+
+/// Length of `ud2` and of the user part's `div rcx` (REX.W F7 /6): what the guest's
+/// handlers skip.
+pub const UD2_LEN: u64 = 2;
+pub const DIV_RCX_LEN: u64 = 3;
 
 /// What one vCPU of the demo guest counted in its own memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +117,15 @@ pub struct GuestCounters {
     pub buf_ops: u64,
     pub buf_sum: u64,
     pub out_sum: u64,
+    pub cpuid_count: u64,
+    /// EAX, EBX, ECX, EDX of the kernel part's CPUID leaf 1.
+    pub cpuid1: [u64; 4],
+    pub user_cpuid_count: u64,
+    pub user_cpuid1_ecx: u64,
+    pub exc_done: u64,
+    pub ud_handled: u64,
+    pub de_handled: u64,
+    pub div_sum: u64,
 }
 
 impl GuestCounters {
@@ -104,6 +145,19 @@ impl GuestCounters {
             buf_ops: r(field::BUF_OPS),
             buf_sum: r(field::BUF_SUM),
             out_sum: r(field::OUT_SUM),
+            cpuid_count: r(field::CPUID_COUNT),
+            cpuid1: [
+                r(field::CPUID1_EAX),
+                r(field::CPUID1_EBX),
+                r(field::CPUID1_ECX),
+                r(field::CPUID1_EDX),
+            ],
+            user_cpuid_count: r(field::USER_CPUID_COUNT),
+            user_cpuid1_ecx: r(field::USER_CPUID1_ECX),
+            exc_done: r(field::EXC_DONE),
+            ud_handled: r(field::UD_HANDLED),
+            de_handled: r(field::DE_HANDLED),
+            div_sum: r(field::DIV_SUM),
         }
     }
 }
@@ -158,6 +212,19 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
     a.mov(qword_ptr(r15 + field::MSR_FINAL), rax)?;
+    // CPUID leaf 0, then leaf 1 (recorded): `!cpuid` at CPL0.
+    a.xor(eax, eax)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    a.inc(qword_ptr(r15 + field::CPUID_COUNT))?;
+    a.mov(eax, 1)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    a.inc(qword_ptr(r15 + field::CPUID_COUNT))?;
+    a.mov(qword_ptr(r15 + field::CPUID1_EAX), rax)?;
+    a.mov(qword_ptr(r15 + field::CPUID1_EBX), rbx)?;
+    a.mov(qword_ptr(r15 + field::CPUID1_ECX), rcx)?;
+    a.mov(qword_ptr(r15 + field::CPUID1_EDX), rdx)?;
     // IRETQ frame: SS, RSP, RFLAGS (IOPL=3), CS, RIP.
     a.push(i32::from(USER_DS))?;
     a.lea(rax, qword_ptr(r15 + field::USER_STACK_TOP))?;
@@ -187,13 +254,58 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.mov(rax, qword_ptr(rsp + 16))?;
     a.mov(dx, EXCEPTION_PORT as u32)?;
     a.out(dx, eax)?;
+    // The VMM answers in RAX: the guest handler to call, or 0 to return at once.
+    let mut resume = a.create_label();
+    a.test(rax, rax)?;
+    a.jz(resume)?;
+    a.push(rdi)?;
+    a.lea(rdi, qword_ptr(rsp + 24))?;
+    a.call(rax)?;
+    a.pop(rdi)?;
+    a.set_label(&mut resume)?;
     a.pop(rdx)?;
     a.pop(rax)?;
     a.add(rsp, 16)?;
     a.iretq()?;
 
+    // ---- the guest's own exception handlers (CPL0), called with RDI = &vector ----
+    // (frame: vector, error code, RIP, ...). They skip the faulting instruction.
+    let mut ud_handler = a.create_label();
+    a.set_label(&mut ud_handler)?;
+    a.add(qword_ptr(rdi + 16), UD2_LEN as i32)?;
+    a.inc(qword_ptr(r15 + field::UD_HANDLED))?;
+    a.ret()?;
+    let mut de_handler = a.create_label();
+    a.set_label(&mut de_handler)?;
+    a.add(qword_ptr(rdi + 16), DIV_RCX_LEN as i32)?;
+    a.inc(qword_ptr(r15 + field::DE_HANDLED))?;
+    a.ret()?;
+
     // ---- user part (CPL3) ----
     a.set_label(&mut user_entry)?;
+    // One CPUID at CPL3 (not raised by hv-kvm: see the `vmm` documentation).
+    a.mov(eax, 1)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    a.inc(qword_ptr(r15 + field::USER_CPUID_COUNT))?;
+    a.mov(qword_ptr(r15 + field::USER_CPUID1_ECX), rcx)?;
+    // Exception rounds: `ud2`, then 100 / 0.
+    a.mov(r12, qword_ptr(r15 + field::EXC_ROUNDS))?;
+    let mut exc_loop = a.create_label();
+    let mut exc_done = a.create_label();
+    a.set_label(&mut exc_loop)?;
+    a.test(r12, r12)?;
+    a.jz(exc_done)?;
+    a.ud2()?;
+    a.mov(eax, 100)?;
+    a.xor(edx, edx)?;
+    a.mov(rcx, qword_ptr(r15 + field::DIVISOR))?;
+    a.div(rcx)?;
+    a.add(qword_ptr(r15 + field::DIV_SUM), rax)?;
+    a.inc(qword_ptr(r15 + field::EXC_DONE))?;
+    a.dec(r12)?;
+    a.jmp(exc_loop)?;
+    a.set_label(&mut exc_done)?;
     a.xor(r13, r13)?;
     let mut uloop = a.create_label();
     let mut no_limit = a.create_label();
@@ -239,7 +351,11 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
         .iter()
         .map(|l| result.label_ip(l))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut handlers = vec![0u64; 32];
+    handlers[0] = result.label_ip(&de_handler)?;
+    handlers[6] = result.label_ip(&ud_handler)?;
     Ok(GuestImage {
+        handlers,
         entry: result.label_ip(&entry)?,
         user_entry: result.label_ip(&user_entry)?,
         code: result.inner.code_buffer,

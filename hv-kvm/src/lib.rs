@@ -3,7 +3,10 @@
 //! [`Vm`] boots the embedded demo guest ([`demo`]) in 64-bit mode on several vCPUs (one
 //! thread each), and turns the exits this machine's KVM delivers (spec/kvm.md) into
 //! hv-core exits with real calling stages: `!ioin`/`!ioout` from `KVM_EXIT_IO`,
-//! `!msrread`/`!msrwrite` from user-space MSR exits. Events KVM cannot deliver here are
+//! `!msrread`/`!msrwrite` from user-space MSR exits, `!monitor r|w|rw` from MMIO exits of
+//! pages taken out of the RAM slot ([`monitor`]), `!cpuid` for CPL0 CPUIDs by
+//! single-stepping CPL0 code, `!exception` from the VMM-owned IDT stubs (details in
+//! [`vmm`]). Events KVM cannot deliver here are
 //! refused ([`script::refusal`]) rather than faked. Scripts are compiled by script-lang and
 //! run by its interpreter ([`script::InterpScript`]). Events can be added, enabled, disabled
 //! and cleared while the guest runs, over a unix socket ([`control`]).
@@ -12,6 +15,7 @@ pub mod boot;
 pub mod control;
 pub mod demo;
 pub mod memory;
+pub mod monitor;
 pub mod script;
 pub mod vmm;
 

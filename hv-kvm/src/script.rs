@@ -125,7 +125,7 @@ impl std::fmt::Display for EventError {
 pub fn refusal(kind: EventKind) -> Option<&'static str> {
     use EventKind::*;
     Some(match kind {
-        IoIn | IoOut | MsrRead | MsrWrite => return None,
+        IoIn | IoOut | MsrRead | MsrWrite | Monitor | Cpuid | Exception => return None,
         Vmcall => "VMCALL never reaches user space on this KVM (at CPL0 KVM_RUN can even spin)",
         Tsc => "RDTSC/RDTSCP are handled inside KVM at CPL0 and fault at CPL3: no exit reaches the VMM",
         Pmc => "RDPMC is handled inside KVM at CPL0 and faults at CPL3: no exit reaches the VMM",
@@ -133,12 +133,19 @@ pub fn refusal(kind: EventKind) -> Option<&'static str> {
         CrWrite => "MOV to CR0/CR4 is handled inside KVM: no exit reaches the VMM",
         Xsetbv => "XSETBV is handled inside KVM: no exit reaches the VMM",
         Interrupt => "external interrupts are delivered inside KVM: no exit reaches the VMM",
-        Cpuid => "CPUID never exits on this KVM (CPL0 is answered from the KVM_SET_CPUID2 table, CPL3 natively); trapping it by single-step is not implemented yet",
-        Exception => "exceptions do not exit on this KVM; raising them from the guest's IDT stubs is not implemented yet",
         Syscall | Sysret => "SYSCALL/SYSRET do not exit on this KVM; the EFER.SCE #UD trick is not implemented yet",
         EptHook | EptHook2 => "execute hooks need hardware breakpoints or int3 emulation-failure exits, not implemented yet",
-        Monitor => "memory monitoring through read-only/absent memory slots is not implemented yet",
     })
+}
+
+/// The event commands hv-kvm raises, for messages.
+pub fn raised_kinds() -> String {
+    let names: Vec<String> = EventKind::ALL
+        .iter()
+        .filter(|k| refusal(**k).is_none())
+        .map(|k| format!("!{}", k.command()))
+        .collect();
+    names.join(", ")
 }
 
 /// A parsed, checked, compiled event command.
@@ -162,7 +169,7 @@ pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent
             format!("!{} cannot be raised by hv-kvm: {why}", spec.kind.command()),
             start,
             start + name_len,
-            Some("hv-kvm raises !ioin, !ioout, !msrread and !msrwrite from real exits".into()),
+            Some(format!("hv-kvm raises {} from real exits", raised_kinds())),
         ));
     }
     let script = match &spec.script {

@@ -1,5 +1,6 @@
 //! The VMM: a KVM virtual machine running the demo guest on N vCPUs (one thread each),
-//! with every port-I/O and user-space MSR exit turned into an hv-core exit.
+//! with every port-I/O, user-space MSR and MMIO exit, CPL0 CPUID step and exception stub
+//! report turned into an hv-core exit.
 //!
 //! ## How an exit is staged
 //!
@@ -21,6 +22,49 @@
 //! When no event of the exit's kind exists, the exit takes a fast path (no register sync,
 //! no engine call).
 //!
+//! ## `!monitor` (MMIO exits; layout and parking in [`crate::monitor`])
+//!
+//! `$context` is the lowest watched byte of the access (its exact address when the access
+//! starts inside the range). The script sees the access data in `@dr0` and its length in
+//! `@dr1` (hv-kvm exposes no guest debug registers otherwise): pre of a write = the
+//! value being written, pre of a read = the value the read will return (the old memory);
+//! a pre-stage change of `@dr0` changes what is written / read. `dq($context)` reads the
+//! old memory in pre and the new memory in post. A write exits with RIP already past the
+//! instruction; its emulation stores `@dr0` into guest RAM, and a short-circuit drops it
+//! (memory unchanged). A read exits at the instruction; its emulation supplies `@dr0`;
+//! for post (or when pre scripts changed registers) it is completed at once with
+//! `immediate_exit` — KVM's emulator loses the destination register if registers are
+//! written between the exit and the completion, so pre-stage register changes are merged
+//! after it (registers the instruction did not write take the scripts' values). A
+//! short-circuited read completes the instruction (RIP moves past it) and then restores
+//! every register as the scripts left them. One instruction raises one event: the write
+//! half of a read-modify-write completed inline is applied without an event.
+//!
+//! ## `!cpuid` (CPL0 single-stepping)
+//!
+//! While any `!cpuid` event exists, each vCPU turns on `KVM_GUESTDBG_SINGLESTEP` at its
+//! next exit (off again when none exists). After every CPL0 step the VMM looks at the next
+//! instruction; at a `CPUID` (0F A2) it runs pre (`$context` = EAX), then one step (KVM
+//! executes CPUID from its CPUID table), then post. Short-circuit: RIP += 2, registers as
+//! the scripts left them. Cost: one `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each
+//! here, spec/kvm.md) while the event exists; CPL3 runs unaffected. **CPL3 CPUIDs are not
+//! raised**: single-step does nothing at CPL3 on this KVM, and the trap-flag alternative
+//! would run all user code through the guest's #DB stub (~26 k instructions/s) and is
+//! visible to the guest (PUSHF), so it is not done.
+//!
+//! ## `!exception` (VMM-owned IDT stubs)
+//!
+//! Every IDT vector 0..32 points at a VMM-owned stub that OUTs the vector to the
+//! exception port. That OUT is not guest I/O (no `!ioout`); it raises `!exception` with
+//! `$context` = vector, and scripts see the interrupted context (RAX/RDX from the stub's
+//! saves, RIP/RFLAGS/RSP from the frame; their writes go back there). Delivery = the stub
+//! calls the guest's own handler for the vector (the VMM answers with its address in
+//! RAX); a vector without a guest handler stops the vCPU as before. Post runs once
+//! delivery is arranged. Short-circuit = not delivered: the code resumes after a `ud2`,
+//! after the instruction for traps (the frame already points past `int3`/`into`), and at
+//! the faulting instruction for every other fault (the script removes the cause, e.g.
+//! sets a non-zero divisor for #DE).
+//!
 //! ## MSRs
 //!
 //! `KVM_CAP_X86_USER_SPACE_MSR` (unknown + filtered MSRs exit to user space) and an MSR
@@ -40,17 +84,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hv_core::{Engine, EventKind, Exit, Filter, OutputSink, Target};
+use hv_core::{Access, Engine, EventKind, Exit, Filter, OutputSink, Target};
 use hvscript_abi::GuestRegs;
 use hvscript_lang::Globals;
 use hvscript_stdlib::EventOp;
 use kvm_bindings::{
-    kvm_enable_cap, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_userspace_memory_region, Msrs,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_X86_RDMSR,
-    KVM_EXIT_X86_WRMSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
+    kvm_enable_cap, kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, Msrs, KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_IO, KVM_EXIT_IO_IN,
+    KVM_EXIT_MMIO, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_FILTER,
     KVM_MSR_EXIT_REASON_UNKNOWN, KVM_SYNC_X86_REGS,
 };
 use kvm_ioctls::{
@@ -64,6 +109,7 @@ use crate::demo::{
     EXCEPTION_PORT, EXIT_PORT,
 };
 use crate::memory::{GuestMemory, GuestView};
+use crate::monitor::{self, Slot, Watch};
 use crate::script::{compile_event, EventError};
 
 /// MSRs the VMM models itself.
@@ -168,6 +214,14 @@ pub struct ExitCounts {
     pub io_out: u64,
     pub rdmsr: u64,
     pub wrmsr: u64,
+    /// `KVM_EXIT_MMIO` reads and writes (watched pages of `!monitor`).
+    pub mmio_read: u64,
+    pub mmio_write: u64,
+    /// `KVM_EXIT_DEBUG` single-step exits (CPL0 stepping for `!cpuid`).
+    pub steps: u64,
+    /// Reports of the VMM-owned exception stubs (an OUT to the exception port, which is
+    /// not guest I/O and raises no `!ioout`).
+    pub exceptions: u64,
     pub other: u64,
     /// `immediate_exit` re-entries made to run a post stage.
     pub completions: u64,
@@ -175,7 +229,15 @@ pub struct ExitCounts {
 
 impl ExitCounts {
     pub fn total(&self) -> u64 {
-        self.io_in + self.io_out + self.rdmsr + self.wrmsr + self.other
+        self.io_in
+            + self.io_out
+            + self.rdmsr
+            + self.wrmsr
+            + self.mmio_read
+            + self.mmio_write
+            + self.steps
+            + self.exceptions
+            + self.other
     }
 }
 
@@ -219,6 +281,8 @@ pub struct Vm {
     config: VmConfig,
     image: GuestImage,
     sync_regs: bool,
+    /// `KVM_CAP_READONLY_MEM` (write-only `!monitor` watching).
+    readonly_mem: bool,
     /// Kinds that have at least one event / one post-or-all event (supersets: a
     /// script's event_clear may leave a bit set, which only costs speed).
     kinds: AtomicU32,
@@ -227,6 +291,26 @@ pub struct Vm {
     events_lock: Mutex<()>,
     stop_requested: AtomicBool,
     kill_requested: AtomicBool,
+    /// The memory slots now registered (slot i is `slots[i]`).
+    slots: Mutex<Vec<Slot>>,
+    /// The enabled `!monitor` ranges (physical), read on every MMIO exit.
+    watches: RwLock<Arc<Vec<Watch>>>,
+    /// Parking the vCPUs outside KVM_RUN (memory slot changes).
+    park: ParkControl,
+    /// Set while `run` has vCPU threads.
+    running: AtomicBool,
+    /// Per vCPU: its thread (pthread_t, 0 before it starts) and whether it finished.
+    thread_ids: Vec<AtomicU64>,
+    done: Vec<AtomicBool>,
+}
+
+/// The vCPU parking protocol (see [`Vm::with_vcpus_parked`]).
+#[derive(Default)]
+struct ParkControl {
+    requested: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+    parked: Vec<AtomicBool>,
 }
 
 impl Vm {
@@ -248,6 +332,7 @@ impl Vm {
             ));
         }
         let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        let readonly_mem = kvm.check_extension(Cap::ReadonlyMem);
         let setup = |what: &str, e: kvm_ioctls::Error| VmError::Setup(format!("{what}: {e}"));
         // Only VMX real mode needs it; this KVM may not: ignore failure.
         let _ = vm.set_tss_address(0xfffb_d000);
@@ -277,6 +362,7 @@ impl Vm {
         // outlives the VM (field order in `Vm` drops the VM first).
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|e| setup("KVM_SET_USER_MEMORY_REGION", e))?;
+        install_kick_handler();
 
         let image = demo_image().map_err(|e| VmError::Setup(format!("assembling: {e}")))?;
         mem.write(image.load_addr, &image.code)
@@ -286,6 +372,7 @@ impl Vm {
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| setup("KVM_GET_SUPPORTED_CPUID", e))?;
+        let n = config.vcpus;
         let mut vcpus = Vec::new();
         for cpu in 0..config.vcpus {
             let mut vcpu = vm
@@ -323,11 +410,25 @@ impl Vm {
             config,
             image,
             sync_regs,
+            readonly_mem,
             kinds: AtomicU32::new(0),
             post_kinds: AtomicU32::new(0),
             events_lock: Mutex::new(()),
             stop_requested: AtomicBool::new(false),
             kill_requested: AtomicBool::new(false),
+            slots: Mutex::new(vec![Slot {
+                gpa: 0,
+                size: boot::MEM_SIZE as u64,
+                readonly: false,
+            }]),
+            watches: RwLock::new(Arc::new(Vec::new())),
+            park: ParkControl {
+                parked: (0..n).map(|_| AtomicBool::new(false)).collect(),
+                ..Default::default()
+            },
+            running: AtomicBool::new(false),
+            thread_ids: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         };
         vm.update_msr_filter()?;
         Ok(vm)
@@ -352,6 +453,22 @@ impl Vm {
     /// Parses, checks, compiles and adds an event command; works while the guest runs.
     pub fn add_event(&self, line: &str) -> Result<u64, EventError> {
         let compiled = compile_event(line, &self.globals)?;
+        let whole_line = |msg: String| EventError {
+            diagnostics: vec![hvscript_grammar::Diagnostic::error(
+                msg,
+                hvscript_grammar::ast::Span::new(0, line.trim_end().len().max(1)),
+            )],
+        };
+        if compiled.spec.kind == EventKind::Monitor {
+            if !self.readonly_mem {
+                return Err(whole_line(
+                    "!monitor cannot be raised by hv-kvm: this KVM lacks KVM_CAP_READONLY_MEM"
+                        .into(),
+                ));
+            }
+            self.monitor_watch(&compiled.spec.filter)
+                .map_err(|why| whole_line(format!("!monitor cannot watch this range: {why}")))?;
+        }
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
         let kind = compiled.spec.kind;
         let post = compiled.spec.options.stage.runs_post();
@@ -369,8 +486,12 @@ impl Vm {
                     hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
                 )],
             })?;
-        if let Err(e) = self.update_msr_filter() {
+        if let Err(e) = self
+            .update_msr_filter()
+            .and_then(|()| self.update_watches())
+        {
             let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
+            let _ = self.update_watches();
             return Err(EventError {
                 diagnostics: vec![hvscript_grammar::Diagnostic::error(
                     e.to_string(),
@@ -386,7 +507,130 @@ impl Vm {
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
         let n = self.engine.apply(op, target)?;
         let _ = self.update_msr_filter();
+        let _ = self.update_watches();
         Ok(n)
+    }
+
+    /// The physical watch of a `!monitor` filter on this VM, or why it cannot be watched.
+    fn monitor_watch(&self, filter: &Filter) -> Result<Watch, String> {
+        let code_end = self.image.load_addr + self.image.code.len() as u64;
+        monitor::check(filter, &self.mem, code_end, self.config.vcpus)
+    }
+
+    /// The memory slots registered now (for tests and reports).
+    pub fn memory_slots(&self) -> Vec<Slot> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn current_watches(&self) -> Arc<Vec<Watch>> {
+        self.watches
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the memory slots from the enabled `!monitor` events (module `monitor`):
+    /// parks the vCPUs while the slots change.
+    fn update_watches(&self) -> Result<(), VmError> {
+        let mut watches = Vec::new();
+        for l in self.engine.list() {
+            if !l.enabled {
+                continue;
+            }
+            let Some(e) = self.engine.event(l.id) else {
+                continue;
+            };
+            if e.spec.kind == EventKind::Monitor {
+                if let Ok(w) = self.monitor_watch(&e.spec.filter) {
+                    watches.push(w);
+                }
+            }
+        }
+        let slots = monitor::layout(self.mem.size() as u64, &monitor::page_modes(&watches));
+        let watches = Arc::new(watches);
+        if *self.current_watches() == *watches {
+            return Ok(());
+        }
+        if self.memory_slots() == slots {
+            *self.watches.write().unwrap_or_else(|e| e.into_inner()) = watches;
+            return Ok(());
+        }
+        self.with_vcpus_parked(|| {
+            *self.watches.write().unwrap_or_else(|e| e.into_inner()) = watches;
+            self.set_slots(slots)
+        })?
+    }
+
+    /// Replaces the registered memory slots (every vCPU is outside KVM_RUN).
+    fn set_slots(&self, new: Vec<Slot>) -> Result<(), VmError> {
+        let mut cur = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let region = |i: usize, s: &Slot, size: u64| kvm_userspace_memory_region {
+            slot: i as u32,
+            flags: if s.readonly { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: s.gpa,
+            memory_size: size,
+            userspace_addr: self.mem.host_addr() + s.gpa,
+        };
+        for (i, s) in cur.iter().enumerate() {
+            // SAFETY: size 0 deletes slot i; no host memory is handed to KVM.
+            unsafe { self.vm.set_user_memory_region(region(i, s, 0)) }
+                .map_err(|e| VmError::Setup(format!("deleting memory slot {i}: {e}")))?;
+        }
+        cur.clear();
+        for (i, s) in new.iter().enumerate() {
+            // SAFETY: each slot is a page-aligned piece of our own guest RAM mapping, which
+            // outlives the VM (field order in `Vm`).
+            unsafe { self.vm.set_user_memory_region(region(i, s, s.size)) }
+                .map_err(|e| VmError::Setup(format!("memory slot {i} at {:#x}: {e}", s.gpa)))?;
+            cur.push(*s);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` while no vCPU is inside KVM_RUN: sets the park flag, kicks every running
+    /// vCPU thread out of KVM_RUN with the kick signal (repeated until it parks, since a
+    /// signal that lands outside KVM_RUN is not remembered), runs `f`, and releases them.
+    fn with_vcpus_parked<R>(&self, f: impl FnOnce() -> R) -> Result<R, VmError> {
+        self.park.requested.store(true, Ordering::SeqCst);
+        let release = || {
+            let _g = self.park.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.park.requested.store(false, Ordering::SeqCst);
+            self.park.cv.notify_all();
+        };
+        if self.running.load(Ordering::SeqCst) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut all = true;
+                for cpu in 0..self.config.vcpus {
+                    if self.done[cpu].load(Ordering::SeqCst)
+                        || self.park.parked[cpu].load(Ordering::SeqCst)
+                    {
+                        continue;
+                    }
+                    all = false;
+                    let tid = self.thread_ids[cpu].load(Ordering::SeqCst);
+                    if tid != 0 {
+                        // SAFETY: `tid` is a vCPU thread of the running `run` scope that is
+                        // not done (the scope joins threads only after they are done and
+                        // `running` is cleared after the join); the handler does nothing.
+                        unsafe { libc::pthread_kill(tid as libc::pthread_t, kick_signal()) };
+                    }
+                }
+                if all {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    release();
+                    return Err(VmError::Setup(
+                        "the vCPUs did not park within 5 s; memory slots unchanged".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let r = f();
+        release();
+        Ok(r)
     }
 
     /// The enabled MSR events' filter: (index or None for "every MSR", read, write).
@@ -464,6 +708,16 @@ impl Vm {
             .map_err(|e| VmError::Setup(format!("KVM_X86_SET_MSR_FILTER: {e}")))
     }
 
+    /// Sets how many rounds of `ud2` + `div` by zero the demo guest's user part runs
+    /// before its loop (default 0). Call before [`Vm::run`].
+    pub fn set_exception_rounds(&self, rounds: u64) {
+        for cpu in 0..self.config.vcpus {
+            let _ = self
+                .mem
+                .write_u64(boot::per_cpu(cpu) + field::EXC_ROUNDS, rounds);
+        }
+    }
+
     /// Asks the guest to finish its loop (it exits through the exit port).
     pub fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
@@ -488,16 +742,15 @@ impl Vm {
         }
         install_kick_handler();
         let start = Instant::now();
-        let n = vcpus.len();
-        let threads: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
-        let done: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+        let (threads, done) = (&self.thread_ids, &self.done);
         let kicked = AtomicBool::new(false);
+        self.running.store(true, Ordering::SeqCst);
         let reports = std::thread::scope(|s| {
             let handles: Vec<_> = vcpus
                 .into_iter()
                 .enumerate()
                 .map(|(cpu, vcpu)| {
-                    let (threads, done, kicked) = (&threads, &done, &kicked);
+                    let kicked = &kicked;
                     std::thread::Builder::new()
                         .name(format!("vcpu{cpu}"))
                         .spawn_scoped(s, move || {
@@ -513,6 +766,7 @@ impl Vm {
                                 devices: DeviceCounters::default(),
                                 exits: ExitCounts::default(),
                                 kicked,
+                                stepping: false,
                             };
                             let stop = v.run_loop();
                             done[cpu].store(true, Ordering::SeqCst);
@@ -535,7 +789,7 @@ impl Vm {
                 let kill = self.kill_requested.load(Ordering::SeqCst);
                 if kill || elapsed >= self.config.timeout {
                     kicked.store(true, Ordering::SeqCst);
-                    for (t, d) in threads.iter().zip(&done) {
+                    for (t, d) in threads.iter().zip(done.iter()) {
                         let tid = t.load(Ordering::SeqCst);
                         if tid != 0 && !d.load(Ordering::SeqCst) {
                             // SAFETY: `tid` is a live thread of this scope (not yet
@@ -551,6 +805,7 @@ impl Vm {
                 .map(|h| h.join().expect("vCPU thread panicked"))
                 .collect::<Vec<_>>()
         });
+        self.running.store(false, Ordering::SeqCst);
         let mut reports = reports;
         if self.kill_requested.load(Ordering::SeqCst) {
             for r in &mut reports {
@@ -601,6 +856,14 @@ enum Decoded {
         index: u32,
         data: u64,
     },
+    Mmio {
+        addr: u64,
+        len: usize,
+        write: bool,
+        data: [u8; 8],
+    },
+    /// A single-step (or breakpoint) `KVM_EXIT_DEBUG`.
+    Step,
     Hlt,
     Shutdown,
     Interrupted,
@@ -617,6 +880,8 @@ struct VcpuThread<'v> {
     devices: DeviceCounters,
     exits: ExitCounts,
     kicked: &'v AtomicBool,
+    /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` event exists).
+    stepping: bool,
 }
 
 /// What to do after an exit.
@@ -637,10 +902,61 @@ impl VcpuThread<'_> {
         }
     }
 
+    /// Waits while the VMM has the vCPUs parked (memory slot changes).
+    fn park_if_asked(&self) {
+        let park = &self.vm.park;
+        while park.requested.load(Ordering::SeqCst) {
+            park.parked[self.cpu].store(true, Ordering::SeqCst);
+            let mut g = park.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while park.requested.load(Ordering::SeqCst) && !self.kicked.load(Ordering::SeqCst) {
+                g = park
+                    .cv
+                    .wait_timeout(g, Duration::from_millis(20))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            drop(g);
+            park.parked[self.cpu].store(false, Ordering::SeqCst);
+            if self.kicked.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Turns CPL0 single-stepping on while a `!cpuid` event exists, off otherwise
+    /// (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the vCPU thread does it, at its next exit).
+    fn sync_stepping(&mut self) -> Flow {
+        let want = self.vm.kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Cpuid) != 0;
+        if want == self.stepping {
+            return Flow::Continue;
+        }
+        let debug = kvm_guest_debug {
+            control: if want {
+                KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        if let Err(e) = self.vcpu.set_guest_debug(&debug) {
+            return Flow::Stop(StopReason::Error(format!("KVM_SET_GUEST_DEBUG: {e}")));
+        }
+        self.stepping = want;
+        if want {
+            // No step exit precedes the instruction at RIP now: look at it here.
+            return self.on_step();
+        }
+        Flow::Continue
+    }
+
     fn run_loop(&mut self) -> StopReason {
         loop {
+            self.park_if_asked();
             if self.kicked.load(Ordering::SeqCst) {
                 return StopReason::TimedOut;
+            }
+            if let Flow::Stop(reason) = self.sync_stepping() {
+                return reason;
             }
             let decoded = match self.vcpu.run() {
                 Ok(exit) => {
@@ -650,7 +966,10 @@ impl VcpuThread<'_> {
                         VcpuExit::IoIn(..)
                         | VcpuExit::IoOut(..)
                         | VcpuExit::X86Rdmsr(_)
-                        | VcpuExit::X86Wrmsr(_) => None,
+                        | VcpuExit::X86Wrmsr(_)
+                        | VcpuExit::MmioRead(..)
+                        | VcpuExit::MmioWrite(..) => None,
+                        VcpuExit::Debug(_) => Some(Decoded::Step),
                         other => Some(Decoded::Other(format!("{other:?}"))),
                     };
                     simple.unwrap_or_else(|| self.decode())
@@ -661,6 +980,18 @@ impl VcpuThread<'_> {
                 Err(e) => Decoded::Other(format!("KVM_RUN: {e}")),
             };
             let flow = match decoded {
+                Decoded::Io {
+                    port,
+                    size,
+                    count,
+                    input,
+                    data_offset,
+                } if port == EXCEPTION_PORT && !input && count == 1 => {
+                    // The VMM-owned exception stub reporting: not guest I/O.
+                    let _ = (size, data_offset);
+                    self.exits.exceptions += 1;
+                    self.on_exception()
+                }
                 Decoded::Io {
                     port,
                     size,
@@ -682,6 +1013,23 @@ impl VcpuThread<'_> {
                         self.exits.rdmsr += 1;
                     }
                     self.on_msr(write, index, data)
+                }
+                Decoded::Mmio {
+                    addr,
+                    len,
+                    write,
+                    data,
+                } => {
+                    if write {
+                        self.exits.mmio_write += 1;
+                    } else {
+                        self.exits.mmio_read += 1;
+                    }
+                    self.on_mmio(addr, len, write, data)
+                }
+                Decoded::Step => {
+                    self.exits.steps += 1;
+                    self.on_step()
                 }
                 Decoded::Hlt => Flow::Stop(StopReason::Halted),
                 Decoded::Shutdown => Flow::Stop(StopReason::Shutdown),
@@ -719,6 +1067,16 @@ impl VcpuThread<'_> {
                     write: run.exit_reason == KVM_EXIT_X86_WRMSR,
                     index: msr.index,
                     data: msr.data,
+                }
+            }
+            KVM_EXIT_MMIO => {
+                // SAFETY: exit_reason says the `mmio` member of the union is the live one.
+                let mmio = unsafe { run.__bindgen_anon_1.mmio };
+                Decoded::Mmio {
+                    addr: mmio.phys_addr,
+                    len: (mmio.len as usize).clamp(1, 8),
+                    write: mmio.is_write != 0,
+                    data: mmio.data,
                 }
             }
             r => Decoded::Other(format!("exit reason {r}")),
@@ -966,6 +1324,348 @@ impl VcpuThread<'_> {
         flow
     }
 
+    // ---- memory (`!monitor`) ----
+
+    /// Sets the data an MMIO read returns (completed on the next KVM_RUN).
+    fn set_mmio_data(&mut self, data: u64, len: usize) {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: called only while handling an MMIO exit, when `mmio` is the live member.
+        let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+        mmio.data[..len].copy_from_slice(&data.to_le_bytes()[..len]);
+    }
+
+    /// Guest RAM behind a watched page, as the little-endian value of `len` bytes.
+    fn mem_value(&self, addr: u64, len: usize) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.vm.mem.read(addr, &mut b[..len]);
+        u64::from_le_bytes(b)
+    }
+
+    fn mem_store(&self, addr: u64, len: usize, value: u64) {
+        let _ = self.vm.mem.write(addr, &value.to_le_bytes()[..len]);
+    }
+
+    /// Completes a pending MMIO read inside KVM without running the guest
+    /// (`immediate_exit`) and returns the registers after the instruction. Further MMIO
+    /// accesses of the same instruction (the write of a read-modify-write) are applied
+    /// to RAM, or dropped when `drop_rest` (a short-circuited read), without raising
+    /// events: an instruction raises one event, for its first watched access.
+    ///
+    /// No register may be written between the MMIO read exit and its completion: KVM's
+    /// emulator then drops the pending write of the destination register (measured), so
+    /// pre-stage register changes are merged in afterwards ([`merge_after_read`]).
+    fn complete_mmio(&mut self, drop_rest: bool) -> Result<GuestRegs, String> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        self.exits.completions += 1;
+        let mut result = Err("completing the MMIO access: too many chained accesses".into());
+        for _ in 0..8 {
+            let chained = match self.vcpu.run() {
+                Err(e) if e.errno() == libc::EINTR => {
+                    result = Ok(());
+                    break;
+                }
+                Err(e) => {
+                    result = Err(format!("completing the MMIO access: KVM_RUN: {e}"));
+                    break;
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => (addr, data.len(), false),
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    let mut b = [0u8; 8];
+                    let n = data.len().min(8);
+                    b[..n].copy_from_slice(&data[..n]);
+                    if !drop_rest {
+                        let _ = self.vm.mem.write(addr, &b[..n]);
+                    }
+                    continue;
+                }
+                Ok(other) => {
+                    result = Err(format!(
+                        "completing the MMIO access: KVM_RUN exited with {other:?}"
+                    ));
+                    break;
+                }
+            };
+            let (addr, len, _) = chained;
+            let len = len.clamp(1, 8);
+            let v = if drop_rest {
+                0
+            } else {
+                self.mem_value(addr, len)
+            };
+            self.set_mmio_data(v, len);
+        }
+        self.vcpu.set_kvm_immediate_exit(0);
+        result?;
+        Ok(self.read_regs()?.0)
+    }
+
+    /// An access to a watched page: raise `!monitor` if an event's range covers it, and
+    /// perform it on guest RAM (module `monitor`; stages in the crate documentation).
+    ///
+    /// The script sees the access in two registers hv-kvm does not otherwise expose:
+    /// `@dr0` = the data (pre of a write: the value being written; pre of a read: the
+    /// value the read will return, i.e. the old memory; post: the same data as
+    /// performed) and `@dr1` = its length in bytes. A pre-stage write to `@dr0` changes
+    /// what is written / what the read returns. Memory reads at `$context` see the old
+    /// memory in pre and the new memory in post.
+    fn on_mmio(&mut self, addr: u64, len: usize, write: bool, data: [u8; 8]) -> Flow {
+        let access = if write { Access::WRITE } else { Access::READ };
+        let watches = self.vm.current_watches();
+        let hit = monitor::first_hit(&watches, addr, len as u64, access);
+        let value = if write {
+            let mut b = [0u8; 8];
+            b[..len].copy_from_slice(&data[..len]);
+            u64::from_le_bytes(b)
+        } else {
+            self.mem_value(addr, len)
+        };
+        let Some(context) = hit else {
+            // A watched page, an unwatched byte: apply it, no event.
+            if write {
+                self.mem_store(addr, len, value);
+            } else {
+                self.set_mmio_data(value, len);
+            }
+            return Flow::Continue;
+        };
+        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Monitor) != 0;
+        let (mut regs, cr3) = match self.read_regs() {
+            Ok(r) => r,
+            Err(e) => return Flow::Stop(StopReason::Error(e)),
+        };
+        let before = regs;
+        regs.dr0 = value;
+        regs.dr1 = len as u64;
+        let mut exit = Exit::new(EventKind::Monitor, self.cpu as u32, context);
+        exit.access = access;
+        let vm: &Vm = self.vm;
+        let engine = vm.engine.clone();
+        let mem = &vm.mem;
+        let mut error = None;
+        let mut completed: Option<GuestRegs> = None;
+        let outcome = {
+            let mut view = GuestView { mem, cr3 };
+            engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
+                let v = regs.dr0;
+                if write {
+                    self.mem_store(addr, len, v);
+                } else {
+                    self.set_mmio_data(v, len);
+                    if post || !same_applied(regs, &before) {
+                        match self.complete_mmio(false) {
+                            Ok(after) => {
+                                let mut merged = merge_after_read(&before, regs, &after);
+                                merged.dr0 = v;
+                                merged.dr1 = len as u64;
+                                *regs = merged;
+                                completed = Some(after);
+                            }
+                            Err(e) => error = Some(e),
+                        }
+                    }
+                }
+            })
+        };
+        if let Some(e) = error {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        if outcome.short_circuited && !write {
+            // The read is not performed: the instruction completes (RIP moves past it)
+            // but every register is left as the pre scripts set it.
+            match self.complete_mmio(true) {
+                Ok(after) => {
+                    completed = Some(after);
+                    regs.rip = after.rip;
+                }
+                Err(e) => return Flow::Stop(StopReason::Error(e)),
+            }
+        }
+        let reference = completed.unwrap_or(before);
+        if !same_applied(&regs, &reference) {
+            if let Err(e) = self.write_regs(&regs) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    // ---- CPUID (`!cpuid`, CPL0 single-stepping) ----
+
+    /// After a step: while the next instruction is a CPL0 `CPUID`, raise `!cpuid` for it.
+    fn on_step(&mut self) -> Flow {
+        // Bounded: a run of CPUIDs longer than this is handled on later steps anyway.
+        for _ in 0..64 {
+            let (regs, cr3) = match self.read_regs() {
+                Ok(r) => r,
+                Err(e) => return Flow::Stop(StopReason::Error(e)),
+            };
+            if regs.cs & 3 != 0 {
+                return Flow::Continue;
+            }
+            let mut insn = [0u8; 2];
+            let fetched = self
+                .vm
+                .mem
+                .translate(cr3, regs.rip)
+                .zip(self.vm.mem.translate(cr3, regs.rip + 1))
+                .is_some_and(|(a, b)| {
+                    self.vm.mem.read(a, &mut insn[..1]).is_ok()
+                        && self.vm.mem.read(b, &mut insn[1..]).is_ok()
+                });
+            if !fetched || insn != [0x0f, 0xa2] {
+                return Flow::Continue;
+            }
+            if let Flow::Stop(r) = self.on_cpuid(regs, cr3) {
+                return Flow::Stop(r);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Executes exactly one instruction (the vCPU is single-stepping) and returns the
+    /// registers after it.
+    fn step_one(&mut self, regs: &GuestRegs) -> Result<GuestRegs, String> {
+        self.write_regs(regs)?;
+        let start = regs.rip;
+        for _ in 0..100 {
+            if self.kicked.load(Ordering::SeqCst) {
+                return Err("stepping CPUID: the vCPU was kicked".into());
+            }
+            match self.vcpu.run() {
+                Ok(VcpuExit::Debug(_)) => {
+                    self.exits.steps += 1;
+                    self.exits.completions += 1;
+                    return Ok(self.read_regs()?.0);
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Ok(other) => return Err(format!("stepping CPUID at {start:#x}: exit {other:?}")),
+                Err(e) => return Err(format!("stepping CPUID at {start:#x}: KVM_RUN: {e}")),
+            }
+        }
+        Err(format!("stepping CPUID at {start:#x}: no step exit"))
+    }
+
+    /// `!cpuid` for the CPL0 CPUID at RIP: pre, then KVM executes it (one step), post.
+    /// Short-circuit: RIP moves past it (2 bytes), registers as the scripts left them.
+    fn on_cpuid(&mut self, mut regs: GuestRegs, cr3: u64) -> Flow {
+        let exit = Exit::new(EventKind::Cpuid, self.cpu as u32, regs.rax & 0xffff_ffff);
+        let before = regs;
+        let vm: &Vm = self.vm;
+        let engine = vm.engine.clone();
+        let mem = &vm.mem;
+        let mut error = None;
+        let mut completed = None;
+        let outcome = {
+            let mut view = GuestView { mem, cr3 };
+            engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
+                match self.step_one(regs) {
+                    Ok(after) => {
+                        *regs = after;
+                        completed = Some(after);
+                    }
+                    Err(e) => error = Some(e),
+                }
+            })
+        };
+        if let Some(e) = error {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        if outcome.short_circuited {
+            regs.rip = before.rip + 2;
+        }
+        let reference = completed.unwrap_or(before);
+        if !same_applied(&regs, &reference) {
+            if let Err(e) = self.write_regs(&regs) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    // ---- exceptions (`!exception`, the VMM-owned IDT stubs) ----
+
+    /// The stub's OUT: raise `!exception`, then answer the stub in RAX with the guest
+    /// handler to call (delivery) or 0 (not delivered: return to the interrupted code).
+    ///
+    /// Scripts see the interrupted context, not the stub's: RAX/RDX from the stub's
+    /// saves, RIP/RFLAGS/RSP from the exception frame, `$context` = vector; their register
+    /// writes go back there. Short-circuit = not delivered: the code resumes after a
+    /// `ud2`, after the instruction for traps (#BP, #OF: the frame already points past
+    /// it), and *at* the faulting instruction otherwise (the script is expected to have
+    /// removed the cause, e.g. set a non-zero divisor for #DE).
+    fn on_exception(&mut self) -> Flow {
+        let (live, cr3) = match self.read_regs() {
+            Ok(r) => r,
+            Err(e) => return Flow::Stop(StopReason::Error(e)),
+        };
+        let vector = (live.rax & 0x1f) as usize;
+        // Stub stack at the OUT: rdx, rax, vector, error code, RIP, CS, RFLAGS, RSP, SS.
+        let mem = &self.vm.mem;
+        let slot = |off: u64| mem.translate(cr3, live.rsp + off);
+        let read = |off: u64| slot(off).and_then(|pa| mem.read_u64(pa).ok()).unwrap_or(0);
+        let mut regs = live;
+        regs.rdx = read(0);
+        regs.rax = read(8);
+        regs.rip = read(32);
+        regs.cs = read(40);
+        regs.rflags = read(48);
+        regs.rsp = read(56);
+        regs.ss = read(64);
+        let before = regs;
+        let handler = self.vm.image.handlers.get(vector).copied().unwrap_or(0);
+        let mut short_circuited = false;
+        if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Exception) != 0 {
+            let exit = Exit::new(EventKind::Exception, self.cpu as u32, vector as u64);
+            let vm: &Vm = self.vm;
+            let engine = vm.engine.clone();
+            let mut view = GuestView { mem: &vm.mem, cr3 };
+            // Delivery is the stub's call of the guest handler (the reply below); post
+            // runs once it is arranged, still seeing the interrupted context.
+            short_circuited = engine
+                .handle_exit(&exit, &mut regs, &mut view, |_, _| {})
+                .short_circuited;
+        }
+        if short_circuited {
+            let mut insn = [0u8; 2];
+            let ud2 = mem
+                .translate(cr3, regs.rip)
+                .zip(mem.translate(cr3, regs.rip + 1))
+                .is_some_and(|(a, b)| {
+                    mem.read(a, &mut insn[..1]).is_ok() && mem.read(b, &mut insn[1..]).is_ok()
+                })
+                && insn == [0x0f, 0x0b];
+            if ud2 && regs.rip == before.rip {
+                regs.rip += 2;
+            }
+        } else if handler == 0 {
+            return Flow::Stop(self.exception_report(vector as u32));
+        }
+        if regs != before {
+            let write = |off: u64, v: u64| {
+                if let Some(pa) = slot(off) {
+                    let _ = mem.write_u64(pa, v);
+                }
+            };
+            write(0, regs.rdx);
+            write(8, regs.rax);
+            write(32, regs.rip);
+            write(48, regs.rflags | 0x2);
+            write(56, regs.rsp);
+        }
+        let mut out = regs;
+        out.rax = if short_circuited { 0 } else { handler };
+        out.rdx = live.rdx;
+        out.rip = live.rip;
+        out.rflags = live.rflags;
+        out.rsp = live.rsp;
+        if !same_applied(&out, &live) {
+            if let Err(e) = self.write_regs(&out) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
     // ---- MSRs ----
 
     fn msr_read(&mut self, index: u32) -> Option<u64> {
@@ -1088,6 +1788,30 @@ impl VcpuThread<'_> {
         }
         Flow::Continue
     }
+}
+
+/// The registers after a completed MMIO read: what the instruction changed (its
+/// destination, RIP, flags) from `after`, every other register as the pre scripts left it.
+fn merge_after_read(before: &GuestRegs, script: &GuestRegs, after: &GuestRegs) -> GuestRegs {
+    let mut m = *script;
+    let (b, a) = (before.slots(), after.slots());
+    let slots = m.slots_mut();
+    // RAX..R15, RIP, RFLAGS are the first 18 slots (abi's declaration order).
+    for i in 0..18 {
+        if a[i] != b[i] {
+            slots[i] = a[i];
+        }
+    }
+    m.rip = after.rip;
+    m
+}
+
+/// Whether two register sets agree on everything `from_guest_regs` writes back.
+fn same_applied(a: &GuestRegs, b: &GuestRegs) -> bool {
+    let (mut x, mut y) = (kvm_regs::default(), kvm_regs::default());
+    from_guest_regs(&mut x, a);
+    from_guest_regs(&mut y, b);
+    x == y
 }
 
 fn size_mask(size: usize) -> u32 {

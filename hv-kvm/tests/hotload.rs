@@ -58,7 +58,7 @@ fn events_are_added_and_removed_while_the_guest_runs() {
             ));
             results.push(ask(&mut c, b"!ioout 511 sc on", &mut out));
             results.push(ask(&mut c, &[0xff, 0xfe, 0x00], &mut out));
-            results.push(ask(&mut c, b"!cpuid", &mut out));
+            results.push(ask(&mut c, b"!vmcall", &mut out));
             results.push(ask(&mut c, b"!ioin 510 stage pst", &mut out));
             std::thread::sleep(Duration::from_millis(300));
             results.push(ask(&mut c, b"events d 1", &mut out));
