@@ -7,9 +7,11 @@
 #![no_std]
 
 pub mod builtins;
+pub mod exec;
 pub mod pseudo;
 pub mod regs;
 
 pub use builtins::{ArgKind, Builtin, BuiltinInfo, CallShape};
+pub use exec::{BuiltinFn, CallArg, EntryFn, ExecCtx, ExecError};
 pub use pseudo::{PseudoReg, PseudoValues};
 pub use regs::{GuestRegs, RegField, Register, GUEST_REG_SLOTS};

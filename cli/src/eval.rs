@@ -4,6 +4,10 @@
 //! The guest is what the options make it: registers (`--reg rax=0x10`), memory
 //! (`--mem 0x1000=41424300`), pseudo-registers (`--pseudo context=0xc0000080`) and the
 //! calling stage (`--stage post`). `--json` prints a machine-readable result instead.
+//!
+//! `--jit` runs the script as native code compiled by `hvscript-jit` (same output, same
+//! JSON); `--dump-clif` and `--dump-asm` (which imply `--jit`) print the Cranelift IR and
+//! the disassembly of the code object first (in JSON: the `clif` and `asm` fields).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +15,11 @@ use std::process::ExitCode;
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues, Register, GUEST_REG_SLOTS};
 use hvscript_grammar::lexer::{tokenize, Tok};
 use hvscript_grammar::Diagnostic;
+use hvscript_jit::{Jit, LoadedCode, OptLevel};
+use hvscript_lang::native::{NativeError, NativeRunner};
 use hvscript_lang::{
-    compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, Stage,
-    StageUse,
+    compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, RunError,
+    RunStats, Stage, StageUse,
 };
 use serde_json::json;
 
@@ -46,6 +52,22 @@ pub struct Args {
     /// Print a JSON object: output, registers, short-circuit flag, errors.
     #[arg(long)]
     json: bool,
+    /// Run the script as native code compiled with the Cranelift JIT.
+    #[arg(long)]
+    jit: bool,
+    /// Print the Cranelift IR of the compiled script (implies --jit).
+    #[arg(long)]
+    dump_clif: bool,
+    /// Print the disassembly of the compiled script (implies --jit).
+    #[arg(long)]
+    dump_asm: bool,
+}
+
+/// What the JIT adds to a report: the dumps asked for.
+#[derive(Default)]
+struct JitDumps {
+    clif: Option<String>,
+    asm: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -89,27 +111,70 @@ pub fn run(args: Args) -> ExitCode {
     let globals = Globals::default();
     let program = match compile_source(&src, &globals, &options) {
         Ok(p) => p,
-        Err(errors) => return report(&args, &name, &src, &env, &regs, &globals, &errors, None),
+        Err(errors) => {
+            let dumps = JitDumps::default();
+            return report(
+                &args, &name, &src, &env, &regs, &globals, &errors, None, &dumps,
+            );
+        }
     };
     let limits = Limits {
         fuel: args.fuel,
         ..Limits::default()
     };
-    let result = Interpreter::new().run(
-        &program,
-        &mut Invocation {
-            regs: &mut regs,
-            pseudo: &pseudo,
-            globals: &globals,
-            host: &mut env,
-            limits,
-        },
-    );
+    let mut inv = Invocation {
+        regs: &mut regs,
+        pseudo: &pseudo,
+        globals: &globals,
+        host: &mut env,
+        limits,
+    };
+    let mut dumps = JitDumps::default();
+    let result = if args.jit || args.dump_clif || args.dump_asm {
+        match run_jit(&args, &program, &mut inv, &mut dumps) {
+            Ok(r) => r,
+            Err(msg) => return fail(&args, &format!("error: {msg}")),
+        }
+    } else {
+        Interpreter::new().run(&program, &mut inv)
+    };
     let (errors, fuel) = match result {
         Ok(stats) => (Vec::new(), Some(stats.fuel_used)),
         Err(e) => (vec![e.to_diagnostic()], None),
     };
-    report(&args, &name, &src, &env, &regs, &globals, &errors, fuel)
+    report(
+        &args, &name, &src, &env, &regs, &globals, &errors, fuel, &dumps,
+    )
+}
+
+/// Compiles `program` with the JIT, loads it and runs it once. `Err` for a failure of the
+/// JIT itself (not of the script).
+fn run_jit(
+    args: &Args,
+    program: &hvscript_lang::Program,
+    inv: &mut Invocation<'_>,
+    dumps: &mut JitDumps,
+) -> Result<Result<RunStats, RunError>, String> {
+    // Run once: the fastest compile wins (see hvscript_jit::OptLevel).
+    let mut jit = Jit::with_opt_level(OptLevel::Fast).map_err(|e| e.to_string())?;
+    let compiled = jit.compile_with_clif(program).map_err(|e| e.to_string())?;
+    if args.dump_clif {
+        dumps.clif = compiled.clif;
+    }
+    if args.dump_asm {
+        dumps.asm = Some(hvscript_jit::disassemble(&compiled.object));
+    }
+    if !args.json {
+        for text in [&dumps.clif, &dumps.asm].into_iter().flatten() {
+            println!("{text}");
+        }
+    }
+    let code: LoadedCode = LoadedCode::load(compiled.object).map_err(|e| e.to_string())?;
+    match NativeRunner::new().run(&code.image(), inv) {
+        Ok(stats) => Ok(Ok(stats)),
+        Err(NativeError::Run(e)) => Ok(Err(e)),
+        Err(e @ NativeError::Incompatible(_)) => Err(e.to_string()),
+    }
 }
 
 fn fail(args: &Args, msg: &str) -> ExitCode {
@@ -131,6 +196,7 @@ fn report(
     globals: &Globals,
     errors: &[Diagnostic],
     fuel_used: Option<u64>,
+    dumps: &JitDumps,
 ) -> ExitCode {
     let ok = errors.is_empty();
     if args.json {
@@ -152,7 +218,7 @@ fn report(
             .into_iter()
             .map(|(n, v)| (format!(".{n}"), json!(format!("{v:#x}"))))
             .collect();
-        let value = json!({
+        let mut value = json!({
             "ok": ok,
             "output": output,
             "output_lines": output.lines().collect::<Vec<_>>(),
@@ -166,6 +232,11 @@ fn report(
             "fuel_used": fuel_used,
             "errors": errors,
         });
+        for (key, text) in [("clif", &dumps.clif), ("asm", &dumps.asm)] {
+            if let (Some(t), Some(obj)) = (text, value.as_object_mut()) {
+                obj.insert(key.to_string(), json!(t));
+            }
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()

@@ -9,6 +9,7 @@ pub mod host_env;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod native;
 mod script_memory;
 
 pub use globals::Globals;

@@ -1,0 +1,172 @@
+//! [`ExecCtx`]: the execution context compiled script code runs against.
+//!
+//! One `#[repr(C)]` definition shared by the JIT (which emits loads and stores at the
+//! field offsets below), the host runtime (`hvscript_lang::native`) and the hypervisor core.
+//! A compiled function has the type [`EntryFn`]; it reaches everything through the context
+//! pointer, so the code carries no relocations and runs at any address:
+//! - guest registers, pseudo-registers, global slots and the local stack are loads and
+//!   stores at fixed offsets from the pointers here;
+//! - built-ins are called through [`ExecCtx::builtins`], a table of [`BuiltinFn`] indexed
+//!   by [`crate::Builtin::id`];
+//! - calls between the script's own functions go through [`ExecCtx::functions`], the
+//!   table of entry points the loader fills;
+//! - string literals are records in the code object's read-only data at
+//!   [`ExecCtx::rodata`].
+//!
+//! Errors do not unwind the native stack: the failing code stores an [`ExecError`] kind,
+//! the error-site id (an index into the code object's table of source spans) and a value
+//! in the context and returns; every caller checks [`ExecCtx::error_kind`] after a call
+//! and returns too.
+
+use core::ffi::c_void;
+
+use crate::{GuestRegs, PseudoValues};
+
+/// A compiled script function: `extern "C" fn(*mut ExecCtx) -> u64`. Its arguments are
+/// already in its frame of the local stack (see [`ExecCtx::sp`]).
+pub type EntryFn = unsafe extern "C" fn(ctx: *mut ExecCtx) -> u64;
+
+/// One entry of the built-in table: `(ctx, builtin id, error-site id, args, arg count)`.
+///
+/// `args` points to `nargs` [`CallArg`]s. On failure the function records the error in the
+/// context ([`ExecError::Builtin`] + `site`) and returns 0; compiled code checks
+/// [`ExecCtx::error_kind`] after every call.
+pub type BuiltinFn = unsafe extern "C" fn(
+    ctx: *mut ExecCtx,
+    builtin: u32,
+    site: u32,
+    args: *const CallArg,
+    nargs: u64,
+) -> u64;
+
+/// One argument of a built-in call as compiled code passes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallArg {
+    /// One of the `ARG_*` tags.
+    pub tag: u64,
+    /// The value, or for a string the byte offset of its record in the rodata.
+    pub value: u64,
+}
+
+/// [`CallArg::tag`]: a 64-bit value.
+pub const ARG_VALUE: u64 = 0;
+/// [`CallArg::tag`]: a narrow string literal; the value is a rodata offset.
+pub const ARG_NARROW_STR: u64 = 1;
+/// [`CallArg::tag`]: a wide string literal; the value is a rodata offset.
+pub const ARG_WIDE_STR: u64 = 2;
+
+/// Why compiled code stopped (stored in [`ExecCtx::error_kind`]; 0 = no error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ExecError {
+    None = 0,
+    /// A built-in failed; the runtime keeps the built-in's own error.
+    Builtin = 1,
+    DivisionByZero = 2,
+    /// `i64::MIN / -1` or `i64::MIN % -1`.
+    DivisionOverflow = 3,
+    /// A shift count outside 0..=63; [`ExecCtx::error_value`] holds the count.
+    ShiftCount = 4,
+    FuelExhausted = 5,
+    CallDepth = 6,
+    StackExhausted = 7,
+}
+
+impl ExecError {
+    pub fn from_u32(v: u32) -> Option<ExecError> {
+        Some(match v {
+            0 => ExecError::None,
+            1 => ExecError::Builtin,
+            2 => ExecError::DivisionByZero,
+            3 => ExecError::DivisionOverflow,
+            4 => ExecError::ShiftCount,
+            5 => ExecError::FuelExhausted,
+            6 => ExecError::CallDepth,
+            7 => ExecError::StackExhausted,
+            _ => return None,
+        })
+    }
+}
+
+/// The context of one run of compiled code.
+///
+/// Stack discipline: the local stack is `stack[0..stack_slots]` (64-bit slots). A function
+/// with `L` locals whose frame starts at slot `fp` uses `stack[fp..fp + L]`. When it is
+/// entered, [`ExecCtx::sp`] holds its `fp`; before calling function `g` it checks fuel,
+/// depth and room, zeroes `g`'s frame at `fp + L`, stores the arguments there, sets
+/// `sp = fp + L` and raises `depth` for the call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExecCtx {
+    pub regs: *mut GuestRegs,
+    pub pseudo: *const PseudoValues,
+    /// The global slots (64-bit; atomics on the host side).
+    pub globals: *mut u64,
+    pub global_count: u64,
+    /// The local stack.
+    pub stack: *mut u64,
+    pub stack_slots: u64,
+    /// The frame base (slot index) of the function being entered.
+    pub sp: u64,
+    /// One past the highest slot compiled code has handed out this run (so the runtime
+    /// knows how much to zero before the next run).
+    pub stack_high: u64,
+    /// The code object's read-only data (string literal records).
+    pub rodata: *const u8,
+    pub rodata_len: u64,
+    /// Built-in table, indexed by built-in id.
+    pub builtins: *const BuiltinFn,
+    /// Entry points of the code object's functions, indexed by function id.
+    pub functions: *const EntryFn,
+    /// The runtime's own state (host environment, pending built-in error ...).
+    pub host: *mut c_void,
+    /// Loop iterations and calls still allowed.
+    pub fuel_left: u64,
+    pub depth: u32,
+    pub depth_limit: u32,
+    /// An [`ExecError`] as `u32`.
+    pub error_kind: u32,
+    /// Index into the code object's error-site table.
+    pub error_site: u32,
+    pub error_value: u64,
+}
+
+impl ExecCtx {
+    /// A context with every pointer null and every count zero.
+    pub const fn empty() -> ExecCtx {
+        ExecCtx {
+            regs: core::ptr::null_mut(),
+            pseudo: core::ptr::null(),
+            globals: core::ptr::null_mut(),
+            global_count: 0,
+            stack: core::ptr::null_mut(),
+            stack_slots: 0,
+            sp: 0,
+            stack_high: 0,
+            rodata: core::ptr::null(),
+            rodata_len: 0,
+            builtins: core::ptr::null(),
+            functions: core::ptr::null(),
+            host: core::ptr::null_mut(),
+            fuel_left: 0,
+            depth: 0,
+            depth_limit: 0,
+            error_kind: 0,
+            error_site: 0,
+            error_value: 0,
+        }
+    }
+}
+
+/// Reads one string record of a code object's rodata at `offset`: a little-endian `u32`
+/// length (bytes for narrow strings, UTF-16 units for wide ones) followed by the data.
+/// Returns the data bytes, or `None` when the record does not fit.
+pub fn string_record(rodata: &[u8], offset: u64, wide: bool) -> Option<&[u8]> {
+    let off = usize::try_from(offset).ok()?;
+    let head = rodata.get(off..off.checked_add(4)?)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let bytes = if wide { len.checked_mul(2)? } else { len };
+    let start = off + 4;
+    rodata.get(start..start.checked_add(bytes)?)
+}

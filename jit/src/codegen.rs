@@ -1,0 +1,1065 @@
+//! IR -> Cranelift IR -> machine code: the translation of one [`Program`] into a
+//! [`CodeObject`].
+//!
+//! Every IR function becomes `extern "C" fn(*mut ExecCtx) -> u64` (see
+//! [`hvscript_abi::exec`] for the contract). Temps are Cranelift variables (zero at entry,
+//! as in the interpreter); locals live in the frame `stack[sp..sp + locals]` of the context's
+//! local stack; registers, pseudo-registers and globals are loads and stores at fixed
+//! offsets from the context's pointers. Built-ins are called through the context's table
+//! with their arguments in a stack slot ([`hvscript_abi::CallArg`]s); user functions through
+//! the entry table. Failing operations check their operands, store the error kind, site id
+//! and value in the context and return 0; callers check the context's error kind after
+//! every call and return too. Nothing refers to an absolute address, and the compile fails
+//! if Cranelift reports a relocation.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Function as ClifFunction, InstBuilder, MemFlagsData, Signature,
+    StackSlotData, StackSlotKind, UserFuncName, Value,
+};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetFrontendConfig};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+use hvscript_abi::exec::{ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::{ExecError, Register};
+use hvscript_grammar::ast::Span;
+use hvscript_lang::ir::{
+    BinaryOp, Block as IrBlock, Function, Inst, Operand, Program, StrLit, Terminator, UnaryOp,
+};
+
+use crate::layout as off;
+use crate::object::{Arch, CodeObject, FunctionInfo, StringInfo};
+
+/// Cranelift's optimisation level (and register allocator) for script code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptLevel {
+    /// Cranelift `opt_level=none` with the single-pass register allocator: the fastest
+    /// compile (~30% less than `None`), but loops run up to 2.5x slower. For run-once use
+    /// (`hvscript eval --jit`).
+    Fast,
+    /// `opt_level=none` with the backtracking register allocator. The default, chosen by
+    /// measurement (see the crate documentation).
+    #[default]
+    None,
+    /// `opt_level=speed` (e-graph optimisations, GVN, LICM) with the backtracking allocator.
+    Speed,
+}
+
+/// Why a program could not be compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JitError {
+    /// The host has no supported code generator.
+    Isa(String),
+    /// The IR is malformed (an index out of range ...).
+    InvalidProgram(String),
+    /// Cranelift failed (verifier or code generation).
+    Codegen(String),
+    /// The generated code needs relocations, so it would not be position-independent.
+    Relocations { function: u32, count: usize },
+}
+
+impl fmt::Display for JitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JitError::Isa(m) => write!(f, "no code generator for this host: {m}"),
+            JitError::InvalidProgram(m) => write!(f, "invalid IR: {m}"),
+            JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
+            JitError::Relocations { function, count } => write!(
+                f,
+                "function {function} needs {count} relocation(s); code objects must have none"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JitError {}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, JitError> {
+    Err(JitError::InvalidProgram(msg.into()))
+}
+
+/// A compiled program, with the Cranelift IR of each function when it was asked for.
+pub struct Compiled {
+    pub object: CodeObject,
+    /// The Cranelift IR of every function (before code generation), if requested.
+    pub clif: Option<String>,
+}
+
+/// The compiler: a target ISA and reusable Cranelift contexts.
+pub struct Jit {
+    isa: OwnedTargetIsa,
+    arch: Arch,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    opt: OptLevel,
+}
+
+impl Jit {
+    /// A compiler for this host at the default optimisation level.
+    pub fn new() -> Result<Jit, JitError> {
+        Jit::with_opt_level(OptLevel::default())
+    }
+
+    pub fn with_opt_level(opt: OptLevel) -> Result<Jit, JitError> {
+        let arch = Arch::host().ok_or_else(|| JitError::Isa("unsupported architecture".into()))?;
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, k: &str, v: &str| {
+            flags
+                .set(k, v)
+                .map_err(|e| JitError::Isa(format!("setting {k}={v}: {e}")))
+        };
+        set(
+            &mut flags,
+            "opt_level",
+            match opt {
+                OptLevel::Fast | OptLevel::None => "none",
+                OptLevel::Speed => "speed",
+            },
+        )?;
+        set(&mut flags, "is_pic", "true")?;
+        set(
+            &mut flags,
+            "regalloc_algorithm",
+            match opt {
+                OptLevel::Fast => "single_pass",
+                OptLevel::None | OptLevel::Speed => "backtracking",
+            },
+        )?;
+        set(&mut flags, "unwind_info", "false")?;
+        // Large frames are probed inline: an out-of-line probe would be a libcall.
+        set(&mut flags, "enable_probestack", "true")?;
+        set(&mut flags, "probestack_strategy", "inline")?;
+        set(
+            &mut flags,
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )?;
+        let isa_builder = cranelift_native::builder().map_err(|e| JitError::Isa(e.to_string()))?;
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| JitError::Isa(e.to_string()))?;
+        Ok(Jit {
+            isa,
+            arch,
+            ctx: Context::new(),
+            fctx: FunctionBuilderContext::new(),
+            opt,
+        })
+    }
+
+    pub fn opt_level(&self) -> OptLevel {
+        self.opt
+    }
+
+    /// Compiles `program` into a code object.
+    pub fn compile(&mut self, program: &Program) -> Result<CodeObject, JitError> {
+        Ok(self.compile_inner(program, false)?.object)
+    }
+
+    /// Compiles `program`, keeping the Cranelift IR text of every function.
+    pub fn compile_with_clif(&mut self, program: &Program) -> Result<Compiled, JitError> {
+        self.compile_inner(program, true)
+    }
+
+    fn compile_inner(&mut self, program: &Program, keep_clif: bool) -> Result<Compiled, JitError> {
+        let Some(main) = program.functions.first() else {
+            return invalid("the program has no functions");
+        };
+        let (rodata, strings) = build_rodata(&program.strings)?;
+        let mut shared = Shared {
+            program,
+            strings: &strings,
+            sites: vec![main.span],
+            site_ids: HashMap::new(),
+            builtins: Vec::new(),
+            global_slots: program
+                .globals
+                .iter()
+                .map(|(_, s)| s + 1)
+                .max()
+                .unwrap_or(0),
+            call_conv: self.isa.default_call_conv(),
+        };
+        let mut code = Vec::new();
+        let mut functions = Vec::with_capacity(program.functions.len());
+        let mut clif = keep_clif.then(String::new);
+        for (i, func) in program.functions.iter().enumerate() {
+            self.ctx.clear();
+            self.ctx.func = ClifFunction::with_name_signature(
+                UserFuncName::user(0, i as u32),
+                entry_signature(shared.call_conv),
+            );
+            translate(
+                &mut self.ctx.func,
+                &mut self.fctx,
+                &mut shared,
+                func,
+                self.isa.frontend_config(),
+            )?;
+            if let Some(text) = clif.as_mut() {
+                text.push_str(&format!(
+                    "; fn{i} {}\n{}\n",
+                    func.name,
+                    self.ctx.func.display()
+                ));
+            }
+            let compiled = self
+                .ctx
+                .compile(&*self.isa, &mut ControlPlane::default())
+                .map_err(|e| JitError::Codegen(format!("fn{i} {}: {:?}", func.name, e.inner)))?;
+            let relocs = compiled.buffer.relocs().len();
+            if relocs != 0 {
+                return Err(JitError::Relocations {
+                    function: i as u32,
+                    count: relocs,
+                });
+            }
+            let bytes = compiled.code_buffer();
+            while code.len() % 16 != 0 {
+                code.push(0xcc); // int3 padding between functions
+            }
+            functions.push(FunctionInfo {
+                offset: code.len() as u32,
+                size: bytes.len() as u32,
+                params: func.params,
+                locals: func.locals,
+            });
+            code.extend_from_slice(bytes);
+        }
+        let Shared {
+            sites,
+            mut builtins,
+            global_slots,
+            ..
+        } = shared;
+        builtins.sort_unstable();
+        builtins.dedup();
+        let object = CodeObject {
+            arch: self.arch,
+            code,
+            functions,
+            rodata,
+            strings,
+            global_slots,
+            builtins,
+            sites,
+        };
+        object
+            .validate()
+            .map_err(|e| JitError::Codegen(e.to_string()))?;
+        Ok(Compiled { object, clif })
+    }
+}
+
+/// String literal records: u32 length, then the bytes (or UTF-16LE units), 4-aligned.
+fn build_rodata(strings: &[StrLit]) -> Result<(Vec<u8>, Vec<StringInfo>), JitError> {
+    let mut rodata = Vec::new();
+    let mut infos = Vec::with_capacity(strings.len());
+    for s in strings {
+        while rodata.len() % 4 != 0 {
+            rodata.push(0);
+        }
+        let offset = u32::try_from(rodata.len())
+            .map_err(|_| JitError::InvalidProgram("string literals too large".into()))?;
+        let wide = matches!(s, StrLit::Wide(_));
+        let (len, data): (usize, Vec<u8>) = match s {
+            StrLit::Narrow(b) => (b.len(), b.clone()),
+            StrLit::Wide(w) => (w.len(), w.iter().flat_map(|u| u.to_le_bytes()).collect()),
+        };
+        let len = u32::try_from(len)
+            .map_err(|_| JitError::InvalidProgram("string literal too long".into()))?;
+        rodata.extend_from_slice(&len.to_le_bytes());
+        rodata.extend_from_slice(&data);
+        infos.push(StringInfo { offset, wide });
+    }
+    Ok((rodata, infos))
+}
+
+fn entry_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+fn builtin_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for t in [I64, I32, I32, I64, I64] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// State shared by the functions of one program.
+struct Shared<'p> {
+    program: &'p Program,
+    strings: &'p [StringInfo],
+    sites: Vec<Span>,
+    site_ids: HashMap<(u32, u32), u32>,
+    builtins: Vec<u16>,
+    global_slots: u32,
+    call_conv: CallConv,
+}
+
+impl Shared<'_> {
+    fn site(&mut self, span: Span) -> u32 {
+        let next = self.sites.len() as u32;
+        let id = *self.site_ids.entry((span.start, span.end)).or_insert(next);
+        if id == next {
+            self.sites.push(span);
+        }
+        id
+    }
+}
+
+/// Memory flags: every access generated here is to valid, aligned memory.
+fn mem() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// For context fields that do not change during a run (the pointers).
+fn mem_const() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly()
+}
+
+/// Per-function translation state.
+struct Tx<'a, 'b, 'p> {
+    b: FunctionBuilder<'a>,
+    shared: &'b mut Shared<'p>,
+    func: &'b Function,
+    temps: Vec<Variable>,
+    /// Temps known to hold a constant in the current block (checks on constant shift
+    /// counts and divisors are decided at compile time).
+    known: Vec<Option<u64>>,
+    blocks: Vec<cranelift_codegen::ir::Block>,
+    ctx: Value,
+    regs: Value,
+    pseudo: Value,
+    globals: Value,
+    builtins: Value,
+    functions: Value,
+    /// This function's frame base (slot index) and its address.
+    fp: Value,
+    frame: Value,
+    /// The shared error exit: (kind: i32, site: i32, value: i64) -> return 0.
+    raise: cranelift_codegen::ir::Block,
+    /// Return 0 after a callee or built-in recorded an error.
+    unwind: cranelift_codegen::ir::Block,
+    args_slot: Option<cranelift_codegen::ir::StackSlot>,
+    builtin_sig: Option<cranelift_codegen::ir::SigRef>,
+    entry_sig: Option<cranelift_codegen::ir::SigRef>,
+}
+
+fn translate(
+    clif: &mut ClifFunction,
+    fctx: &mut FunctionBuilderContext,
+    shared: &mut Shared<'_>,
+    func: &Function,
+    frontend: TargetFrontendConfig,
+) -> Result<(), JitError> {
+    check_function(shared.program, func)?;
+    let mut b = FunctionBuilder::new(clif, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let ctx = b.block_params(entry)[0];
+    // Load only the context pointers this function uses (unused loads survive opt none).
+    let uses = Uses::of(func);
+    let zero = b.ins().iconst(I64, 0);
+    let load_ptr = |b: &mut FunctionBuilder<'_>, used: bool, o: i32| {
+        if used {
+            b.ins().load(I64, mem_const(), ctx, o)
+        } else {
+            zero
+        }
+    };
+    let regs = load_ptr(&mut b, uses.regs, off::REGS);
+    let pseudo = load_ptr(&mut b, uses.pseudo, off::PSEUDO);
+    let globals = load_ptr(&mut b, uses.globals, off::GLOBALS);
+    let builtins = load_ptr(&mut b, uses.builtins, off::BUILTINS);
+    let functions = load_ptr(&mut b, uses.calls, off::FUNCTIONS);
+    let (fp, frame) = if uses.frame {
+        let stack_base = b.ins().load(I64, mem_const(), ctx, off::STACK);
+        let fp = b.ins().load(I64, mem(), ctx, off::SP);
+        let fp_bytes = b.ins().ishl_imm_s(fp, 3);
+        (fp, b.ins().iadd(stack_base, fp_bytes))
+    } else {
+        (zero, zero)
+    };
+    let temps: Vec<Variable> = (0..func.temps)
+        .map(|_| {
+            let v = b.declare_var(I64);
+            b.def_var(v, zero);
+            v
+        })
+        .collect();
+    let blocks: Vec<_> = func.blocks.iter().map(|_| b.create_block()).collect();
+    b.ins().jump(blocks[0], &[]);
+
+    let raise = b.create_block();
+    b.append_block_param(raise, I32);
+    b.append_block_param(raise, I32);
+    b.append_block_param(raise, I64);
+    b.set_cold_block(raise);
+    let unwind = b.create_block();
+    b.set_cold_block(unwind);
+
+    let mut tx = Tx {
+        b,
+        shared,
+        func,
+        known: vec![None; temps.len()],
+        temps,
+        blocks,
+        ctx,
+        regs,
+        pseudo,
+        globals,
+        builtins,
+        functions,
+        fp,
+        frame,
+        raise,
+        unwind,
+        args_slot: None,
+        builtin_sig: None,
+        entry_sig: None,
+    };
+    for (i, block) in func.blocks.iter().enumerate() {
+        tx.block(i, block)?;
+    }
+    // The error exits.
+    let b = &mut tx.b;
+    b.switch_to_block(raise);
+    let p = b.block_params(raise).to_vec();
+    b.ins().store(mem(), p[0], ctx, off::ERROR_KIND);
+    b.ins().store(mem(), p[1], ctx, off::ERROR_SITE);
+    b.ins().store(mem(), p[2], ctx, off::ERROR_VALUE);
+    let z = b.ins().iconst(I64, 0);
+    b.ins().return_(&[z]);
+    b.switch_to_block(unwind);
+    let z = b.ins().iconst(I64, 0);
+    b.ins().return_(&[z]);
+    tx.b.seal_all_blocks();
+    tx.b.finalize(frontend);
+    Ok(())
+}
+
+/// Which context pointers a function needs.
+#[derive(Default)]
+struct Uses {
+    regs: bool,
+    pseudo: bool,
+    globals: bool,
+    builtins: bool,
+    calls: bool,
+    /// The local frame (locals, their addresses, calls).
+    frame: bool,
+}
+
+impl Uses {
+    fn of(func: &Function) -> Uses {
+        let mut u = Uses::default();
+        for inst in func.blocks.iter().flat_map(|b| &b.insts) {
+            match inst {
+                Inst::ReadReg { .. } | Inst::WriteReg { .. } => u.regs = true,
+                Inst::ReadPseudo { .. } => u.pseudo = true,
+                Inst::LoadGlobal { .. } | Inst::StoreGlobal { .. } | Inst::AddrGlobal { .. } => {
+                    u.globals = true
+                }
+                Inst::LoadLocal { .. } | Inst::StoreLocal { .. } | Inst::AddrLocal { .. } => {
+                    u.frame = true
+                }
+                Inst::CallBuiltin { .. } => u.builtins = true,
+                Inst::CallUser { .. } => {
+                    u.calls = true;
+                    u.frame = true;
+                }
+                _ => {}
+            }
+        }
+        u
+    }
+}
+
+/// Checks every index in `func` so translation cannot go out of range.
+fn check_function(program: &Program, func: &Function) -> Result<(), JitError> {
+    let name = &func.name;
+    if func.blocks.is_empty() {
+        return invalid(format!("{name}: no blocks"));
+    }
+    if func.params > func.locals {
+        return invalid(format!("{name}: more parameters than locals"));
+    }
+    let temp = |t: u32| {
+        if t < func.temps {
+            Ok(())
+        } else {
+            invalid(format!("{name}: temp t{t} out of range"))
+        }
+    };
+    let local = |s: u32| {
+        if s < func.locals {
+            Ok(())
+        } else {
+            invalid(format!("{name}: local slot l{s} out of range"))
+        }
+    };
+    let block = |b: u32| {
+        if (b as usize) < func.blocks.len() {
+            Ok(())
+        } else {
+            invalid(format!("{name}: block b{b} out of range"))
+        }
+    };
+    for bl in &func.blocks {
+        for inst in &bl.insts {
+            match inst {
+                Inst::Const { dst, .. }
+                | Inst::ReadReg { dst, .. }
+                | Inst::ReadPseudo { dst, .. } => temp(*dst)?,
+                Inst::Copy { dst, src } | Inst::Unary { dst, src, .. } => {
+                    temp(*dst)?;
+                    temp(*src)?
+                }
+                Inst::WriteReg { src, .. } | Inst::StoreGlobal { src, .. } => temp(*src)?,
+                Inst::LoadLocal { dst, slot } | Inst::AddrLocal { dst, slot } => {
+                    temp(*dst)?;
+                    local(*slot)?
+                }
+                Inst::StoreLocal { slot, src } => {
+                    temp(*src)?;
+                    local(*slot)?
+                }
+                Inst::LoadGlobal { dst, .. } | Inst::AddrGlobal { dst, .. } => temp(*dst)?,
+                Inst::Binary { dst, lhs, rhs, .. } => {
+                    temp(*dst)?;
+                    temp(*lhs)?;
+                    temp(*rhs)?
+                }
+                Inst::CallBuiltin { dst, args, .. } => {
+                    if let Some(d) = dst {
+                        temp(*d)?
+                    }
+                    for a in args {
+                        match a {
+                            Operand::Temp(t) => temp(*t)?,
+                            Operand::Str(s) if (*s as usize) < program.strings.len() => {}
+                            Operand::Str(s) => {
+                                return invalid(format!("{name}: string {s} out of range"))
+                            }
+                        }
+                    }
+                }
+                Inst::CallUser {
+                    dst, func: f, args, ..
+                } => {
+                    if let Some(d) = dst {
+                        temp(*d)?
+                    }
+                    for a in args {
+                        temp(*a)?
+                    }
+                    match program.functions.get(*f as usize) {
+                        Some(callee) if args.len() <= callee.locals as usize => {}
+                        Some(_) => {
+                            return invalid(format!(
+                                "{name}: call to fn{f} with too many arguments"
+                            ))
+                        }
+                        None => return invalid(format!("{name}: call to unknown fn{f}")),
+                    }
+                }
+                Inst::Fuel { .. } => {}
+            }
+        }
+        match &bl.term {
+            Terminator::Jump(t) => block(*t)?,
+            Terminator::Branch {
+                cond,
+                then,
+                otherwise,
+            } => {
+                temp(*cond)?;
+                block(*then)?;
+                block(*otherwise)?
+            }
+            Terminator::Return(Some(t)) => temp(*t)?,
+            Terminator::Return(None) => {}
+        }
+    }
+    Ok(())
+}
+
+impl Tx<'_, '_, '_> {
+    fn get(&mut self, t: u32) -> Value {
+        self.b.use_var(self.temps[t as usize])
+    }
+
+    fn set(&mut self, t: u32, v: Value) {
+        self.b.def_var(self.temps[t as usize], v);
+        self.known[t as usize] = None;
+    }
+
+    fn known(&self, t: u32) -> Option<u64> {
+        self.known[t as usize]
+    }
+
+    /// Branches to the error exit with `kind`/`site`/`value` when `cond` is non-zero.
+    fn raise_if(&mut self, cond: Value, kind: ExecError, site: u32, value: Value) {
+        let cont = self.b.create_block();
+        let k = self.b.ins().iconst(I32, kind as i64);
+        let s = self.b.ins().iconst(I32, site as i64);
+        let args = [
+            BlockArg::Value(k),
+            BlockArg::Value(s),
+            BlockArg::Value(value),
+        ];
+        self.b.ins().brif(cond, self.raise, &args, cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Returns 0 at once if a callee or built-in recorded an error.
+    fn unwind_on_error(&mut self) {
+        let kind = self.b.ins().load(I32, mem(), self.ctx, off::ERROR_KIND);
+        let cont = self.b.create_block();
+        self.b.ins().brif(kind, self.unwind, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn fuel(&mut self, site: u32) {
+        let fuel = self.b.ins().load(I64, mem(), self.ctx, off::FUEL_LEFT);
+        let empty = self.b.ins().icmp_imm_s(IntCC::Equal, fuel, 0);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.raise_if(empty, ExecError::FuelExhausted, site, zero);
+        let left = self.b.ins().iadd_imm_s(fuel, -1);
+        self.b.ins().store(mem(), left, self.ctx, off::FUEL_LEFT);
+    }
+
+    fn block(&mut self, i: usize, block: &IrBlock) -> Result<(), JitError> {
+        self.b.switch_to_block(self.blocks[i]);
+        self.known.iter_mut().for_each(|k| *k = None);
+        for inst in &block.insts {
+            self.inst(inst)?;
+        }
+        match &block.term {
+            Terminator::Jump(t) => {
+                self.b.ins().jump(self.blocks[*t as usize], &[]);
+            }
+            Terminator::Branch {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.get(*cond);
+                let (t, o) = (
+                    self.blocks[*then as usize],
+                    self.blocks[*otherwise as usize],
+                );
+                self.b.ins().brif(c, t, &[], o, &[]);
+            }
+            Terminator::Return(v) => {
+                let v = match v {
+                    Some(t) => self.get(*t),
+                    None => self.b.ins().iconst(I64, 0),
+                };
+                self.b.ins().return_(&[v]);
+            }
+        }
+        Ok(())
+    }
+
+    fn inst(&mut self, inst: &Inst) -> Result<(), JitError> {
+        match inst {
+            Inst::Const { dst, value } => {
+                let v = self.b.ins().iconst(I64, *value as i64);
+                self.set(*dst, v);
+                self.known[*dst as usize] = Some(*value);
+            }
+            Inst::Copy { dst, src } => {
+                let v = self.get(*src);
+                let k = self.known(*src);
+                self.set(*dst, v);
+                self.known[*dst as usize] = k;
+            }
+            Inst::ReadReg { dst, reg } => {
+                let v = self.read_reg(*reg);
+                self.set(*dst, v);
+            }
+            Inst::WriteReg { reg, src } => {
+                let v = self.get(*src);
+                self.write_reg(*reg, v);
+            }
+            Inst::ReadPseudo { dst, reg } => {
+                let o = (reg.index() * 8) as i32;
+                let v = self.b.ins().load(I64, mem(), self.pseudo, o);
+                self.set(*dst, v);
+            }
+            Inst::LoadLocal { dst, slot } => {
+                let v = self
+                    .b
+                    .ins()
+                    .load(I64, mem(), self.frame, (*slot * 8) as i32);
+                self.set(*dst, v);
+            }
+            Inst::StoreLocal { slot, src } => {
+                let v = self.get(*src);
+                self.b.ins().store(mem(), v, self.frame, (*slot * 8) as i32);
+            }
+            Inst::LoadGlobal { dst, slot } => {
+                self.note_global(*slot);
+                let v = self
+                    .b
+                    .ins()
+                    .load(I64, mem(), self.globals, global_offset(*slot)?);
+                self.set(*dst, v);
+            }
+            Inst::StoreGlobal { slot, src } => {
+                self.note_global(*slot);
+                let v = self.get(*src);
+                self.b
+                    .ins()
+                    .store(mem(), v, self.globals, global_offset(*slot)?);
+            }
+            Inst::AddrLocal { dst, slot } => {
+                let v = self.b.ins().iadd_imm_s(self.frame, (*slot as i64) * 8);
+                self.set(*dst, v);
+            }
+            Inst::AddrGlobal { dst, slot } => {
+                self.note_global(*slot);
+                let v = self
+                    .b
+                    .ins()
+                    .iadd_imm_s(self.globals, global_offset(*slot)? as i64);
+                self.set(*dst, v);
+            }
+            Inst::Unary { dst, op, src } => {
+                let a = self.get(*src);
+                let v = match op {
+                    UnaryOp::Neg => self.b.ins().ineg(a),
+                    UnaryOp::Not => self.b.ins().bnot(a),
+                    UnaryOp::LogNot => {
+                        let c = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
+                        self.b.ins().uextend(I64, c)
+                    }
+                };
+                self.set(*dst, v);
+            }
+            Inst::Binary {
+                dst,
+                op,
+                lhs,
+                rhs,
+                span,
+            } => {
+                let (a, c) = (self.get(*lhs), self.get(*rhs));
+                let v = self.binary(*op, a, c, self.known(*rhs), *span);
+                self.set(*dst, v);
+            }
+            Inst::CallBuiltin {
+                dst,
+                builtin,
+                args,
+                span,
+            } => {
+                let v = self.call_builtin(builtin.id(), args, *span);
+                if let Some(d) = dst {
+                    self.set(*d, v);
+                }
+            }
+            Inst::CallUser {
+                dst,
+                func,
+                args,
+                span,
+            } => {
+                let v = self.call_user(*func, args, *span);
+                if let Some(d) = dst {
+                    self.set(*d, v);
+                }
+            }
+            Inst::Fuel { span } => {
+                let site = self.shared.site(*span);
+                self.fuel(site);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_global(&mut self, slot: u32) {
+        self.shared.global_slots = self.shared.global_slots.max(slot.saturating_add(1));
+    }
+
+    fn read_reg(&mut self, reg: Register) -> Value {
+        let f = reg.field();
+        let v = self
+            .b
+            .ins()
+            .load(I64, mem(), self.regs, f.byte_offset() as i32);
+        let v = if f.shift > 0 {
+            self.b.ins().ushr_imm_s(v, f.shift as i64)
+        } else {
+            v
+        };
+        if f.bits < 64 {
+            self.b.ins().band_imm_s(v, f.mask() as i64)
+        } else {
+            v
+        }
+    }
+
+    fn write_reg(&mut self, reg: Register, value: Value) {
+        let f = reg.field();
+        let o = f.byte_offset() as i32;
+        if f.bits >= 64 {
+            self.b.ins().store(mem(), value, self.regs, o);
+            return;
+        }
+        let mask = f.mask() << f.shift;
+        let old = self.b.ins().load(I64, mem(), self.regs, o);
+        let kept = self.b.ins().band_imm_s(old, !mask as i64);
+        let shifted = if f.shift > 0 {
+            self.b.ins().ishl_imm_s(value, f.shift as i64)
+        } else {
+            value
+        };
+        let new = self.b.ins().band_imm_s(shifted, mask as i64);
+        let merged = self.b.ins().bor(kept, new);
+        self.b.ins().store(mem(), merged, self.regs, o);
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: Value, c: Value, rhs: Option<u64>, span: Span) -> Value {
+        let cmp = |tx: &mut Self, cc: IntCC| {
+            let r = tx.b.ins().icmp(cc, a, c);
+            tx.b.ins().uextend(I64, r)
+        };
+        match op {
+            BinaryOp::Add => self.b.ins().iadd(a, c),
+            BinaryOp::Sub => self.b.ins().isub(a, c),
+            BinaryOp::Mul => self.b.ins().imul(a, c),
+            // A constant divisor other than 0 and -1 cannot fail.
+            BinaryOp::Div | BinaryOp::Rem if rhs.is_some_and(|d| d != 0 && d != u64::MAX) => {
+                if op == BinaryOp::Div {
+                    self.b.ins().sdiv(a, c)
+                } else {
+                    self.b.ins().srem(a, c)
+                }
+            }
+            BinaryOp::Div | BinaryOp::Rem => {
+                let site = self.shared.site(span);
+                let zero = self.b.ins().iconst(I64, 0);
+                let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
+                self.raise_if(is_zero, ExecError::DivisionByZero, site, zero);
+                let is_min = self.b.ins().icmp_imm_s(IntCC::Equal, a, i64::MIN);
+                let is_m1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
+                let both = self.b.ins().band(is_min, is_m1);
+                self.raise_if(both, ExecError::DivisionOverflow, site, zero);
+                if op == BinaryOp::Div {
+                    self.b.ins().sdiv(a, c)
+                } else {
+                    self.b.ins().srem(a, c)
+                }
+            }
+            // A constant count in range cannot fail.
+            BinaryOp::Shl | BinaryOp::Shr if rhs.is_some_and(|n| n <= 63) => {
+                let n = rhs.unwrap_or(0) as i64;
+                if op == BinaryOp::Shl {
+                    self.b.ins().ishl_imm_s(a, n)
+                } else {
+                    self.b.ins().sshr_imm_s(a, n)
+                }
+            }
+            BinaryOp::Shl | BinaryOp::Shr => {
+                let site = self.shared.site(span);
+                let big = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, c, 63);
+                self.raise_if(big, ExecError::ShiftCount, site, c);
+                if op == BinaryOp::Shl {
+                    self.b.ins().ishl(a, c)
+                } else {
+                    self.b.ins().sshr(a, c)
+                }
+            }
+            BinaryOp::And => self.b.ins().band(a, c),
+            BinaryOp::Or => self.b.ins().bor(a, c),
+            BinaryOp::Xor => self.b.ins().bxor(a, c),
+            BinaryOp::Eq => cmp(self, IntCC::Equal),
+            BinaryOp::Ne => cmp(self, IntCC::NotEqual),
+            BinaryOp::Lt => cmp(self, IntCC::SignedLessThan),
+            BinaryOp::Le => cmp(self, IntCC::SignedLessThanOrEqual),
+            BinaryOp::Gt => cmp(self, IntCC::SignedGreaterThan),
+            BinaryOp::Ge => cmp(self, IntCC::SignedGreaterThanOrEqual),
+        }
+    }
+
+    fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Value {
+        let site = self.shared.site(span);
+        self.shared.builtins.push(id);
+        let addr = if args.is_empty() {
+            self.b.ins().iconst(I64, 0)
+        } else {
+            let slot = self.args_slot();
+            let base = self.b.ins().stack_addr(I64, slot, 0);
+            for (i, a) in args.iter().enumerate() {
+                let at = (i * 16) as i32;
+                let (tag, value) = match a {
+                    Operand::Temp(t) => (ARG_VALUE, self.get(*t)),
+                    Operand::Str(s) => {
+                        let info = self.shared.strings[*s as usize];
+                        let tag = if info.wide {
+                            ARG_WIDE_STR
+                        } else {
+                            ARG_NARROW_STR
+                        };
+                        (tag, self.b.ins().iconst(I64, info.offset as i64))
+                    }
+                };
+                let tag = self.b.ins().iconst(I64, tag as i64);
+                self.b.ins().store(mem(), tag, base, at);
+                self.b.ins().store(mem(), value, base, at + 8);
+            }
+            base
+        };
+        let sig = match self.builtin_sig {
+            Some(s) => s,
+            None => {
+                let s = self
+                    .b
+                    .import_signature(builtin_signature(self.shared.call_conv));
+                self.builtin_sig = Some(s);
+                s
+            }
+        };
+        let fnptr = self
+            .b
+            .ins()
+            .load(I64, mem_const(), self.builtins, id as i32 * 8);
+        let idv = self.b.ins().iconst(I32, id as i64);
+        let sitev = self.b.ins().iconst(I32, site as i64);
+        let n = self.b.ins().iconst(I64, args.len() as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(sig, fnptr, &[self.ctx, idv, sitev, addr, n]);
+        let v = self.b.inst_results(call)[0];
+        self.unwind_on_error();
+        v
+    }
+
+    /// One stack slot per function, big enough for the widest built-in call.
+    fn args_slot(&mut self) -> cranelift_codegen::ir::StackSlot {
+        if let Some(s) = self.args_slot {
+            return s;
+        }
+        let max_args = self
+            .func
+            .blocks
+            .iter()
+            .flat_map(|b| &b.insts)
+            .filter_map(|i| match i {
+                Inst::CallBuiltin { args, .. } => Some(args.len()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let s = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (max_args * 16) as u32,
+            3,
+        ));
+        self.args_slot = Some(s);
+        s
+    }
+
+    fn call_user(&mut self, callee: u32, args: &[u32], span: Span) -> Value {
+        let site = self.shared.site(span);
+        let callee_locals = self.shared.program.functions[callee as usize].locals as i64;
+        let my_locals = self.func.locals as i64;
+        let zero = self.b.ins().iconst(I64, 0);
+        // The interpreter's order: fuel, depth, room on the stack.
+        self.fuel(site);
+        let depth = self.b.ins().load(I32, mem(), self.ctx, off::DEPTH);
+        let limit = self.b.ins().load(I32, mem(), self.ctx, off::DEPTH_LIMIT);
+        let too_deep = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, depth, limit);
+        self.raise_if(too_deep, ExecError::CallDepth, site, zero);
+        let new_fp = self.b.ins().iadd_imm_s(self.fp, my_locals);
+        let top = self.b.ins().iadd_imm_s(new_fp, callee_locals);
+        let slots = self.b.ins().load(I64, mem(), self.ctx, off::STACK_SLOTS);
+        let no_room = self.b.ins().icmp(IntCC::UnsignedGreaterThan, top, slots);
+        self.raise_if(no_room, ExecError::StackExhausted, site, zero);
+        let high = self.b.ins().load(I64, mem(), self.ctx, off::STACK_HIGH);
+        let high = self.b.ins().umax(high, top);
+        self.b.ins().store(mem(), high, self.ctx, off::STACK_HIGH);
+        // Zero the callee's frame, then store the arguments.
+        let values: Vec<Value> = args.iter().map(|a| self.get(*a)).collect();
+        let callee_frame = self.b.ins().iadd_imm_s(self.frame, my_locals * 8);
+        if callee_locals <= 16 {
+            for j in args.len() as i64..callee_locals {
+                self.b
+                    .ins()
+                    .store(mem(), zero, callee_frame, (j * 8) as i32);
+            }
+        } else {
+            let end = self.b.ins().iadd_imm_s(callee_frame, callee_locals * 8);
+            let body = self.b.create_block();
+            let done = self.b.create_block();
+            self.b.append_block_param(body, I64);
+            self.b.ins().jump(body, &[BlockArg::Value(callee_frame)]);
+            self.b.switch_to_block(body);
+            let p = self.b.block_params(body)[0];
+            self.b.ins().store(mem(), zero, p, 0);
+            let next = self.b.ins().iadd_imm_s(p, 8);
+            let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, end);
+            self.b
+                .ins()
+                .brif(more, body, &[BlockArg::Value(next)], done, &[]);
+            self.b.switch_to_block(done);
+        }
+        for (k, v) in values.into_iter().enumerate() {
+            self.b.ins().store(mem(), v, callee_frame, (k * 8) as i32);
+        }
+        self.b.ins().store(mem(), new_fp, self.ctx, off::SP);
+        let deeper = self.b.ins().iadd_imm_s(depth, 1);
+        self.b.ins().store(mem(), deeper, self.ctx, off::DEPTH);
+        let sig = match self.entry_sig {
+            Some(s) => s,
+            None => {
+                let s = self
+                    .b
+                    .import_signature(entry_signature(self.shared.call_conv));
+                self.entry_sig = Some(s);
+                s
+            }
+        };
+        let entry = self
+            .b
+            .ins()
+            .load(I64, mem_const(), self.functions, callee as i32 * 8);
+        let call = self.b.ins().call_indirect(sig, entry, &[self.ctx]);
+        let v = self.b.inst_results(call)[0];
+        self.b.ins().store(mem(), depth, self.ctx, off::DEPTH);
+        self.unwind_on_error();
+        v
+    }
+}
+
+fn global_offset(slot: u32) -> Result<i32, JitError> {
+    slot.checked_mul(8)
+        .and_then(|o| i32::try_from(o).ok())
+        .ok_or_else(|| JitError::InvalidProgram(format!("global slot {slot} out of range")))
+}
