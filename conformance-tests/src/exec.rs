@@ -19,16 +19,19 @@ use hvscript_lang::{
 pub enum Backend {
     /// The host interpreter (`hvscript-lang`), the reference semantics.
     Interp,
+    /// Cranelift-compiled native code (`hvscript-jit`), run by `hvscript_lang::native`.
+    Jit,
 }
 
 impl Backend {
     /// Every back end, in the order a full run uses them.
-    pub const ALL: &'static [Backend] = &[Backend::Interp];
+    pub const ALL: &'static [Backend] = &[Backend::Interp, Backend::Jit];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
+            Backend::Jit => "jit",
         }
     }
 }
@@ -119,12 +122,6 @@ impl Execution {
 
 /// Compiles and runs `src` once on `backend` with `setup`, against `globals`.
 pub fn execute(backend: Backend, src: &str, setup: Setup, globals: &Globals) -> Execution {
-    match backend {
-        Backend::Interp => execute_interp(src, setup, globals),
-    }
-}
-
-fn execute_interp(src: &str, setup: Setup, globals: &Globals) -> Execution {
     let Setup {
         mut regs,
         pseudo,
@@ -145,22 +142,54 @@ fn execute_interp(src: &str, setup: Setup, globals: &Globals) -> Execution {
             }
         }
     };
-    let result = Interpreter::new().run(
-        &program,
-        &mut Invocation {
-            regs: &mut regs,
-            pseudo: &pseudo,
-            globals,
-            host: &mut env,
-            limits,
-        },
-    );
+    let mut inv = Invocation {
+        regs: &mut regs,
+        pseudo: &pseudo,
+        globals,
+        host: &mut env,
+        limits,
+    };
+    let run_error = match backend {
+        Backend::Interp => Interpreter::new()
+            .run(&program, &mut inv)
+            .err()
+            .map(|e| Located::new(src, &e.to_diagnostic())),
+        Backend::Jit => run_jit(&program, &mut inv, src),
+    };
     Execution {
         compile_errors: Vec::new(),
-        run_error: result.err().map(|e| Located::new(src, &e.to_diagnostic())),
+        run_error,
         output: env.output_text(),
         test_values: env.test_values.clone(),
         regs,
         env,
+    }
+}
+
+/// Compiles to native code, loads it and runs it. A failure of the JIT itself (not of the
+/// script) is reported as an error at the script's start, so it shows as a difference.
+fn run_jit(
+    program: &hvscript_lang::Program,
+    inv: &mut Invocation<'_>,
+    src: &str,
+) -> Option<Located> {
+    let internal = |what: String| {
+        let d = hvscript_grammar::Diagnostic::error(what, hvscript_grammar::ast::Span::new(0, 0));
+        Some(Located::new(src, &d))
+    };
+    let object = match hvscript_jit::Jit::new().and_then(|mut j| j.compile(program)) {
+        Ok(o) => o,
+        Err(e) => return internal(format!("jit: {e}")),
+    };
+    let code: hvscript_jit::LoadedCode = match hvscript_jit::LoadedCode::load(object) {
+        Ok(c) => c,
+        Err(e) => return internal(format!("jit load: {e}")),
+    };
+    match hvscript_lang::native::NativeRunner::new().run(&code.image(), inv) {
+        Ok(_) => None,
+        Err(hvscript_lang::native::NativeError::Run(e)) => {
+            Some(Located::new(src, &e.to_diagnostic()))
+        }
+        Err(e) => internal(format!("jit run: {e}")),
     }
 }
