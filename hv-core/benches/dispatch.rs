@@ -63,6 +63,46 @@ impl Script for Interpreted {
     }
 }
 
+/// The same script compiled by the JIT and run from its loaded code object.
+struct Jitted {
+    code: hvscript_jit::LoadedCode,
+    globals: Globals,
+}
+
+thread_local! {
+    static RUNNER: std::cell::RefCell<hvscript_lang::native::NativeRunner> = Default::default();
+}
+
+impl Script for Jitted {
+    fn execute(
+        &self,
+        regs: &mut GuestRegs,
+        pseudo: &PseudoValues,
+        env: &mut dyn Env,
+    ) -> Result<(), ScriptFailure> {
+        let limits = Limits {
+            fuel: 10_000,
+            max_call_depth: 16,
+            stack_slots: 64,
+        };
+        RUNNER.with(|r| {
+            r.borrow_mut()
+                .run(
+                    &self.code.image(),
+                    &mut Invocation {
+                        regs,
+                        pseudo,
+                        globals: &self.globals,
+                        host: env,
+                        limits,
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| ScriptFailure::Error(e.to_string()))
+        })
+    }
+}
+
 fn exit_once(engine: &Engine, regs: &mut GuestRegs) {
     let o = engine.handle_exit(
         &Exit::new(EventKind::IoOut, 0, 0x80),
@@ -96,6 +136,23 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
     g.bench_function("one native script", |b| {
+        b.iter(|| exit_once(&engine, &mut regs))
+    });
+
+    let engine = Engine::new(Arc::new(NullSink));
+    let globals = Globals::default();
+    let program = compile_source("@rax = @rax + 1;", &globals, &CompileOptions::default()).unwrap();
+    let code = hvscript_jit::LoadedCode::load(
+        hvscript_jit::Jit::new().unwrap().compile(&program).unwrap(),
+    )
+    .unwrap();
+    engine
+        .add(
+            parse_event_command("!ioout 80").unwrap(),
+            Some(Arc::new(Jitted { code, globals })),
+        )
+        .unwrap();
+    g.bench_function("one JIT script", |b| {
         b.iter(|| exit_once(&engine, &mut regs))
     });
 
