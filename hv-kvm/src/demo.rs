@@ -8,8 +8,12 @@
 //! 1. **Kernel part (CPL0, emulated by this KVM: kept tiny).** `rounds` times: RDMSR of
 //!    [`DEMO_MSR`] (a made-up MSR modelled by the VMM, one value per vCPU), record it,
 //!    WRMSR of value + 1. Then one last RDMSR, recorded as the final value. Then CPUID
-//!    leaf 0 and leaf 1 (counted, leaf 1's registers recorded). Then IRETQ to CPL3 with
-//!    IOPL=3.
+//!    leaf 0 and leaf 1 (counted, leaf 1's registers recorded). When
+//!    [`field::SYSCALL_ROUNDS`] is non-zero: WRMSR of STAR, LSTAR (the kernel's syscall
+//!    handler) and FMASK. Then [`field::HOOK_ROUNDS`] calls (default 0) of the hookable
+//!    function (RDI = 0, 1, ...; it counts and returns RDI + 1), after which the kernel
+//!    reads the function's first 8 code bytes into [`field::HOOK_CODE`]. Then IRETQ to
+//!    CPL3 with IOPL=3.
 //! 2. **User part (CPL3, native).** One CPUID leaf 1 (counted, ECX recorded). Loop: stop when the iteration count is reached or the
 //!    VMM set the stop flag in the data block; IN from [`DATA_PORT`] (count it, add the
 //!    value to a sum, keep the last); write the value into a 4 KiB buffer and read it back
@@ -23,6 +27,10 @@
 //!    `!exception`); the VMM answers in RAX with the guest handler to call (0: return at
 //!    once), then IRETQ.
 //! 4. **The guest's own handlers** for #DE and #UD: count, skip the instruction.
+//! 5. **The kernel's SYSCALL handler** (LSTAR, CPL0, on the caller's stack): counts,
+//!    records RAX, RCX and R11, returns RAX + 0x100 with SYSRETQ. After the exception
+//!    rounds the user part makes [`field::SYSCALL_ROUNDS`] SYSCALLs with RAX = 0, 1, ...
+//!    EFER.SCE stays clear, so each SYSCALL/SYSRET is a #UD the VMM emulates (`vmm`).
 //!
 //! The guest's own counters live in its data block ([`GuestCounters`]), so a test can
 //! check that they agree with what the VMM's events counted.
@@ -43,6 +51,11 @@ pub const EXIT_PORT: u16 = 0x5f0;
 pub const EXCEPTION_PORT: u16 = 0x5f1;
 /// The made-up MSR the kernel part reads and writes.
 pub const DEMO_MSR: u32 = 0x4000_1000;
+/// The SYSCALL MSRs (the VMM models them, module `vmm`).
+pub const MSR_STAR: u32 = 0xc000_0081;
+pub const MSR_LSTAR: u32 = 0xc000_0082;
+pub const MSR_CSTAR: u32 = 0xc000_0083;
+pub const MSR_FMASK: u32 = 0xc000_0084;
 
 /// Offsets in a vCPU's data block.
 pub mod field {
@@ -78,6 +91,27 @@ pub mod field {
     pub const DIV_SUM: u64 = 0xc0;
     /// Always 0: the divisor of the user part's `div`.
     pub const DIVISOR: u64 = 0xc8;
+    /// Written by the VMM: SYSCALLs the user part makes (RAX = 0, 1, 2, ...); non-zero
+    /// also makes the kernel part set STAR/LSTAR/FMASK (default 0).
+    pub const SYSCALL_ROUNDS: u64 = 0xd0;
+    /// The kernel syscall handler: calls, sum of the RAX numbers, the last RCX and R11.
+    pub const SYSCALL_HANDLED: u64 = 0xd8;
+    pub const SYSCALL_NUM_SUM: u64 = 0xe0;
+    pub const SYSCALL_RCX: u64 = 0xe8;
+    pub const SYSCALL_R11: u64 = 0xf0;
+    /// The user part: SYSCALLs returned from, and the sum of the RAX they returned.
+    pub const SYSCALL_DONE: u64 = 0xf8;
+    pub const SYSCALL_RET_SUM: u64 = 0x100;
+    /// Written by the VMM: calls of the kernel's hookable function (default 0).
+    pub const HOOK_ROUNDS: u64 = 0x108;
+    /// The hookable function: calls, sum of its arguments (RDI); the caller: sum of the
+    /// results; the first 8 code bytes of the function as the guest reads them.
+    pub const HOOK_CALLS: u64 = 0x110;
+    pub const HOOK_ARG_SUM: u64 = 0x118;
+    pub const HOOK_RET_SUM: u64 = 0x120;
+    pub const HOOK_CODE: u64 = 0x128;
+    /// The VMM's IRETQ frame for an emulated SYSRET (5 quadwords, see `vmm`).
+    pub const SYSRET_FRAME: u64 = 0x3f00;
     pub const BUFFER: u64 = 0x1000;
     pub const USER_STACK_TOP: u64 = 0x3000;
 }
@@ -95,6 +129,26 @@ pub struct GuestImage {
     /// The guest's own handler for each vector 0..32 (0: none; the VMM then stops the
     /// vCPU with the exception, as an unhandled fault).
     pub handlers: Vec<u64>,
+    /// The kernel's SYSCALL handler (LSTAR), its SYSRETQ, and the hookable function.
+    pub syscall_entry: u64,
+    pub sysret_addr: u64,
+    pub hook_target: u64,
+    /// A `ud2` the VMM gives KVM as LSTAR (never the guest's LSTAR): on this KVM a CPL3
+    /// SYSCALL jumps to KVM's LSTAR without leaving CPL3 (module `vmm`).
+    pub syscall_trap: u64,
+    /// An `iretq` the VMM's SYSRET emulation returns to CPL3 through (frame at
+    /// [`field::SYSRET_FRAME`]).
+    pub iretq_trampoline: u64,
+}
+
+/// FMASK the demo kernel sets: SYSCALL clears TF, IF, DF and AC (bits 8, 9, 10, 18).
+pub const DEMO_FMASK: u64 = 0x4_0700;
+/// STAR the demo kernel sets: SYSCALL CS/SS = 0x08/0x10, SYSRET base 0x10 (user SS
+/// 0x1b, user CS 0x23), matching the GDT in [`crate::boot`].
+pub const DEMO_STAR: u64 = (0x10 << 48) | (0x08 << 32);
+/// The value the demo's syscall handler returns in RAX for number `n`.
+pub fn syscall_result(n: u64) -> u64 {
+    n + 0x100
 }
 
 /// Length of `ud2` and of the user part's `div rcx` (REX.W F7 /6): what the guest's
@@ -126,6 +180,16 @@ pub struct GuestCounters {
     pub ud_handled: u64,
     pub de_handled: u64,
     pub div_sum: u64,
+    pub syscall_handled: u64,
+    pub syscall_num_sum: u64,
+    pub syscall_rcx: u64,
+    pub syscall_r11: u64,
+    pub syscall_done: u64,
+    pub syscall_ret_sum: u64,
+    pub hook_calls: u64,
+    pub hook_arg_sum: u64,
+    pub hook_ret_sum: u64,
+    pub hook_code: u64,
 }
 
 impl GuestCounters {
@@ -158,6 +222,16 @@ impl GuestCounters {
             ud_handled: r(field::UD_HANDLED),
             de_handled: r(field::DE_HANDLED),
             div_sum: r(field::DIV_SUM),
+            syscall_handled: r(field::SYSCALL_HANDLED),
+            syscall_num_sum: r(field::SYSCALL_NUM_SUM),
+            syscall_rcx: r(field::SYSCALL_RCX),
+            syscall_r11: r(field::SYSCALL_R11),
+            syscall_done: r(field::SYSCALL_DONE),
+            syscall_ret_sum: r(field::SYSCALL_RET_SUM),
+            hook_calls: r(field::HOOK_CALLS),
+            hook_arg_sum: r(field::HOOK_ARG_SUM),
+            hook_ret_sum: r(field::HOOK_RET_SUM),
+            hook_code: r(field::HOOK_CODE),
         }
     }
 }
@@ -225,6 +299,44 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.mov(qword_ptr(r15 + field::CPUID1_EBX), rbx)?;
     a.mov(qword_ptr(r15 + field::CPUID1_ECX), rcx)?;
     a.mov(qword_ptr(r15 + field::CPUID1_EDX), rdx)?;
+    // Syscalls wanted: STAR, LSTAR, FMASK (the VMM models them: EFER.SCE stays clear).
+    let mut syscall_entry = a.create_label();
+    let mut hook_target = a.create_label();
+    let mut no_syscalls = a.create_label();
+    a.cmp(qword_ptr(r15 + field::SYSCALL_ROUNDS), 0)?;
+    a.je(no_syscalls)?;
+    a.mov(ecx, MSR_STAR)?;
+    a.mov(eax, DEMO_STAR as u32)?;
+    a.mov(edx, (DEMO_STAR >> 32) as u32)?;
+    a.wrmsr()?;
+    a.mov(ecx, MSR_LSTAR)?;
+    a.lea(rax, ptr(syscall_entry))?;
+    a.mov(rdx, rax)?;
+    a.shr(rdx, 32)?;
+    a.wrmsr()?;
+    a.mov(ecx, MSR_FMASK)?;
+    a.mov(eax, DEMO_FMASK as u32)?;
+    a.xor(edx, edx)?;
+    a.wrmsr()?;
+    a.set_label(&mut no_syscalls)?;
+    // The hookable function, called HOOK_ROUNDS times with RDI = 0, 1, 2, ...; then
+    // the guest reads the function's first code bytes (a hook must not show).
+    let mut hloop = a.create_label();
+    let mut hdone = a.create_label();
+    a.mov(r12, qword_ptr(r15 + field::HOOK_ROUNDS))?;
+    a.test(r12, r12)?;
+    a.jz(hdone)?;
+    a.xor(r13, r13)?;
+    a.set_label(&mut hloop)?;
+    a.mov(rdi, r13)?;
+    a.call(hook_target)?;
+    a.add(qword_ptr(r15 + field::HOOK_RET_SUM), rax)?;
+    a.inc(r13)?;
+    a.cmp(r13, r12)?;
+    a.jb(hloop)?;
+    a.mov(rax, qword_ptr(hook_target))?;
+    a.mov(qword_ptr(r15 + field::HOOK_CODE), rax)?;
+    a.set_label(&mut hdone)?;
     // IRETQ frame: SS, RSP, RFLAGS (IOPL=3), CS, RIP.
     a.push(i32::from(USER_DS))?;
     a.lea(rax, qword_ptr(r15 + field::USER_STACK_TOP))?;
@@ -281,6 +393,34 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.inc(qword_ptr(r15 + field::DE_HANDLED))?;
     a.ret()?;
 
+    // ---- the kernel's SYSCALL handler (CPL0, on the caller's stack) ----
+    // Counts, records the number (RAX), RCX and R11, returns number + 0x100, SYSRETQ.
+    a.set_label(&mut syscall_entry)?;
+    a.inc(qword_ptr(r15 + field::SYSCALL_HANDLED))?;
+    a.add(qword_ptr(r15 + field::SYSCALL_NUM_SUM), rax)?;
+    a.mov(qword_ptr(r15 + field::SYSCALL_RCX), rcx)?;
+    a.mov(qword_ptr(r15 + field::SYSCALL_R11), r11)?;
+    a.add(rax, 0x100)?;
+    let mut sysret_label = a.create_label();
+    a.set_label(&mut sysret_label)?;
+    a.sysretq()?;
+
+    // ---- the VMM's SYSCALL trap (KVM's LSTAR, see `vmm`): a CPL3 SYSCALL lands here ----
+    let mut syscall_trap = a.create_label();
+    a.set_label(&mut syscall_trap)?;
+    a.ud2()?;
+    // ---- the VMM's SYSRET trampoline: the VMM's emulated SYSRET returns through it ----
+    let mut iretq_trampoline = a.create_label();
+    a.set_label(&mut iretq_trampoline)?;
+    a.iretq()?;
+
+    // ---- the hookable kernel function: RAX = RDI + 1, counted ----
+    a.set_label(&mut hook_target)?;
+    a.lea(rax, qword_ptr(rdi + 1))?;
+    a.add(qword_ptr(r15 + field::HOOK_ARG_SUM), rdi)?;
+    a.inc(qword_ptr(r15 + field::HOOK_CALLS))?;
+    a.ret()?;
+
     // ---- user part (CPL3) ----
     a.set_label(&mut user_entry)?;
     // One CPUID at CPL3 (not raised by hv-kvm: see the `vmm` documentation).
@@ -306,6 +446,21 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.dec(r12)?;
     a.jmp(exc_loop)?;
     a.set_label(&mut exc_done)?;
+    // Syscall rounds: SYSCALL with RAX = 0, 1, 2, ... (RCX and R11 are clobbered).
+    let mut sc_loop = a.create_label();
+    let mut sc_done = a.create_label();
+    a.mov(r12, qword_ptr(r15 + field::SYSCALL_ROUNDS))?;
+    a.xor(ebx, ebx)?;
+    a.set_label(&mut sc_loop)?;
+    a.cmp(rbx, r12)?;
+    a.jae(sc_done)?;
+    a.mov(rax, rbx)?;
+    a.syscall()?;
+    a.add(qword_ptr(r15 + field::SYSCALL_RET_SUM), rax)?;
+    a.inc(qword_ptr(r15 + field::SYSCALL_DONE))?;
+    a.inc(rbx)?;
+    a.jmp(sc_loop)?;
+    a.set_label(&mut sc_done)?;
     a.xor(r13, r13)?;
     let mut uloop = a.create_label();
     let mut no_limit = a.create_label();
@@ -357,6 +512,11 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     Ok(GuestImage {
         handlers,
         entry: result.label_ip(&entry)?,
+        syscall_entry: result.label_ip(&syscall_entry)?,
+        sysret_addr: result.label_ip(&sysret_label)?,
+        syscall_trap: result.label_ip(&syscall_trap)?,
+        iretq_trampoline: result.label_ip(&iretq_trampoline)?,
+        hook_target: result.label_ip(&hook_target)?,
         user_entry: result.label_ip(&user_entry)?,
         code: result.inner.code_buffer,
         load_addr: CODE_ADDR,

@@ -5,8 +5,10 @@
 //! hv-core exits with real calling stages: `!ioin`/`!ioout` from `KVM_EXIT_IO`,
 //! `!msrread`/`!msrwrite` from user-space MSR exits, `!monitor r|w|rw` from MMIO exits of
 //! pages taken out of the RAM slot ([`monitor`]), `!cpuid` for CPL0 CPUIDs by
-//! single-stepping CPL0 code, `!exception` from the VMM-owned IDT stubs (details in
-//! [`vmm`]). Events KVM cannot deliver here are
+//! single-stepping CPL0 code, `!exception` from the VMM-owned IDT stubs, `!syscall` /
+//! `!sysret` from SYSCALL/SYSRET the VMM emulates (EFER.SCE kept clear), `!epthook` /
+//! `!epthook2` from hardware execute breakpoints on kernel code (details in [`vmm`]).
+//! Events KVM cannot deliver here are
 //! refused ([`script::refusal`]) rather than faked. Scripts are compiled by script-lang and
 //! run by its interpreter ([`script::InterpScript`]). Events can be added, enabled, disabled
 //! and cleared while the guest runs, over a unix socket ([`control`]).

@@ -125,16 +125,17 @@ impl std::fmt::Display for EventError {
 pub fn refusal(kind: EventKind) -> Option<&'static str> {
     use EventKind::*;
     Some(match kind {
-        IoIn | IoOut | MsrRead | MsrWrite | Monitor | Cpuid | Exception => return None,
+        IoIn | IoOut | MsrRead | MsrWrite | Monitor | Cpuid | Exception | Syscall | Sysret
+        | EptHook | EptHook2 => return None,
         Vmcall => "VMCALL never reaches user space on this KVM (at CPL0 KVM_RUN can even spin)",
-        Tsc => "RDTSC/RDTSCP are handled inside KVM at CPL0 and fault at CPL3: no exit reaches the VMM",
+        Tsc => {
+            "RDTSC/RDTSCP are handled inside KVM at CPL0 and fault at CPL3: no exit reaches the VMM"
+        }
         Pmc => "RDPMC is handled inside KVM at CPL0 and faults at CPL3: no exit reaches the VMM",
         Dr => "MOV to/from debug registers is handled inside KVM: no exit reaches the VMM",
         CrWrite => "MOV to CR0/CR4 is handled inside KVM: no exit reaches the VMM",
         Xsetbv => "XSETBV is handled inside KVM: no exit reaches the VMM",
         Interrupt => "external interrupts are delivered inside KVM: no exit reaches the VMM",
-        Syscall | Sysret => "SYSCALL/SYSRET do not exit on this KVM; the EFER.SCE #UD trick is not implemented yet",
-        EptHook | EptHook2 => "execute hooks need hardware breakpoints or int3 emulation-failure exits, not implemented yet",
     })
 }
 

@@ -1,6 +1,7 @@
 //! The VMM: a KVM virtual machine running the demo guest on N vCPUs (one thread each),
-//! with every port-I/O, user-space MSR and MMIO exit, CPL0 CPUID step and exception stub
-//! report turned into an hv-core exit.
+//! with every port-I/O, user-space MSR and MMIO exit, CPL0 CPUID step, exception stub
+//! report, emulated SYSCALL/SYSRET and execute-hook breakpoint turned into an hv-core
+//! exit.
 //!
 //! ## How an exit is staged
 //!
@@ -65,6 +66,56 @@
 //! the faulting instruction for every other fault (the script removes the cause, e.g.
 //! sets a non-zero divisor for #DE).
 //!
+//! ## `!syscall` / `!sysret` (HyperDbg's EFER.SCE trick, adapted to this KVM)
+//!
+//! EFER.SCE stays clear and the VMM emulates SYSCALL and SYSRET itself, per the Intel
+//! SDM's pseudo-code (`emulate_sys`), from the STAR/LSTAR/FMASK of its own MSR model
+//! (guest RDMSR/WRMSR of 0xc0000081..=0xc0000084 always exit to the VMM; STAR and FMASK
+//! are also given to KVM, LSTAR never is). Measured on this KVM, the trick needs two
+//! adaptations:
+//!
+//! - **SYSCALL at CPL3 does not #UD** with SCE clear: it jumps to KVM's LSTAR *staying
+//!   at CPL3* (RCX/R11 set as SYSCALL does). So KVM's LSTAR is a VMM-owned `ud2`
+//!   ([`GuestImage::syscall_trap`]): the #UD there reaches the VMM-owned stub, and the
+//!   VMM, checking `0F 05` at RCX - 2, takes it as that SYSCALL (RIP = RCX - 2, RFLAGS =
+//!   R11; the instruction's own RCX/R11 are lost, SYSCALL overwrites them anyway). A
+//!   SYSCALL at CPL0 (KVM's emulator) does #UD at the instruction and is recognised by
+//!   its bytes.
+//! - **SYSRET at CPL0 does not #UD** either: KVM executes it itself. While a `!sysret`
+//!   event exists, CPL0 code is single-stepped as for `!cpuid`, and a `[REX] 0F 07` at
+//!   RIP raises `!sysret` (`$context` = its RIP); the VMM's emulated result enters the
+//!   guest through a VMM-owned IRETQ ([`GuestImage::iretq_trampoline`], frame in the
+//!   vCPU's block). Without a `!sysret` event KVM's own SYSRET runs (with the STAR the
+//!   VMM forwarded). A SYSRET that does #UD (another KVM) is recognised by its bytes.
+//!
+//! Staging: pre with `$context` = RAX (syscall) / the RIP of the SYSRET, the emulation
+//! from the registers as the pre scripts left them, post with the state after it (RIP =
+//! LSTAR, CS/SS from STAR, RCX/R11 saved, RFLAGS masked; for SYSRET CPL3 at RCX). The
+//! result reaches the guest through the stub's IRETQ frame (selectors from the GDT,
+//! which the demo lays out the way SYSCALL expects). Short-circuit: no emulation, the
+//! code resumes after the instruction with the scripts' registers (a short-circuited
+//! SYSCALL never reaches the kernel). A #UD that is not one of these still goes to
+//! `!exception` / the guest's handler; a SYSRET at CPL3 or to a non-canonical RCX (a
+//! #GP on hardware) is left a #UD. Costs: `tests/costs.rs`.
+//!
+//! ## `!epthook` / `!epthook2` (hardware execute breakpoints, CPL0 code)
+//!
+//! Each distinct hooked address takes one of DR0..DR3 (`KVM_SET_GUEST_DEBUG` with
+//! `KVM_GUESTDBG_USE_HW_BP`; a fifth address is refused). Hooks change while the guest
+//! runs: [`Vm`] publishes the new set and parks every vCPU once (as for memory slots),
+//! and each vCPU reprograms its debug registers before it runs guest code again. The
+//! breakpoint exit comes *before* the instruction executes: the events run (`!epthook`
+//! then `!epthook2`, no stages, `$context` = the address, register changes applied),
+//! then the VMM steps over the instruction with the breakpoints off (KVM reports a host
+//! breakpoint again at the same RIP, RFLAGS.RF notwithstanding) and puts them back. The
+//! guest's code bytes are never changed, so the hook is invisible to the guest reading
+//! its code. In HyperDbg, `!epthook` is a hidden breakpoint (an EPT-hidden int3) and
+//! `!epthook2` a hidden inline detour that does not exit per execution; here both are
+//! the same breakpoint and differ only in the event kind they raise. Addresses in CPL3
+//! code are refused (hardware breakpoints and int3 do not exit at CPL3 on this KVM), as
+//! are instructions that leave CPL0 or exit to the VMM themselves (the step over them
+//! would not end in a step exit).
+//!
 //! ## MSRs
 //!
 //! `KVM_CAP_X86_USER_SPACE_MSR` (unknown + filtered MSRs exit to user space) and an MSR
@@ -95,8 +146,8 @@ use kvm_bindings::{
     kvm_enable_cap, kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs,
     kvm_userspace_memory_region, Msrs, KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_IO, KVM_EXIT_IO_IN,
     KVM_EXIT_MMIO, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_GUESTDBG_ENABLE,
-    KVM_GUESTDBG_SINGLESTEP, KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_MSR_EXIT_REASON_FILTER,
-    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_SYNC_X86_REGS,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY,
+    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_SYNC_X86_REGS,
 };
 use kvm_ioctls::{
     Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, SyncReg, VcpuExit,
@@ -106,7 +157,7 @@ use kvm_ioctls::{
 use crate::boot;
 use crate::demo::{
     demo_image, field, GuestCounters, GuestImage, COUNTER_PORT, DATA_PORT, DEMO_MSR,
-    EXCEPTION_PORT, EXIT_PORT,
+    EXCEPTION_PORT, EXIT_PORT, MSR_FMASK, MSR_LSTAR, MSR_STAR,
 };
 use crate::memory::{GuestMemory, GuestView};
 use crate::monitor::{self, Slot, Watch};
@@ -114,6 +165,16 @@ use crate::script::{compile_event, EventError};
 
 /// MSRs the VMM models itself.
 pub const MODELLED_MSRS: std::ops::RangeInclusive<u32> = 0x4000_1000..=0x4000_10ff;
+
+/// The SYSCALL MSRs (STAR, LSTAR, CSTAR, FMASK): guest reads and writes always exit
+/// (MSR filter) and the VMM answers them from its per-vCPU model, which its
+/// SYSCALL/SYSRET emulation uses. They are never given to KVM: measured, with a
+/// non-zero LSTAR in KVM a CPL3 SYSCALL on this KVM no longer raises #UD but jumps to
+/// LSTAR while staying at CPL3 (EFER.SCE notwithstanding).
+pub const SYSCALL_MSRS: std::ops::RangeInclusive<u32> = 0xc000_0081..=0xc000_0084;
+
+/// Execute hooks (`!epthook`/`!epthook2`) at once: one per debug register DR0..DR3.
+pub const MAX_HOOKS: usize = 4;
 
 /// The initial value of the demo MSR on a vCPU.
 pub fn demo_msr_initial(cpu: usize) -> u64 {
@@ -222,6 +283,13 @@ pub struct ExitCounts {
     /// Reports of the VMM-owned exception stubs (an OUT to the exception port, which is
     /// not guest I/O and raises no `!ioout`).
     pub exceptions: u64,
+    /// Of those, the #UDs that were a SYSCALL / SYSRET the VMM emulated (not in
+    /// [`ExitCounts::total`]: already counted in `exceptions`).
+    pub syscalls: u64,
+    pub sysrets: u64,
+    /// Hardware execute-breakpoint exits (`!epthook`/`!epthook2`); the step over the
+    /// hooked instruction counts in `steps`.
+    pub breakpoints: u64,
     pub other: u64,
     /// `immediate_exit` re-entries made to run a post stage.
     pub completions: u64,
@@ -237,6 +305,7 @@ impl ExitCounts {
             + self.mmio_write
             + self.steps
             + self.exceptions
+            + self.breakpoints
             + self.other
     }
 }
@@ -299,6 +368,10 @@ pub struct Vm {
     park: ParkControl,
     /// Set while `run` has vCPU threads.
     running: AtomicBool,
+    /// The enabled execute hooks' addresses (at most [`MAX_HOOKS`], in debug-register
+    /// order) and a generation each vCPU compares with what it programmed.
+    hooks: RwLock<Arc<Vec<u64>>>,
+    hooks_gen: AtomicU64,
     /// Per vCPU: its thread (pthread_t, 0 before it starts) and whether it finished.
     thread_ids: Vec<AtomicU64>,
     done: Vec<AtomicBool>,
@@ -394,6 +467,16 @@ impl Vm {
                 ],
             );
             vcpu.set_regs(&regs).map_err(|e| setup("KVM_SET_REGS", e))?;
+            // KVM's LSTAR is the VMM's SYSCALL trap (the guest's LSTAR lives in the
+            // VMM's model): see "SYSCALL / SYSRET" in the module documentation.
+            let lstar = Msrs::from_entries(&[kvm_msr_entry {
+                index: MSR_LSTAR,
+                data: image.syscall_trap,
+                ..Default::default()
+            }])
+            .map_err(|e| VmError::Setup(format!("LSTAR entry: {e:?}")))?;
+            vcpu.set_msrs(&lstar)
+                .map_err(|e| setup("KVM_SET_MSRS (LSTAR)", e))?;
             if sync_regs {
                 vcpu.set_sync_valid_reg(SyncReg::Register);
                 vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
@@ -427,6 +510,8 @@ impl Vm {
                 ..Default::default()
             },
             running: AtomicBool::new(false),
+            hooks: RwLock::new(Arc::new(Vec::new())),
+            hooks_gen: AtomicU64::new(0),
             thread_ids: (0..n).map(|_| AtomicU64::new(0)).collect(),
             done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         };
@@ -469,6 +554,13 @@ impl Vm {
             self.monitor_watch(&compiled.spec.filter)
                 .map_err(|why| whole_line(format!("!monitor cannot watch this range: {why}")))?;
         }
+        if let (EventKind::EptHook | EventKind::EptHook2, Filter::Address(addr)) =
+            (compiled.spec.kind, &compiled.spec.filter)
+        {
+            let name = compiled.spec.kind.command();
+            self.hook_check(*addr)
+                .map_err(|why| whole_line(format!("!{name} cannot hook {addr:#x}: {why}")))?;
+        }
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
         let kind = compiled.spec.kind;
         let post = compiled.spec.options.stage.runs_post();
@@ -489,9 +581,11 @@ impl Vm {
         if let Err(e) = self
             .update_msr_filter()
             .and_then(|()| self.update_watches())
+            .and_then(|()| self.update_hooks())
         {
             let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
             let _ = self.update_watches();
+            let _ = self.update_hooks();
             return Err(EventError {
                 diagnostics: vec![hvscript_grammar::Diagnostic::error(
                     e.to_string(),
@@ -508,6 +602,7 @@ impl Vm {
         let n = self.engine.apply(op, target)?;
         let _ = self.update_msr_filter();
         let _ = self.update_watches();
+        let _ = self.update_hooks();
         Ok(n)
     }
 
@@ -633,6 +728,140 @@ impl Vm {
         Ok(r)
     }
 
+    /// Why an execute hook cannot be placed at `addr`, if it cannot: it must start an
+    /// instruction of the guest's kernel code (CPL0: hardware execute breakpoints and
+    /// int3 do not exit for CPL3 code on this KVM), that instruction must not leave
+    /// CPL0 or exit to the VMM itself (the step over it must end in a step exit), and
+    /// at most [`MAX_HOOKS`] distinct addresses may be hooked (DR0..DR3).
+    pub fn hook_check(&self, addr: u64) -> Result<(), String> {
+        use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+        let img = &self.image;
+        let code_end = img.load_addr + img.code.len() as u64;
+        if (img.user_entry..code_end).contains(&addr) {
+            return Err(
+                "it is in the guest's user code (CPL3), which runs natively: hardware \
+                 execute breakpoints and int3 do not exit at CPL3 on this KVM (spec/kvm.md)"
+                    .into(),
+            );
+        }
+        if !(img.load_addr..img.user_entry).contains(&addr) {
+            return Err(format!(
+                "it is not in the guest's kernel code ({:#x}..{:#x})",
+                img.load_addr, img.user_entry
+            ));
+        }
+        let kernel = &img.code[..(img.user_entry - img.load_addr) as usize];
+        let mut decoder = Decoder::with_ip(64, kernel, img.load_addr, DecoderOptions::NONE);
+        let mut found = None;
+        while decoder.can_decode() {
+            let insn = decoder.decode();
+            if insn.ip() == addr {
+                found = Some(insn);
+                break;
+            }
+            if insn.ip() > addr {
+                break;
+            }
+        }
+        let Some(insn) = found else {
+            return Err("it is not the start of an instruction".into());
+        };
+        use Mnemonic::*;
+        if matches!(
+            insn.mnemonic(),
+            Iret | Iretd
+                | Iretq
+                | Sysret
+                | Sysretq
+                | Sysexit
+                | Sysexitq
+                | Syscall
+                | Ud2
+                | In
+                | Out
+                | Insb
+                | Insw
+                | Insd
+                | Outsb
+                | Outsw
+                | Outsd
+                | Rdmsr
+                | Wrmsr
+                | Hlt
+        ) {
+            return Err(format!(
+                "`{insn}` leaves kernel mode or exits to the VMM itself, so the step over \
+                 it cannot be done"
+            ));
+        }
+        let mut addrs: Vec<u64> = self.hook_events(false);
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+        if addrs.len() > MAX_HOOKS {
+            return Err(format!(
+                "at most {MAX_HOOKS} execute hooks exist at once (debug registers DR0..DR3); \
+                 hooked now: {}",
+                self.hook_events(false)
+                    .iter()
+                    .map(|a| format!("{a:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The distinct addresses of the `!epthook`/`!epthook2` events (only the enabled
+    /// ones when `enabled_only`), in the order they were added.
+    fn hook_events(&self, enabled_only: bool) -> Vec<u64> {
+        let mut addrs = Vec::new();
+        for l in self.engine.list() {
+            if enabled_only && !l.enabled {
+                continue;
+            }
+            let Some(e) = self.engine.event(l.id) else {
+                continue;
+            };
+            if let (EventKind::EptHook | EventKind::EptHook2, Filter::Address(a)) =
+                (e.spec.kind, &e.spec.filter)
+            {
+                if !addrs.contains(a) {
+                    addrs.push(*a);
+                }
+            }
+        }
+        addrs
+    }
+
+    /// The execute hooks programmed now (debug-register order).
+    pub fn hooks(&self) -> Vec<u64> {
+        self.hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
+    }
+
+    /// Republishes the enabled hooks; while the guest runs, parks every vCPU once so
+    /// each reprograms its debug registers (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the
+    /// vCPU thread does it before its next `KVM_RUN`) before it runs guest code again.
+    fn update_hooks(&self) -> Result<(), VmError> {
+        let mut addrs = self.hook_events(true);
+        addrs.truncate(MAX_HOOKS);
+        if *self
+            .hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_slice()
+            == addrs[..]
+        {
+            return Ok(());
+        }
+        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(addrs);
+        self.hooks_gen.fetch_add(1, Ordering::SeqCst);
+        self.with_vcpus_parked(|| ())
+    }
+
     /// The enabled MSR events' filter: (index or None for "every MSR", read, write).
     fn watched_msrs(&self) -> (BTreeSet<(u32, bool)>, bool, bool) {
         let mut specific = BTreeSet::new();
@@ -665,7 +894,13 @@ impl Vm {
         let (specific, any_read, any_write) = self.watched_msrs();
         static ZEROS: [u8; 0x400] = [0; 0x400];
         static DENY_ONE: [u8; 1] = [0];
-        let mut ranges = Vec::new();
+        // Guest accesses of the SYSCALL MSRs always exit: the VMM's model (module doc).
+        let mut ranges = vec![MsrFilterRange {
+            flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+            base: *SYSCALL_MSRS.start(),
+            msr_count: SYSCALL_MSRS.end() - SYSCALL_MSRS.start() + 1,
+            bitmap: &DENY_ONE,
+        }];
         let mut any_flags = MsrFilterRangeFlags::empty();
         if any_read {
             any_flags |= MsrFilterRangeFlags::READ;
@@ -718,6 +953,27 @@ impl Vm {
         }
     }
 
+    /// Sets how many SYSCALLs (RAX = 0, 1, ...) the demo guest's user part makes after
+    /// its exception rounds (default 0: then the kernel part sets no syscall MSRs
+    /// either). Call before [`Vm::run`].
+    pub fn set_syscall_rounds(&self, rounds: u64) {
+        for cpu in 0..self.config.vcpus {
+            let _ = self
+                .mem
+                .write_u64(boot::per_cpu(cpu) + field::SYSCALL_ROUNDS, rounds);
+        }
+    }
+
+    /// Sets how many times the demo kernel calls its hookable function
+    /// ([`GuestImage::hook_target`], default 0). Call before [`Vm::run`].
+    pub fn set_hook_rounds(&self, rounds: u64) {
+        for cpu in 0..self.config.vcpus {
+            let _ = self
+                .mem
+                .write_u64(boot::per_cpu(cpu) + field::HOOK_ROUNDS, rounds);
+        }
+    }
+
     /// Asks the guest to finish its loop (it exits through the exit port).
     pub fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
@@ -767,6 +1023,8 @@ impl Vm {
                                 exits: ExitCounts::default(),
                                 kicked,
                                 stepping: false,
+                                hooks_gen: 0,
+                                hooks: Arc::new(Vec::new()),
                             };
                             let stop = v.run_loop();
                             done[cpu].store(true, Ordering::SeqCst);
@@ -862,8 +1120,10 @@ enum Decoded {
         write: bool,
         data: [u8; 8],
     },
-    /// A single-step (or breakpoint) `KVM_EXIT_DEBUG`.
+    /// A single-step `KVM_EXIT_DEBUG`.
     Step,
+    /// A hardware execute breakpoint's `KVM_EXIT_DEBUG` (an execute hook).
+    Breakpoint,
     Hlt,
     Shutdown,
     Interrupted,
@@ -882,6 +1142,9 @@ struct VcpuThread<'v> {
     kicked: &'v AtomicBool,
     /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` event exists).
     stepping: bool,
+    /// The hook generation and addresses programmed into this vCPU's DR0..DR3.
+    hooks_gen: u64,
+    hooks: Arc<Vec<u64>>,
 }
 
 /// What to do after an exit.
@@ -923,26 +1186,53 @@ impl VcpuThread<'_> {
         }
     }
 
-    /// Turns CPL0 single-stepping on while a `!cpuid` event exists, off otherwise
-    /// (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the vCPU thread does it, at its next exit).
-    fn sync_stepping(&mut self) -> Flow {
-        let want = self.vm.kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Cpuid) != 0;
-        if want == self.stepping {
+    /// Programs `KVM_SET_GUEST_DEBUG`: single-stepping when `step`, and the execute
+    /// hooks in DR0..DR3 (+ DR7 local-enable bits, execute, length 1) when `breakpoints`.
+    fn set_debug(&mut self, step: bool, breakpoints: bool) -> Result<(), String> {
+        let mut debug = kvm_guest_debug::default();
+        if step {
+            debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
+        }
+        if breakpoints && !self.hooks.is_empty() {
+            debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+            let mut dr7 = 0;
+            for (i, &addr) in self.hooks.iter().take(MAX_HOOKS).enumerate() {
+                debug.arch.debugreg[i] = addr;
+                dr7 |= 1 << (2 * i);
+            }
+            debug.arch.debugreg[7] = dr7;
+        }
+        self.vcpu
+            .set_guest_debug(&debug)
+            .map_err(|e| format!("KVM_SET_GUEST_DEBUG: {e}"))
+    }
+
+    /// Turns CPL0 single-stepping on while a `!cpuid` event exists, off otherwise, and
+    /// programs the current execute hooks (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the
+    /// vCPU thread does it, at its next exit; [`Vm::update_hooks`] forces one).
+    fn sync_debug(&mut self) -> Flow {
+        let want = self.vm.kinds.load(Ordering::Relaxed)
+            & (kind_bit(EventKind::Cpuid) | kind_bit(EventKind::Sysret))
+            != 0;
+        let gen = self.vm.hooks_gen.load(Ordering::SeqCst);
+        if want == self.stepping && gen == self.hooks_gen {
             return Flow::Continue;
         }
-        let debug = kvm_guest_debug {
-            control: if want {
-                KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
-            } else {
-                0
-            },
-            ..Default::default()
-        };
-        if let Err(e) = self.vcpu.set_guest_debug(&debug) {
-            return Flow::Stop(StopReason::Error(format!("KVM_SET_GUEST_DEBUG: {e}")));
+        if gen != self.hooks_gen {
+            self.hooks = self
+                .vm
+                .hooks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            self.hooks_gen = gen;
+        }
+        let was = self.stepping;
+        if let Err(e) = self.set_debug(want, true) {
+            return Flow::Stop(StopReason::Error(e));
         }
         self.stepping = want;
-        if want {
+        if want && !was {
             // No step exit precedes the instruction at RIP now: look at it here.
             return self.on_step();
         }
@@ -955,7 +1245,7 @@ impl VcpuThread<'_> {
             if self.kicked.load(Ordering::SeqCst) {
                 return StopReason::TimedOut;
             }
-            if let Flow::Stop(reason) = self.sync_stepping() {
+            if let Flow::Stop(reason) = self.sync_debug() {
                 return reason;
             }
             let decoded = match self.vcpu.run() {
@@ -969,6 +1259,10 @@ impl VcpuThread<'_> {
                         | VcpuExit::X86Wrmsr(_)
                         | VcpuExit::MmioRead(..)
                         | VcpuExit::MmioWrite(..) => None,
+                        // Execute breakpoints set B0..B3 in DR6, a step sets BS.
+                        VcpuExit::Debug(arch) if arch.dr6 & 0xf != 0 && !self.hooks.is_empty() => {
+                            Some(Decoded::Breakpoint)
+                        }
                         VcpuExit::Debug(_) => Some(Decoded::Step),
                         other => Some(Decoded::Other(format!("{other:?}"))),
                     };
@@ -1030,6 +1324,10 @@ impl VcpuThread<'_> {
                 Decoded::Step => {
                     self.exits.steps += 1;
                     self.on_step()
+                }
+                Decoded::Breakpoint => {
+                    self.exits.breakpoints += 1;
+                    self.on_breakpoint()
                 }
                 Decoded::Hlt => Flow::Stop(StopReason::Halted),
                 Decoded::Shutdown => Flow::Stop(StopReason::Shutdown),
@@ -1502,20 +1800,28 @@ impl VcpuThread<'_> {
             if regs.cs & 3 != 0 {
                 return Flow::Continue;
             }
-            let mut insn = [0u8; 2];
-            let fetched = self
-                .vm
-                .mem
-                .translate(cr3, regs.rip)
-                .zip(self.vm.mem.translate(cr3, regs.rip + 1))
-                .is_some_and(|(a, b)| {
-                    self.vm.mem.read(a, &mut insn[..1]).is_ok()
-                        && self.vm.mem.read(b, &mut insn[1..]).is_ok()
-                });
-            if !fetched || insn != [0x0f, 0xa2] {
-                return Flow::Continue;
+            let mut insn = [0u8; 3];
+            for (i, b) in insn.iter_mut().enumerate() {
+                let mut one = [0u8; 1];
+                match self.vm.mem.translate(cr3, regs.rip + i as u64) {
+                    Some(pa) if self.vm.mem.read(pa, &mut one).is_ok() => *b = one[0],
+                    _ => break,
+                }
             }
-            if let Flow::Stop(r) = self.on_cpuid(regs, cr3) {
+            let flow = if insn[..2] == [0x0f, 0xa2] {
+                self.on_cpuid(regs, cr3)
+            } else if let Some(sysret) = self
+                .sys_insn(&mut regs.clone(), cr3)
+                .filter(|i| matches!(i, SysInsn::Sysret { .. }))
+            {
+                if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Sysret) == 0 {
+                    return Flow::Continue;
+                }
+                self.on_sysret_step(sysret, regs, cr3)
+            } else {
+                return Flow::Continue;
+            };
+            if let Flow::Stop(r) = flow {
                 return Flow::Stop(r);
             }
         }
@@ -1529,7 +1835,7 @@ impl VcpuThread<'_> {
         let start = regs.rip;
         for _ in 0..100 {
             if self.kicked.load(Ordering::SeqCst) {
-                return Err("stepping CPUID: the vCPU was kicked".into());
+                return Err("stepping: the vCPU was kicked".into());
             }
             match self.vcpu.run() {
                 Ok(VcpuExit::Debug(_)) => {
@@ -1538,11 +1844,11 @@ impl VcpuThread<'_> {
                     return Ok(self.read_regs()?.0);
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Ok(other) => return Err(format!("stepping CPUID at {start:#x}: exit {other:?}")),
-                Err(e) => return Err(format!("stepping CPUID at {start:#x}: KVM_RUN: {e}")),
+                Ok(other) => return Err(format!("stepping at {start:#x}: exit {other:?}")),
+                Err(e) => return Err(format!("stepping at {start:#x}: KVM_RUN: {e}")),
             }
         }
-        Err(format!("stepping CPUID at {start:#x}: no step exit"))
+        Err(format!("stepping at {start:#x}: no step exit"))
     }
 
     /// `!cpuid` for the CPL0 CPUID at RIP: pre, then KVM executes it (one step), post.
@@ -1612,6 +1918,13 @@ impl VcpuThread<'_> {
         regs.rsp = read(56);
         regs.ss = read(64);
         let before = regs;
+        if vector == 6 {
+            let mut at = regs;
+            if let Some(insn) = self.sys_insn(&mut at, cr3) {
+                regs = at;
+                return self.on_syscall_ud(insn, live, regs, cr3);
+            }
+        }
         let handler = self.vm.image.handlers.get(vector).copied().unwrap_or(0);
         let mut short_circuited = false;
         if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Exception) != 0 {
@@ -1666,11 +1979,245 @@ impl VcpuThread<'_> {
         Flow::Continue
     }
 
+    // ---- SYSCALL / SYSRET (`!syscall`, `!sysret`: the EFER.SCE #UD trick) ----
+
+    /// The SYSCALL/SYSRET the #UD at `regs.rip` (the interrupted context) was, if it is
+    /// one the VMM emulates: SYSCALL (0F 05) at any CPL; SYSRET (0F 07, with a REX
+    /// prefix 40..4F before it; REX.W = the 64-bit form) at CPL0 with a canonical RCX.
+    /// A SYSRET at CPL3 or to a non-canonical RCX is #GP(0) on hardware; the VMM does
+    /// not turn the #UD into that #GP: it stays a #UD (`!exception`, guest handler).
+    fn sys_insn(&self, regs: &mut GuestRegs, cr3: u64) -> Option<SysInsn> {
+        let mem = &self.vm.mem;
+        if regs.rip == self.vm.image.syscall_trap && regs.cs & 3 == 3 {
+            // A CPL3 SYSCALL that landed on the trap (KVM's LSTAR): it is at RCX - 2,
+            // with R11 = its RFLAGS. Its own RCX and R11 are gone (SYSCALL clobbers
+            // them anyway).
+            let at = regs.rcx.wrapping_sub(2);
+            let mut b = [0u8; 2];
+            let ok = mem
+                .translate(cr3, at)
+                .zip(mem.translate(cr3, at + 1))
+                .is_some_and(|(x, y)| {
+                    mem.read(x, &mut b[..1]).is_ok() && mem.read(y, &mut b[1..]).is_ok()
+                });
+            if !ok || b != [0x0f, 0x05] {
+                return None;
+            }
+            regs.rip = at;
+            regs.rflags = regs.r11;
+            return Some(SysInsn::Syscall);
+        }
+        let mut b = [0u8; 3];
+        for (i, byte) in b.iter_mut().enumerate() {
+            let pa = mem.translate(cr3, regs.rip + i as u64)?;
+            let mut one = [0u8; 1];
+            if mem.read(pa, &mut one).is_err() {
+                // The last bytes may be unreadable for a 2-byte instruction.
+                break;
+            }
+            *byte = one[0];
+        }
+        let sysret_ok = regs.cs & 3 == 0 && is_canonical(regs.rcx);
+        match b {
+            [0x0f, 0x05, _] => Some(SysInsn::Syscall),
+            [0x0f, 0x07, _] if sysret_ok => Some(SysInsn::Sysret {
+                rex_w: false,
+                len: 2,
+            }),
+            [rex @ 0x40..=0x4f, 0x0f, 0x07] if sysret_ok => Some(SysInsn::Sysret {
+                rex_w: rex & 8 != 0,
+                len: 3,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A SYSCALL/SYSRET #UD reported by the stub: `!syscall` (`$context` = RAX) or
+    /// `!sysret` (`$context` = RIP of the SYSRET); pre, the VMM's emulation
+    /// ([`emulate_sys`], from the registers as the pre scripts left them), post.
+    /// Short-circuit: not emulated, the code resumes after the instruction with the
+    /// scripts' registers. The result reaches the guest through the stub's IRETQ
+    /// frame (RIP, CS, RFLAGS, RSP, SS, saved RAX/RDX) and its live registers (the
+    /// rest); the stub is answered 0 (no guest handler).
+    fn on_syscall_ud(
+        &mut self,
+        insn: SysInsn,
+        live: GuestRegs,
+        mut regs: GuestRegs,
+        cr3: u64,
+    ) -> Flow {
+        // The frame's RFLAGS has RF set (a fault pushes RF = 1): the instruction's own
+        // RFLAGS has it clear.
+        regs.rflags &= !RFLAGS_RF;
+        let before = regs;
+        let (kind, context) = match insn {
+            SysInsn::Syscall => {
+                self.exits.syscalls += 1;
+                (EventKind::Syscall, regs.rax)
+            }
+            SysInsn::Sysret { .. } => {
+                self.exits.sysrets += 1;
+                (EventKind::Sysret, regs.rip)
+            }
+        };
+        let msrs = SyscallMsrs {
+            star: self.model_msr(MSR_STAR),
+            lstar: self.model_msr(MSR_LSTAR),
+            fmask: self.model_msr(MSR_FMASK),
+        };
+        let mut short_circuited = false;
+        if self.vm.kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0 {
+            let exit = Exit::new(kind, self.cpu as u32, context);
+            let vm: &Vm = self.vm;
+            let engine = vm.engine.clone();
+            let mut view = GuestView { mem: &vm.mem, cr3 };
+            short_circuited = engine
+                .handle_exit(&exit, &mut regs, &mut view, |r, _| {
+                    emulate_sys(insn, r, &msrs)
+                })
+                .short_circuited;
+        } else {
+            emulate_sys(insn, &mut regs, &msrs);
+        }
+        if short_circuited && regs.rip == before.rip {
+            regs.rip += insn.len();
+        }
+        // The stub's IRETQ frame: rdx, rax, vector, error code, RIP, CS, RFLAGS, RSP, SS.
+        let mem = &self.vm.mem;
+        let write = |off: u64, v: u64| {
+            if let Some(pa) = mem.translate(cr3, live.rsp + off) {
+                let _ = mem.write_u64(pa, v);
+            }
+        };
+        write(0, regs.rdx);
+        write(8, regs.rax);
+        write(32, regs.rip);
+        write(40, regs.cs);
+        write(48, regs.rflags | 0x2);
+        write(56, regs.rsp);
+        write(64, regs.ss);
+        let mut out = regs;
+        out.rax = 0;
+        out.rdx = live.rdx;
+        out.rip = live.rip;
+        out.rflags = live.rflags;
+        out.rsp = live.rsp;
+        if !same_applied(&out, &live) {
+            if let Err(e) = self.write_regs(&out) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// `!sysret` for a CPL0 SYSRET found by stepping (on this KVM SYSRET does not #UD
+    /// with EFER.SCE clear: KVM runs it itself). Pre at the instruction (`$context` =
+    /// RIP), the VMM's emulation ([`emulate_sys`]), post with the emulated state; then
+    /// that state reaches the guest through the IRETQ trampoline: the VMM writes the
+    /// IRETQ frame (RIP, CS, RFLAGS, RSP, SS) at [`field::SYSRET_FRAME`] in the vCPU's
+    /// block and points RSP at it and RIP at the trampoline (KVM's IRETQ then lands at
+    /// CPL3 with RSP as before; a single step cannot be used to see it land, since
+    /// stepping stops at CPL3 on this KVM). Short-circuit: RIP moves past the SYSRET,
+    /// still at CPL0, with the scripts' registers.
+    fn on_sysret_step(&mut self, insn: SysInsn, mut regs: GuestRegs, cr3: u64) -> Flow {
+        self.exits.sysrets += 1;
+        let before = regs;
+        let msrs = SyscallMsrs {
+            star: self.model_msr(MSR_STAR),
+            lstar: self.model_msr(MSR_LSTAR),
+            fmask: self.model_msr(MSR_FMASK),
+        };
+        let exit = Exit::new(EventKind::Sysret, self.cpu as u32, regs.rip);
+        let vm: &Vm = self.vm;
+        let engine = vm.engine.clone();
+        let outcome = {
+            let mut view = GuestView { mem: &vm.mem, cr3 };
+            engine.handle_exit(&exit, &mut regs, &mut view, |r, _| {
+                emulate_sys(insn, r, &msrs)
+            })
+        };
+        let mut out = regs;
+        if outcome.short_circuited {
+            if regs.rip == before.rip {
+                out.rip += insn.len();
+            }
+        } else {
+            let frame = boot::per_cpu(self.cpu) + field::SYSRET_FRAME;
+            let slots = [regs.rip, regs.cs, regs.rflags | 0x2, regs.rsp, regs.ss];
+            for (i, v) in slots.iter().enumerate() {
+                let _ = vm.mem.write_u64(frame + 8 * i as u64, *v);
+            }
+            out.rsp = frame;
+            out.rip = vm.image.iretq_trampoline;
+            out.rflags = before.rflags;
+        }
+        if !same_applied(&out, &before) {
+            if let Err(e) = self.write_regs(&out) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A SYSCALL MSR as the VMM's model holds it (0 until the guest writes it).
+    fn model_msr(&self, index: u32) -> u64 {
+        self.msrs
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    // ---- execute hooks (`!epthook`, `!epthook2`: hardware execute breakpoints) ----
+
+    /// A hooked kernel instruction is about to execute (the breakpoint is a fault: RIP
+    /// is at it). Raise `!epthook` then `!epthook2` for the address (no stages, no
+    /// short-circuit: `$context` = RIP), apply the scripts' registers, then step over
+    /// the instruction with the breakpoints off (KVM re-reports an execute breakpoint
+    /// at the same RIP on every entry: it ignores RFLAGS.RF for host breakpoints) and
+    /// put them back.
+    fn on_breakpoint(&mut self) -> Flow {
+        let (mut regs, cr3) = match self.read_regs() {
+            Ok(r) => r,
+            Err(e) => return Flow::Stop(StopReason::Error(e)),
+        };
+        let addr = regs.rip;
+        let kinds = self.vm.kinds.load(Ordering::Relaxed);
+        for kind in [EventKind::EptHook, EventKind::EptHook2] {
+            if kinds & kind_bit(kind) != 0 {
+                let exit = Exit::new(kind, self.cpu as u32, addr);
+                let vm: &Vm = self.vm;
+                let engine = vm.engine.clone();
+                let mut view = GuestView { mem: &vm.mem, cr3 };
+                // No emulation to skip: the instruction always runs (an `event_sc` in
+                // a hook script has no effect).
+                engine.handle_exit(&exit, &mut regs, &mut view, |_, _| {});
+            }
+        }
+        if let Err(e) = self.set_debug(true, false) {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        let stepped = self.step_one(&regs);
+        if let Err(e) = self.set_debug(self.stepping, true) {
+            return Flow::Stop(StopReason::Error(e));
+        }
+        if let Err(e) = stepped {
+            return Flow::Stop(StopReason::Error(format!("execute hook at {addr:#x}: {e}")));
+        }
+        if self.stepping {
+            // `!cpuid` stepping: the instruction after the hooked one may be a CPUID.
+            return self.on_step();
+        }
+        Flow::Continue
+    }
+
     // ---- MSRs ----
 
     fn msr_read(&mut self, index: u32) -> Option<u64> {
         if index == DEMO_MSR {
             return Some(self.demo_msr);
+        }
+        if SYSCALL_MSRS.contains(&index) {
+            return Some(self.model_msr(index));
         }
         if MODELLED_MSRS.contains(&index) {
             return Some(
@@ -1696,10 +2243,20 @@ impl VcpuThread<'_> {
             self.demo_msr = value;
             return true;
         }
-        if MODELLED_MSRS.contains(&index) {
+        if MODELLED_MSRS.contains(&index) || SYSCALL_MSRS.contains(&index) {
             match self.msrs.iter_mut().find(|(i, _)| *i == index) {
                 Some(e) => e.1 = value,
                 None => self.msrs.push((index, value)),
+            }
+            if index == MSR_STAR || index == MSR_FMASK {
+                // KVM's own SYSRET (run when no `!sysret` event exists) uses its STAR.
+                if let Ok(m) = Msrs::from_entries(&[kvm_msr_entry {
+                    index,
+                    data: value,
+                    ..Default::default()
+                }]) {
+                    let _ = self.vcpu.set_msrs(&m);
+                }
             }
             return true;
         }
@@ -1787,6 +2344,80 @@ impl VcpuThread<'_> {
             }
         }
         Flow::Continue
+    }
+}
+
+const RFLAGS_RF: u64 = 1 << 16;
+
+/// A SYSCALL or SYSRET found at a #UD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SysInsn {
+    Syscall,
+    /// `rex_w`: SYSRETQ (back to 64-bit mode); `len`: 2 or 3 bytes.
+    Sysret {
+        rex_w: bool,
+        len: u64,
+    },
+}
+
+impl SysInsn {
+    fn len(self) -> u64 {
+        match self {
+            SysInsn::Syscall => 2,
+            SysInsn::Sysret { len, .. } => len,
+        }
+    }
+}
+
+/// The SYSCALL MSRs of a vCPU, from the VMM's model.
+#[derive(Clone, Copy, Debug, Default)]
+struct SyscallMsrs {
+    star: u64,
+    lstar: u64,
+    fmask: u64,
+}
+
+fn is_canonical(addr: u64) -> bool {
+    let top = addr >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// SYSCALL / SYSRET in 64-bit mode, per the Intel SDM's pseudo-code (the caller has
+/// checked the #UD/#GP conditions, `VcpuThread::sys_insn`):
+///
+/// - SYSCALL: RCX = RIP of the next instruction, R11 = RFLAGS, RIP = LSTAR,
+///   RFLAGS &= !FMASK (and RF cleared), CS = STAR\[47:32\] & 0xfffc (CPL 0),
+///   SS = STAR\[47:32\] + 8. RSP is not changed.
+/// - SYSRETQ: RIP = RCX, RFLAGS = (R11 & 0x3C7FD7) | 2, CS = (STAR\[63:48\] + 16) | 3,
+///   SS = (STAR\[63:48\] + 8) | 3 (CPL 3). 32-bit SYSRET: RIP = ECX,
+///   CS = STAR\[63:48\] | 3.
+///
+/// The selectors reach the guest through the stub's IRETQ, which loads the descriptor
+/// caches from the GDT; hardware loads fixed flat caches instead. The two agree for a
+/// GDT laid out the way SYSCALL expects (the demo's, Linux's).
+fn emulate_sys(insn: SysInsn, r: &mut GuestRegs, msrs: &SyscallMsrs) {
+    match insn {
+        SysInsn::Syscall => {
+            r.rcx = r.rip + 2;
+            r.r11 = r.rflags;
+            r.rip = msrs.lstar;
+            r.rflags = (r.rflags & !msrs.fmask & !RFLAGS_RF) | 0x2;
+            let base = (msrs.star >> 32) & 0xffff;
+            r.cs = base & 0xfffc;
+            r.ss = (base + 8) & 0xffff;
+        }
+        SysInsn::Sysret { rex_w, .. } => {
+            let base = (msrs.star >> 48) & 0xffff;
+            if rex_w {
+                r.rip = r.rcx;
+                r.cs = ((base + 16) | 3) & 0xffff;
+            } else {
+                r.rip = r.rcx & 0xffff_ffff;
+                r.cs = base | 3;
+            }
+            r.rflags = (r.r11 & 0x3c_7fd7) | 0x2;
+            r.ss = ((base + 8) | 3) & 0xffff;
+        }
     }
 }
 

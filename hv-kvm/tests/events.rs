@@ -276,9 +276,6 @@ fn uninterceptable_events_are_refused_with_the_reason() {
         "!crwrite 0",
         "!xsetbv",
         "!interrupt 0x30",
-        "!syscall",
-        "!sysret",
-        "!epthook 1000",
     ] {
         let err = vm.add_event(cmd).unwrap_err();
         let msg = err.message();
@@ -287,6 +284,28 @@ fn uninterceptable_events_are_refused_with_the_reason() {
         assert!(rendered.contains("-e:1:1: error"), "{rendered}");
     }
     assert!(vm.engine().list().is_empty());
+}
+
+#[test]
+fn syscall_sysret_and_execute_hooks_are_accepted() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let vm = Vm::new(config(1, 1), std::sync::Arc::new(hv_core::NullSink)).unwrap();
+    let hook = vm.image().hook_target;
+    for cmd in [
+        "!syscall".to_string(),
+        "!syscall 5 stage all".into(),
+        "!sysret sc on".into(),
+        format!("!epthook {hook:x}"),
+        format!("!epthook2 {hook:x}"),
+    ] {
+        vm.add_event(&cmd)
+            .unwrap_or_else(|e| panic!("{cmd}: {}", e.message()));
+    }
+    assert_eq!(vm.hooks(), vec![hook], "one debug register for one address");
+    // No stages and no short-circuit on execute hooks (hv-core's checks).
+    assert!(vm.add_event(&format!("!epthook {hook:x} sc on")).is_err());
 }
 
 #[test]
