@@ -54,6 +54,15 @@ pub struct Args {
     /// (without --seconds/--iterations the guest then runs for 60 s).
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
+    /// SYSCALLs the demo's user loop makes (RAX = 0, 1, ...), for `!syscall`/`!sysret`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    syscall_rounds: u64,
+    /// Calls of the demo kernel's hookable function, for `!epthook`/`!epthook2`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    hook_rounds: u64,
+    /// Rounds of `ud2` and a division by zero in the user loop, for `!exception`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    exception_rounds: u64,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +163,16 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    vm.set_syscall_rounds(args.syscall_rounds);
+    vm.set_hook_rounds(args.hook_rounds);
+    vm.set_exception_rounds(args.exception_rounds);
+    if args.hook_rounds > 0 {
+        println!(
+            "demo guest: hookable kernel function at {:#x} (!epthook {:x})",
+            vm.image().hook_target,
+            vm.image().hook_target
+        );
+    }
 
     let mut failed = false;
     for s in &sources {
