@@ -63,6 +63,9 @@ pub struct Args {
     /// Rounds of `ud2` and a division by zero in the user loop, for `!exception`.
     #[arg(long, default_value_t = 0, value_name = "N")]
     exception_rounds: u64,
+    /// Run event scripts on the interpreter instead of compiling them with the JIT.
+    #[arg(long)]
+    interp: bool,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +169,7 @@ pub fn run(args: Args) -> ExitCode {
     vm.set_syscall_rounds(args.syscall_rounds);
     vm.set_hook_rounds(args.hook_rounds);
     vm.set_exception_rounds(args.exception_rounds);
+    vm.set_interpreted(args.interp);
     if args.hook_rounds > 0 {
         println!(
             "demo guest: hookable kernel function at {:#x} (!epthook {:x})",

@@ -1,6 +1,8 @@
 //! Event commands to engine events: parse the HyperDbg command line (hv-core), refuse
 //! the events this KVM cannot intercept (spec/kvm.md), compile the script with
-//! script-lang, and wrap it as a [`hv_core::Script`] run by the script-lang interpreter.
+//! script-lang, and wrap it as a [`hv_core::Script`]: by default a code object compiled
+//! by the JIT and loaded into executable memory ([`JitScript`]), or IR run by the
+//! interpreter ([`InterpScript`], the reference back end).
 //!
 //! Every error is located in the command line (byte range), so a front end can render it
 //! with a caret ([`EventError::render`]). Script diagnostics are shifted by the script's
@@ -22,8 +24,108 @@ use hvscript_stdlib::Env;
 /// Fuel for one execution (loop iterations plus calls): `while (1) {}` ends with an error.
 pub const SCRIPT_FUEL: u64 = 100_000;
 
-/// A script run by script-lang's interpreter (the reference back end). The JIT-backed
-/// script replaces it once `hvscript-jit` exposes a loader.
+/// Which engine runs event scripts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScriptBackend {
+    /// Cranelift-compiled native code.
+    #[default]
+    Jit,
+    /// script-lang's interpreter.
+    Interp,
+}
+
+/// The limits of one execution, the same on both back ends.
+fn limits() -> Limits {
+    Limits {
+        fuel: SCRIPT_FUEL,
+        max_call_depth: 64,
+        stack_slots: 256,
+    }
+}
+
+fn failure(e: &hvscript_lang::RunError) -> ScriptFailure {
+    match e.kind {
+        RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
+        _ => ScriptFailure::Error(e.message()),
+    }
+}
+
+/// Whether a compiled program calls `event_sc` anywhere.
+fn calls_event_sc(program: &Program) -> bool {
+    program
+        .functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.insts)
+        .any(|i| {
+            matches!(
+                i,
+                hvscript_lang::ir::Inst::CallBuiltin {
+                    builtin: hvscript_abi::Builtin::EventSc,
+                    ..
+                }
+            )
+        })
+}
+
+/// A script compiled by the JIT: a loaded code object, run by script-lang's native runner.
+pub struct JitScript {
+    code: hvscript_jit::LoadedCode,
+    globals: Arc<Globals>,
+    uses_sc: bool,
+}
+
+thread_local! {
+    /// One native runner (and its local stack) per vCPU thread, reused across exits.
+    static RUNNER: RefCell<hvscript_lang::native::NativeRunner> = RefCell::default();
+}
+
+impl JitScript {
+    pub fn new(program: &Program, globals: Arc<Globals>) -> Result<JitScript, String> {
+        let object = hvscript_jit::Jit::new()
+            .and_then(|mut jit| jit.compile(program))
+            .map_err(|e| format!("the JIT failed: {e}"))?;
+        let code = hvscript_jit::LoadedCode::load(object)
+            .map_err(|e| format!("loading the code failed: {e}"))?;
+        Ok(JitScript {
+            code,
+            globals,
+            uses_sc: calls_event_sc(program),
+        })
+    }
+}
+
+impl Script for JitScript {
+    fn execute(
+        &self,
+        regs: &mut GuestRegs,
+        pseudo: &PseudoValues,
+        env: &mut dyn Env,
+    ) -> Result<(), ScriptFailure> {
+        let mut invocation = Invocation {
+            regs,
+            pseudo,
+            globals: &self.globals,
+            host: env,
+            limits: limits(),
+        };
+        let image = self.code.image();
+        let result = RUNNER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut runner) => runner.run(&image, &mut invocation),
+            Err(_) => hvscript_lang::native::NativeRunner::new().run(&image, &mut invocation),
+        });
+        result.map(|_| ()).map_err(|e| match e {
+            hvscript_lang::native::NativeError::Run(e) => failure(&e),
+            other => ScriptFailure::Error(other.to_string()),
+        })
+    }
+
+    fn uses_short_circuit(&self) -> bool {
+        self.uses_sc
+    }
+}
+
+/// A script run by script-lang's interpreter (the reference back end).
 pub struct InterpScript {
     program: Program,
     globals: Arc<Globals>,
@@ -52,17 +154,12 @@ impl Script for InterpScript {
         pseudo: &PseudoValues,
         env: &mut dyn Env,
     ) -> Result<(), ScriptFailure> {
-        let limits = Limits {
-            fuel: SCRIPT_FUEL,
-            max_call_depth: 64,
-            stack_slots: 256,
-        };
         let mut invocation = Invocation {
             regs,
             pseudo,
             globals: &self.globals,
             host: env,
-            limits,
+            limits: limits(),
         };
         let mut run = |interp: &mut Interpreter| interp.run(&self.program, &mut invocation);
         let result = INTERPRETER.with(|cell| match cell.try_borrow_mut() {
@@ -70,10 +167,7 @@ impl Script for InterpScript {
             // Re-entered (a script running a script): use a fresh interpreter.
             Err(_) => run(&mut Interpreter::new()),
         });
-        result.map(|_| ()).map_err(|e| match e.kind {
-            RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
-            _ => ScriptFailure::Error(e.message()),
-        })
+        result.map(|_| ()).map_err(|e| failure(&e))
     }
 
     fn uses_short_circuit(&self) -> bool {
@@ -158,6 +252,15 @@ pub struct CompiledEvent {
 /// Parses `line` as an event command, refuses what this KVM cannot intercept, and
 /// compiles its script. `globals` is the session's table of global variables.
 pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent, EventError> {
+    compile_event_with(line, globals, ScriptBackend::default())
+}
+
+/// [`compile_event`] with a chosen back end.
+pub fn compile_event_with(
+    line: &str,
+    globals: &Arc<Globals>,
+    backend: ScriptBackend,
+) -> Result<CompiledEvent, EventError> {
     let spec = parse_event_command(line).map_err(|e| {
         // An error at the very end of the line still needs one character to point at.
         let end = e.end.max(e.start + usize::from(e.start == e.end));
@@ -188,8 +291,17 @@ pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent
             let program = compile_source(text, globals, &options).map_err(|ds| EventError {
                 diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
             })?;
-            let uses_sc = text.contains("event_sc");
-            Some(Arc::new(InterpScript::new(program, globals.clone(), uses_sc)) as Arc<dyn Script>)
+            let uses_sc = calls_event_sc(&program);
+            let script: Arc<dyn Script> = match backend {
+                ScriptBackend::Jit => Arc::new(
+                    JitScript::new(&program, globals.clone())
+                        .map_err(|e| EventError::at(e, *offset, *offset + text.len(), None))?,
+                ),
+                ScriptBackend::Interp => {
+                    Arc::new(InterpScript::new(program, globals.clone(), uses_sc))
+                }
+            };
+            Some(script)
         }
     };
     Ok(CompiledEvent { spec, script })

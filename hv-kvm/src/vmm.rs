@@ -161,7 +161,7 @@ use crate::demo::{
 };
 use crate::memory::{GuestMemory, GuestView};
 use crate::monitor::{self, Slot, Watch};
-use crate::script::{compile_event, EventError};
+use crate::script::{compile_event_with, EventError, ScriptBackend};
 
 /// MSRs the VMM models itself.
 pub const MODELLED_MSRS: std::ops::RangeInclusive<u32> = 0x4000_1000..=0x4000_10ff;
@@ -347,6 +347,8 @@ pub struct Vm {
     mem: GuestMemory,
     engine: Arc<Engine>,
     globals: Arc<Globals>,
+    /// Interpret event scripts instead of compiling them (`Vm::set_interpreted`).
+    interpreted: AtomicBool,
     config: VmConfig,
     image: GuestImage,
     sync_regs: bool,
@@ -490,6 +492,7 @@ impl Vm {
             mem,
             engine: Arc::new(Engine::new(sink)),
             globals: Arc::new(Globals::default()),
+            interpreted: AtomicBool::new(false),
             config,
             image,
             sync_regs,
@@ -537,7 +540,12 @@ impl Vm {
 
     /// Parses, checks, compiles and adds an event command; works while the guest runs.
     pub fn add_event(&self, line: &str) -> Result<u64, EventError> {
-        let compiled = compile_event(line, &self.globals)?;
+        let backend = if self.interpreted.load(Ordering::Relaxed) {
+            ScriptBackend::Interp
+        } else {
+            ScriptBackend::Jit
+        };
+        let compiled = compile_event_with(line, &self.globals, backend)?;
         let whole_line = |msg: String| EventError {
             diagnostics: vec![hvscript_grammar::Diagnostic::error(
                 msg,
@@ -966,6 +974,12 @@ impl Vm {
 
     /// Sets how many times the demo kernel calls its hookable function
     /// ([`GuestImage::hook_target`], default 0). Call before [`Vm::run`].
+    /// Runs the scripts of events added from now on with the interpreter instead of the
+    /// JIT (the default).
+    pub fn set_interpreted(&self, interpreted: bool) {
+        self.interpreted.store(interpreted, Ordering::Relaxed);
+    }
+
     pub fn set_hook_rounds(&self, rounds: u64) {
         for cpu in 0..self.config.vcpus {
             let _ = self
