@@ -17,7 +17,7 @@ use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
 use hvscript_stdlib::{Env, EventOp};
 
 use crate::command::Target;
-use crate::event::{Access, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
+use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
 use crate::execution::{EventRequest, ExecutionEnv};
 use crate::guest::GuestAccess;
 use crate::output::OutputSink;
@@ -214,12 +214,12 @@ impl Engine {
             let buffer = spec
                 .options
                 .buffer
-                .map(|n| spin::Mutex::new(alloc::vec![0u8; n as usize]));
+                .map(|n| Arc::new(spin::Mutex::new(alloc::vec![0u8; n as usize])));
             let event = Event {
                 id,
                 spec,
                 script,
-                counters: Default::default(),
+                counters: Arc::new(Counters::default()),
                 buffer,
             };
             entries.push(Entry {
@@ -243,40 +243,16 @@ impl Engine {
                 .find(|e| e.event.id == id)
                 .ok_or(EngineError::UnknownEvent(id))?;
             let old = &e.event;
+            // The counters and the safe buffer belong to the event, not to one version of
+            // its script: exits still running on an older table count into the same
+            // counters, so nothing is lost across the replacement.
             let event = Event {
                 id,
                 spec: old.spec.clone(),
                 script,
-                counters: Default::default(),
-                buffer: old
-                    .spec
-                    .options
-                    .buffer
-                    .map(|n| spin::Mutex::new(alloc::vec![0u8; n as usize])),
+                counters: old.counters.clone(),
+                buffer: old.buffer.clone(),
             };
-            // Carry the counts over so `events` keeps the event's history.
-            let v = old.counters.values();
-            event.counters.pre_runs.store(v.pre_runs, Ordering::Relaxed);
-            event
-                .counters
-                .post_runs
-                .store(v.post_runs, Ordering::Relaxed);
-            event
-                .counters
-                .short_circuits
-                .store(v.short_circuits, Ordering::Relaxed);
-            event
-                .counters
-                .refused_short_circuits
-                .store(v.refused_short_circuits, Ordering::Relaxed);
-            event
-                .counters
-                .script_errors
-                .store(v.script_errors, Ordering::Relaxed);
-            event
-                .counters
-                .fuel_exhaustions
-                .store(v.fuel_exhaustions, Ordering::Relaxed);
             e.event = Arc::new(event);
             Ok(1)
         })

@@ -237,9 +237,10 @@ pub struct Event {
     pub id: u64,
     pub spec: EventSpec,
     pub script: Option<Arc<dyn Script>>,
-    pub counters: Counters,
+    /// Shared by every version of the event (see `Engine::replace_script`).
+    pub counters: Arc<Counters>,
     /// The safe buffer of `buffer SIZE`, visible to the script at `$buffer`.
-    pub buffer: Option<spin::Mutex<Vec<u8>>>,
+    pub buffer: Option<Arc<spin::Mutex<Vec<u8>>>>,
 }
 
 impl Event {
