@@ -50,6 +50,18 @@ fn failure(e: &hvscript_lang::RunError) -> ScriptFailure {
     }
 }
 
+/// Runs `f` with this vCPU thread's engine (interpreter or native runner) so its stack is
+/// reused across exits; a re-entered call (a script running a script) gets a fresh one.
+fn with_thread_engine<E: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<E>>,
+    f: impl FnOnce(&mut E) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut engine) => f(&mut engine),
+        Err(_) => f(&mut E::default()),
+    })
+}
+
 /// Whether a compiled program calls `event_sc` anywhere.
 fn calls_event_sc(program: &Program) -> bool {
     program
@@ -110,10 +122,7 @@ impl Script for JitScript {
             limits: limits(),
         };
         let image = self.code.image();
-        let result = RUNNER.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut runner) => runner.run(&image, &mut invocation),
-            Err(_) => hvscript_lang::native::NativeRunner::new().run(&image, &mut invocation),
-        });
+        let result = with_thread_engine(&RUNNER, |runner| runner.run(&image, &mut invocation));
         result.map(|_| ()).map_err(|e| match e {
             hvscript_lang::native::NativeError::Run(e) => failure(&e),
             other => ScriptFailure::Error(other.to_string()),
@@ -134,15 +143,15 @@ pub struct InterpScript {
 
 thread_local! {
     /// One interpreter (and its stack) per vCPU thread, reused across exits.
-    static INTERPRETER: RefCell<Interpreter> = RefCell::new(Interpreter::new());
+    static INTERPRETER: RefCell<Interpreter> = RefCell::default();
 }
 
 impl InterpScript {
-    pub fn new(program: Program, globals: Arc<Globals>, uses_sc: bool) -> InterpScript {
+    pub fn new(program: Program, globals: Arc<Globals>) -> InterpScript {
         InterpScript {
+            uses_sc: calls_event_sc(&program),
             program,
             globals,
-            uses_sc,
         }
     }
 }
@@ -161,11 +170,8 @@ impl Script for InterpScript {
             host: env,
             limits: limits(),
         };
-        let mut run = |interp: &mut Interpreter| interp.run(&self.program, &mut invocation);
-        let result = INTERPRETER.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut interp) => run(&mut interp),
-            // Re-entered (a script running a script): use a fresh interpreter.
-            Err(_) => run(&mut Interpreter::new()),
+        let result = with_thread_engine(&INTERPRETER, |interp| {
+            interp.run(&self.program, &mut invocation)
         });
         result.map(|_| ()).map_err(|e| failure(&e))
     }
@@ -291,15 +297,12 @@ pub fn compile_event_with(
             let program = compile_source(text, globals, &options).map_err(|ds| EventError {
                 diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
             })?;
-            let uses_sc = calls_event_sc(&program);
             let script: Arc<dyn Script> = match backend {
                 ScriptBackend::Jit => Arc::new(
                     JitScript::new(&program, globals.clone())
                         .map_err(|e| EventError::at(e, *offset, *offset + text.len(), None))?,
                 ),
-                ScriptBackend::Interp => {
-                    Arc::new(InterpScript::new(program, globals.clone(), uses_sc))
-                }
+                ScriptBackend::Interp => Arc::new(InterpScript::new(program, globals.clone())),
             };
             Some(script)
         }
