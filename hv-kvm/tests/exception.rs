@@ -12,13 +12,7 @@ use hv_kvm::*;
 const ROUNDS: u64 = 5;
 
 fn run_exc(events: &[&str]) -> (Vm, Vec<u64>, RunReport, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let vm = Vm::new(config(1, 10), sink.clone()).unwrap();
-    vm.set_exception_rounds(ROUNDS);
-    let ids = events.iter().map(|e| vm.add_event(e).unwrap()).collect();
-    let report = vm.run().unwrap();
-    assert_eq!(report.vcpus[0].stop, StopReason::GuestExit(0), "{report:?}");
-    (vm, ids, report, sink)
+    run_prepared(config(1, 10), events, |vm| vm.set_exception_rounds(ROUNDS))
 }
 
 #[test]

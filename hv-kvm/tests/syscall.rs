@@ -15,18 +15,9 @@ use hv_kvm::*;
 const ROUNDS: u64 = 8;
 
 fn run_sc(vcpus: usize, events: &[&str]) -> (Vm, Vec<u64>, RunReport, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let vm = Vm::new(config(vcpus, 10), sink.clone()).unwrap();
-    vm.set_syscall_rounds(ROUNDS);
-    let ids = events
-        .iter()
-        .map(|e| vm.add_event(e).unwrap_or_else(|err| panic!("{e}: {err}")))
-        .collect();
-    let report = vm.run().unwrap();
-    for v in &report.vcpus {
-        assert_eq!(v.stop, StopReason::GuestExit(0), "{report:?}");
-    }
-    (vm, ids, report, sink)
+    run_prepared(config(vcpus, 10), events, |vm| {
+        vm.set_syscall_rounds(ROUNDS)
+    })
 }
 
 fn result_sum(numbers: impl Iterator<Item = u64>) -> u64 {

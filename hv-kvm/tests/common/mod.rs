@@ -69,8 +69,19 @@ pub fn config(vcpus: usize, iterations: u64) -> VmConfig {
 /// Builds a VM, adds `events`, runs it; returns the VM (for counters), the report and
 /// the recorded output. Panics with the event's message if an event is refused.
 pub fn run_with(cfg: VmConfig, events: &[&str]) -> (Vm, Vec<u64>, RunReport, Arc<RecordingSink>) {
+    run_prepared(cfg, events, |_| {})
+}
+
+/// [`run_with`], with `prepare` applied to the VM before the events are added (the demo
+/// guest's opt-in parts: `set_syscall_rounds`, `set_hook_rounds`, ...).
+pub fn run_prepared(
+    cfg: VmConfig,
+    events: &[&str],
+    prepare: impl FnOnce(&Vm),
+) -> (Vm, Vec<u64>, RunReport, Arc<RecordingSink>) {
     let sink = Arc::new(RecordingSink::default());
     let vm = Vm::new(cfg, sink.clone()).expect("VM setup");
+    prepare(&vm);
     let ids = events
         .iter()
         .map(|e| vm.add_event(e).unwrap_or_else(|err| panic!("{e}: {err}")))
