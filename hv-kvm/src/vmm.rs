@@ -1434,6 +1434,18 @@ impl VcpuThread<'_> {
     }
 
     /// Writes the general registers back (into the guest on the next KVM_RUN).
+    /// Writes the scripts' registers back if they changed anything the VMM applies
+    /// (compared with `reference`, the state KVM already has), then lets the vCPU go on;
+    /// a failed write stops it.
+    fn write_back(&mut self, regs: &GuestRegs, reference: &GuestRegs) -> Flow {
+        if !same_applied(regs, reference) {
+            if let Err(e) = self.write_regs(regs) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
     fn write_regs(&mut self, g: &GuestRegs) -> Result<(), String> {
         if self.vm.sync_regs {
             let run = self.vcpu.get_kvm_run();
@@ -1793,12 +1805,7 @@ impl VcpuThread<'_> {
             }
         }
         let reference = completed.unwrap_or(before);
-        if !same_applied(&regs, &reference) {
-            if let Err(e) = self.write_regs(&regs) {
-                return Flow::Stop(StopReason::Error(e));
-            }
-        }
-        Flow::Continue
+        self.write_back(&regs, &reference)
     }
 
     // ---- CPUID (`!cpuid`, CPL0 single-stepping) ----
@@ -1894,12 +1901,7 @@ impl VcpuThread<'_> {
             regs.rip = before.rip + 2;
         }
         let reference = completed.unwrap_or(before);
-        if !same_applied(&regs, &reference) {
-            if let Err(e) = self.write_regs(&regs) {
-                return Flow::Stop(StopReason::Error(e));
-            }
-        }
-        Flow::Continue
+        self.write_back(&regs, &reference)
     }
 
     // ---- exceptions (`!exception`, the VMM-owned IDT stubs) ----
@@ -1985,12 +1987,7 @@ impl VcpuThread<'_> {
         out.rip = live.rip;
         out.rflags = live.rflags;
         out.rsp = live.rsp;
-        if !same_applied(&out, &live) {
-            if let Err(e) = self.write_regs(&out) {
-                return Flow::Stop(StopReason::Error(e));
-            }
-        }
-        Flow::Continue
+        self.write_back(&out, &live)
     }
 
     // ---- SYSCALL / SYSRET (`!syscall`, `!sysret`: the EFER.SCE #UD trick) ----
@@ -2116,12 +2113,7 @@ impl VcpuThread<'_> {
         out.rip = live.rip;
         out.rflags = live.rflags;
         out.rsp = live.rsp;
-        if !same_applied(&out, &live) {
-            if let Err(e) = self.write_regs(&out) {
-                return Flow::Stop(StopReason::Error(e));
-            }
-        }
-        Flow::Continue
+        self.write_back(&out, &live)
     }
 
     /// `!sysret` for a CPL0 SYSRET found by stepping (on this KVM SYSRET does not #UD
@@ -2165,12 +2157,7 @@ impl VcpuThread<'_> {
             out.rip = vm.image.iretq_trampoline;
             out.rflags = before.rflags;
         }
-        if !same_applied(&out, &before) {
-            if let Err(e) = self.write_regs(&out) {
-                return Flow::Stop(StopReason::Error(e));
-            }
-        }
-        Flow::Continue
+        self.write_back(&out, &before)
     }
 
     /// A SYSCALL MSR as the VMM's model holds it (0 until the guest writes it).
