@@ -26,35 +26,59 @@ use crate::{GuestRegs, PseudoValues};
 /// already in its frame of the local stack (see [`ExecCtx::sp`]).
 pub type EntryFn = unsafe extern "C" fn(ctx: *mut ExecCtx) -> u64;
 
-/// One entry of the built-in table: `(ctx, builtin id, error-site id, args, arg count)`.
+/// One entry of the built-in table: `(ctx, call-site record, argument values)`.
 ///
-/// `args` points to `nargs` [`CallArg`]s. On failure the function records the error in the
-/// context ([`ExecError::Builtin`] + `site`) and returns 0; compiled code checks
-/// [`ExecCtx::error_kind`] after every call.
-pub type BuiltinFn = unsafe extern "C" fn(
-    ctx: *mut ExecCtx,
-    builtin: u32,
-    site: u32,
-    args: *const CallArg,
-    nargs: u64,
-) -> u64;
+/// `call` is the rodata offset of the call site's [`call_record`] (which built-in, the
+/// error-site id, and a tag per argument); `args` points to one `u64` per argument: the
+/// value, or for a string literal the rodata offset of its [`string_record`]. A call site
+/// costs compiled code one constant and one store per argument. On failure the function
+/// records the error in the context ([`ExecError::Builtin`] + the site) and returns 0;
+/// compiled code checks [`ExecCtx::error_kind`] after every call.
+pub type BuiltinFn = unsafe extern "C" fn(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64;
 
-/// One argument of a built-in call as compiled code passes it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CallArg {
-    /// One of the `ARG_*` tags.
-    pub tag: u64,
-    /// The value, or for a string the byte offset of its record in the rodata.
-    pub value: u64,
+/// Argument tag in a [`call_record`]: a 64-bit value.
+pub const ARG_VALUE: u8 = 0;
+/// Argument tag: a narrow string literal; the value is a rodata offset.
+pub const ARG_NARROW_STR: u8 = 1;
+/// Argument tag: a wide string literal; the value is a rodata offset.
+pub const ARG_WIDE_STR: u8 = 2;
+
+/// A built-in call site as [`call_record`] reads it from the rodata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallRecord<'a> {
+    /// [`crate::Builtin::id`] of the callee.
+    pub builtin: u16,
+    /// The error-site id reported when the call fails.
+    pub site: u32,
+    /// One `ARG_*` tag per argument.
+    pub tags: &'a [u8],
 }
 
-/// [`CallArg::tag`]: a 64-bit value.
-pub const ARG_VALUE: u64 = 0;
-/// [`CallArg::tag`]: a narrow string literal; the value is a rodata offset.
-pub const ARG_NARROW_STR: u64 = 1;
-/// [`CallArg::tag`]: a wide string literal; the value is a rodata offset.
-pub const ARG_WIDE_STR: u64 = 2;
+/// The 8-byte head of a call-site record: `u32 site, u16 builtin, u16 nargs`; the
+/// `nargs` tag bytes follow it.
+pub fn call_record_head(site: u32, builtin: u16, nargs: u16) -> [u8; 8] {
+    let mut head = [0u8; 8];
+    head[0..4].copy_from_slice(&site.to_le_bytes());
+    head[4..6].copy_from_slice(&builtin.to_le_bytes());
+    head[6..8].copy_from_slice(&nargs.to_le_bytes());
+    head
+}
+
+/// Reads the call-site record at `offset` of a code object's rodata, or `None` when it
+/// does not fit.
+pub fn call_record(rodata: &[u8], offset: u64) -> Option<CallRecord<'_>> {
+    let off = usize::try_from(offset).ok()?;
+    let head = rodata.get(off..off.checked_add(8)?)?;
+    let site = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let builtin = u16::from_le_bytes([head[4], head[5]]);
+    let nargs = u16::from_le_bytes([head[6], head[7]]) as usize;
+    let tags = rodata.get(off + 8..(off + 8).checked_add(nargs)?)?;
+    Some(CallRecord {
+        builtin,
+        site,
+        tags,
+    })
+}
 
 /// Why compiled code stopped (stored in [`ExecCtx::error_kind`]; 0 = no error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -6,7 +6,8 @@
 //! as in the interpreter); locals live in the frame `stack[sp..sp + locals]` of the context's
 //! local stack; registers, pseudo-registers and globals are loads and stores at fixed
 //! offsets from the context's pointers. Built-ins are called through the context's table
-//! with their arguments in a stack slot ([`hvscript_abi::CallArg`]s); user functions through
+//! with their argument values in a stack slot and a call-site record in the rodata
+//! ([`hvscript_abi::exec::call_record`]); user functions through
 //! the entry table. Failing operations check their operands, store the error kind, site id
 //! and value in the context and return 0; callers check the context's error kind after
 //! every call and return too. Nothing refers to an absolute address, and the compile fails
@@ -27,7 +28,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use hvscript_abi::exec::{ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::exec::{call_record_head, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
 use hvscript_abi::{ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
@@ -178,6 +179,7 @@ impl Jit {
         };
         let (rodata, strings) = build_rodata(&program.strings)?;
         let mut shared = Shared {
+            rodata,
             program,
             strings: &strings,
             sites: vec![main.span],
@@ -190,6 +192,7 @@ impl Jit {
                 .max()
                 .unwrap_or(0),
             call_conv: self.isa.default_call_conv(),
+            locals_in_memory: takes_local_addresses(program),
         };
         let mut code = Vec::new();
         let mut functions = Vec::with_capacity(program.functions.len());
@@ -238,6 +241,7 @@ impl Jit {
             code.extend_from_slice(bytes);
         }
         let Shared {
+            rodata,
             sites,
             mut builtins,
             global_slots,
@@ -295,7 +299,7 @@ fn entry_signature(call_conv: CallConv) -> Signature {
 
 fn builtin_signature(call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
-    for t in [I64, I32, I32, I64, I64] {
+    for t in [I64, I64, I64] {
         sig.params.push(AbiParam::new(t));
     }
     sig.returns.push(AbiParam::new(I64));
@@ -304,6 +308,8 @@ fn builtin_signature(call_conv: CallConv) -> Signature {
 
 /// State shared by the functions of one program.
 struct Shared<'p> {
+    /// String records, then the call-site records translation appends.
+    rodata: Vec<u8>,
     program: &'p Program,
     strings: &'p [StringInfo],
     sites: Vec<Span>,
@@ -311,9 +317,27 @@ struct Shared<'p> {
     builtins: Vec<u16>,
     global_slots: u32,
     call_conv: CallConv,
+    /// See [`takes_local_addresses`].
+    locals_in_memory: bool,
 }
 
 impl Shared<'_> {
+    /// Appends a built-in call-site record to the rodata; returns its offset.
+    fn call_record(&mut self, site: u32, builtin: u16, tags: &[u8]) -> Result<u32, JitError> {
+        while !self.rodata.len().is_multiple_of(4) {
+            self.rodata.push(0);
+        }
+        let offset = u32::try_from(self.rodata.len())
+            .map_err(|_| JitError::InvalidProgram("read-only data too large".into()))?;
+        let nargs = u16::try_from(tags.len()).map_err(|_| {
+            JitError::InvalidProgram("built-in call with too many arguments".into())
+        })?;
+        self.rodata
+            .extend_from_slice(&call_record_head(site, builtin, nargs));
+        self.rodata.extend_from_slice(tags);
+        Ok(offset)
+    }
+
     fn site(&mut self, span: Span) -> u32 {
         let next = self.sites.len() as u32;
         let id = *self.site_ids.entry((span.start, span.end)).or_insert(next);
@@ -340,6 +364,12 @@ struct Tx<'a, 'b, 'p> {
     shared: &'b mut Shared<'p>,
     func: &'b Function,
     temps: Vec<Variable>,
+    /// Locals whose address is never taken live in Cranelift variables; the others in the
+    /// frame, where `&x` can reach them.
+    local_vars: Vec<Option<Variable>>,
+    /// The temp defined by the last comparison of the current block and its `i8` result,
+    /// so a branch on it tests the flags directly instead of a widened copy.
+    last_cmp: Option<(u32, Value)>,
     /// Temps known to hold a constant in the current block (checks on constant shift
     /// counts and divisors are decided at compile time).
     known: Vec<Option<u64>>,
@@ -376,7 +406,7 @@ fn translate(
     b.switch_to_block(entry);
     let ctx = b.block_params(entry)[0];
     // Load only the context pointers this function uses (unused loads survive opt none).
-    let uses = Uses::of(func);
+    let uses = Uses::of(func, shared.locals_in_memory);
     let zero = b.ins().iconst(I64, 0);
     let load_ptr = |b: &mut FunctionBuilder<'_>, used: bool, o: i32| {
         if used {
@@ -405,7 +435,37 @@ fn translate(
             v
         })
         .collect();
-    let blocks: Vec<_> = func.blocks.iter().map(|_| b.create_block()).collect();
+    let local_vars: Vec<Option<Variable>> = (0..func.locals)
+        .map(|slot| {
+            if shared.locals_in_memory {
+                return None;
+            }
+            let v = b.declare_var(I64);
+            // Parameters arrive in the frame (the caller stored them); the rest start at 0.
+            let init = if slot < func.params {
+                b.ins().load(I64, mem(), frame, (slot * 8) as i32)
+            } else {
+                zero
+            };
+            b.def_var(v, init);
+            Some(v)
+        })
+        .collect();
+    // Blocks that only jump elsewhere are not created: branches go to where they lead.
+    let targets = jump_targets(func);
+    let mut blocks: Vec<_> = Vec::with_capacity(func.blocks.len());
+    for (i, _) in func.blocks.iter().enumerate() {
+        let block = if targets[i] == i {
+            b.create_block()
+        } else {
+            // Filled in below once the final target's block exists.
+            entry
+        };
+        blocks.push(block);
+    }
+    for i in 0..blocks.len() {
+        blocks[i] = blocks[targets[i]];
+    }
     b.ins().jump(blocks[0], &[]);
 
     let raise = b.create_block();
@@ -422,6 +482,8 @@ fn translate(
         func,
         known: vec![None; temps.len()],
         temps,
+        local_vars,
+        last_cmp: None,
         blocks,
         ctx,
         regs,
@@ -438,7 +500,9 @@ fn translate(
         entry_sig: None,
     };
     for (i, block) in func.blocks.iter().enumerate() {
-        tx.block(i, block)?;
+        if targets[i] == i {
+            tx.block(i, block)?;
+        }
     }
     // The error exits.
     let b = &mut tx.b;
@@ -470,7 +534,7 @@ struct Uses {
 }
 
 impl Uses {
-    fn of(func: &Function) -> Uses {
+    fn of(func: &Function, locals_in_memory: bool) -> Uses {
         let mut u = Uses::default();
         for inst in func.blocks.iter().flat_map(|b| &b.insts) {
             match inst {
@@ -480,7 +544,7 @@ impl Uses {
                     u.globals = true
                 }
                 Inst::LoadLocal { .. } | Inst::StoreLocal { .. } | Inst::AddrLocal { .. } => {
-                    u.frame = true
+                    u.frame |= locals_in_memory
                 }
                 Inst::CallBuiltin { .. } => u.builtins = true,
                 Inst::CallUser { .. } => {
@@ -490,8 +554,46 @@ impl Uses {
                 _ => {}
             }
         }
+        // Parameters arrive in the frame.
+        u.frame |= func.params > 0;
         u
     }
+}
+
+/// Whether the program takes the address of any local. Pointer arithmetic from one
+/// local's address reaches the others and, past the frame, the frames of callees (which
+/// the interpreter keeps after they return), so then every local of every function lives
+/// in the local stack, exactly where the interpreter keeps it.
+fn takes_local_addresses(program: &Program) -> bool {
+    program
+        .functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.insts)
+        .any(|i| matches!(i, Inst::AddrLocal { .. }))
+}
+
+/// For every block, the block control really reaches from it: an empty block ending in a
+/// jump forwards to its target's target (cycles of empty blocks stay as they are).
+fn jump_targets(func: &Function) -> Vec<usize> {
+    let forward = |i: usize| match (&func.blocks[i].insts[..], &func.blocks[i].term) {
+        ([], Terminator::Jump(t)) if i != 0 => Some(*t as usize),
+        _ => None,
+    };
+    (0..func.blocks.len())
+        .map(|start| {
+            let mut at = start;
+            for _ in 0..func.blocks.len() {
+                match forward(at) {
+                    Some(next) if next != start => at = next,
+                    // `start` is on a cycle of empty blocks: keep it.
+                    Some(_) => return start,
+                    None => return at,
+                }
+            }
+            start
+        })
+        .collect()
 }
 
 /// Checks every index in `func` so translation cannot go out of range.
@@ -611,6 +713,9 @@ impl Tx<'_, '_, '_> {
     fn set(&mut self, t: u32, v: Value) {
         self.b.def_var(self.temps[t as usize], v);
         self.known[t as usize] = None;
+        if self.last_cmp.is_some_and(|(c, _)| c == t) {
+            self.last_cmp = None;
+        }
     }
 
     fn known(&self, t: u32) -> Option<u64> {
@@ -651,6 +756,7 @@ impl Tx<'_, '_, '_> {
     fn block(&mut self, i: usize, block: &IrBlock) -> Result<(), JitError> {
         self.b.switch_to_block(self.blocks[i]);
         self.known.iter_mut().for_each(|k| *k = None);
+        self.last_cmp = None;
         for inst in &block.insts {
             self.inst(inst)?;
         }
@@ -663,7 +769,10 @@ impl Tx<'_, '_, '_> {
                 then,
                 otherwise,
             } => {
-                let c = self.get(*cond);
+                let c = match self.last_cmp {
+                    Some((t, flag)) if t == *cond => flag,
+                    _ => self.get(*cond),
+                };
                 let (t, o) = (
                     self.blocks[*then as usize],
                     self.blocks[*otherwise as usize],
@@ -708,15 +817,23 @@ impl Tx<'_, '_, '_> {
                 self.set(*dst, v);
             }
             Inst::LoadLocal { dst, slot } => {
-                let v = self
-                    .b
-                    .ins()
-                    .load(I64, mem(), self.frame, (*slot * 8) as i32);
+                let v = match self.local_vars[*slot as usize] {
+                    Some(var) => self.b.use_var(var),
+                    None => self
+                        .b
+                        .ins()
+                        .load(I64, mem(), self.frame, (*slot * 8) as i32),
+                };
                 self.set(*dst, v);
             }
             Inst::StoreLocal { slot, src } => {
                 let v = self.get(*src);
-                self.b.ins().store(mem(), v, self.frame, (*slot * 8) as i32);
+                match self.local_vars[*slot as usize] {
+                    Some(var) => self.b.def_var(var, v),
+                    None => {
+                        self.b.ins().store(mem(), v, self.frame, (*slot * 8) as i32);
+                    }
+                }
             }
             Inst::LoadGlobal { dst, slot } => {
                 self.note_global(*slot);
@@ -734,15 +851,18 @@ impl Tx<'_, '_, '_> {
                     .store(mem(), v, self.globals, global_offset(*slot)?);
             }
             Inst::AddrLocal { dst, slot } => {
-                let v = self.b.ins().iadd_imm_s(self.frame, (*slot as i64) * 8);
+                let v = match *slot {
+                    0 => self.frame,
+                    s => self.b.ins().iadd_imm_s(self.frame, (s as i64) * 8),
+                };
                 self.set(*dst, v);
             }
             Inst::AddrGlobal { dst, slot } => {
                 self.note_global(*slot);
-                let v = self
-                    .b
-                    .ins()
-                    .iadd_imm_s(self.globals, global_offset(*slot)? as i64);
+                let v = match global_offset(*slot)? {
+                    0 => self.globals,
+                    o => self.b.ins().iadd_imm_s(self.globals, o as i64),
+                };
                 self.set(*dst, v);
             }
             Inst::Unary { dst, op, src } => {
@@ -765,8 +885,11 @@ impl Tx<'_, '_, '_> {
                 span,
             } => {
                 let (a, c) = (self.get(*lhs), self.get(*rhs));
-                let v = self.binary(*op, a, c, self.known(*rhs), *span);
+                let (v, flag) = self.binary(*op, a, c, self.known(*rhs), *span);
                 self.set(*dst, v);
+                if let Some(flag) = flag {
+                    self.last_cmp = Some((*dst, flag));
+                }
             }
             Inst::CallBuiltin {
                 dst,
@@ -774,7 +897,7 @@ impl Tx<'_, '_, '_> {
                 args,
                 span,
             } => {
-                let v = self.call_builtin(builtin.id(), args, *span);
+                let v = self.call_builtin(builtin.id(), args, *span)?;
                 if let Some(d) = dst {
                     self.set(*d, v);
                 }
@@ -840,11 +963,30 @@ impl Tx<'_, '_, '_> {
         self.b.ins().store(mem(), merged, self.regs, o);
     }
 
-    fn binary(&mut self, op: BinaryOp, a: Value, c: Value, rhs: Option<u64>, span: Span) -> Value {
-        let cmp = |tx: &mut Self, cc: IntCC| {
-            let r = tx.b.ins().icmp(cc, a, c);
-            tx.b.ins().uextend(I64, r)
+    /// The result, and for comparisons also the `i8` flag it widens.
+    fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: Value,
+        c: Value,
+        rhs: Option<u64>,
+        span: Span,
+    ) -> (Value, Option<Value>) {
+        let cc = match op {
+            BinaryOp::Eq => IntCC::Equal,
+            BinaryOp::Ne => IntCC::NotEqual,
+            BinaryOp::Lt => IntCC::SignedLessThan,
+            BinaryOp::Le => IntCC::SignedLessThanOrEqual,
+            BinaryOp::Gt => IntCC::SignedGreaterThan,
+            BinaryOp::Ge => IntCC::SignedGreaterThanOrEqual,
+            _ => return (self.arith(op, a, c, rhs, span), None),
         };
+        // A constant `c` is still an `iconst`, which instruction selection folds.
+        let flag = self.b.ins().icmp(cc, a, c);
+        (self.b.ins().uextend(I64, flag), Some(flag))
+    }
+
+    fn arith(&mut self, op: BinaryOp, a: Value, c: Value, rhs: Option<u64>, span: Span) -> Value {
         match op {
             BinaryOp::Add => self.b.ins().iadd(a, c),
             BinaryOp::Sub => self.b.ins().isub(a, c),
@@ -874,11 +1016,10 @@ impl Tx<'_, '_, '_> {
             }
             // A constant count in range cannot fail.
             BinaryOp::Shl | BinaryOp::Shr if rhs.is_some_and(|n| n <= 63) => {
-                let n = rhs.unwrap_or(0) as i64;
                 if op == BinaryOp::Shl {
-                    self.b.ins().ishl_imm_s(a, n)
+                    self.b.ins().ishl(a, c)
                 } else {
-                    self.b.ins().sshr_imm_s(a, n)
+                    self.b.ins().sshr(a, c)
                 }
             }
             BinaryOp::Shl | BinaryOp::Shr => {
@@ -894,25 +1035,25 @@ impl Tx<'_, '_, '_> {
             BinaryOp::And => self.b.ins().band(a, c),
             BinaryOp::Or => self.b.ins().bor(a, c),
             BinaryOp::Xor => self.b.ins().bxor(a, c),
-            BinaryOp::Eq => cmp(self, IntCC::Equal),
-            BinaryOp::Ne => cmp(self, IntCC::NotEqual),
-            BinaryOp::Lt => cmp(self, IntCC::SignedLessThan),
-            BinaryOp::Le => cmp(self, IntCC::SignedLessThanOrEqual),
-            BinaryOp::Gt => cmp(self, IntCC::SignedGreaterThan),
-            BinaryOp::Ge => cmp(self, IntCC::SignedGreaterThanOrEqual),
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => unreachable!("comparisons are handled by `binary`"),
         }
     }
 
-    fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Value {
+    fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Result<Value, JitError> {
         let site = self.shared.site(span);
         self.shared.builtins.push(id);
+        let mut tags = Vec::with_capacity(args.len());
         let addr = if args.is_empty() {
             self.b.ins().iconst(I64, 0)
         } else {
             let slot = self.args_slot();
             let base = self.b.ins().stack_addr(I64, slot, 0);
             for (i, a) in args.iter().enumerate() {
-                let at = (i * 16) as i32;
                 let (tag, value) = match a {
                     Operand::Temp(t) => (ARG_VALUE, self.get(*t)),
                     Operand::Str(s) => {
@@ -925,12 +1066,12 @@ impl Tx<'_, '_, '_> {
                         (tag, self.b.ins().iconst(I64, info.offset as i64))
                     }
                 };
-                let tag = self.b.ins().iconst(I64, tag as i64);
-                self.b.ins().store(mem(), tag, base, at);
-                self.b.ins().store(mem(), value, base, at + 8);
+                tags.push(tag);
+                self.b.ins().store(mem(), value, base, (i * 8) as i32);
             }
             base
         };
+        let record = self.shared.call_record(site, id, &tags)?;
         let sig = match self.builtin_sig {
             Some(s) => s,
             None => {
@@ -945,16 +1086,14 @@ impl Tx<'_, '_, '_> {
             .b
             .ins()
             .load(I64, mem_const(), self.builtins, id as i32 * 8);
-        let idv = self.b.ins().iconst(I32, id as i64);
-        let sitev = self.b.ins().iconst(I32, site as i64);
-        let n = self.b.ins().iconst(I64, args.len() as i64);
+        let record = self.b.ins().iconst(I64, record as i64);
         let call = self
             .b
             .ins()
-            .call_indirect(sig, fnptr, &[self.ctx, idv, sitev, addr, n]);
+            .call_indirect(sig, fnptr, &[self.ctx, record, addr]);
         let v = self.b.inst_results(call)[0];
         self.unwind_on_error();
-        v
+        Ok(v)
     }
 
     /// One stack slot per function, big enough for the widest built-in call.
@@ -976,7 +1115,7 @@ impl Tx<'_, '_, '_> {
             .max(1);
         let s = self.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
-            (max_args * 16) as u32,
+            (max_args * 8) as u32,
             3,
         ));
         self.args_slot = Some(s);

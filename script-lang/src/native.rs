@@ -14,8 +14,8 @@ use core::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 
-use hvscript_abi::exec::{string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
-use hvscript_abi::{Builtin, BuiltinFn, CallArg, EntryFn, ExecCtx, ExecError};
+use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::{Builtin, BuiltinFn, EntryFn, ExecCtx, ExecError};
 use hvscript_grammar::ast::Span;
 use hvscript_stdlib::{Arg, Env, ScriptError};
 
@@ -227,83 +227,85 @@ pub fn builtin_table() -> &'static [BuiltinFn] {
 static BUILTINS: [BuiltinFn; Builtin::ALL.len()] = [call_builtin; Builtin::ALL.len()];
 
 /// Records a failed built-in in the context.
-fn record(ctx: &mut ExecCtx, host: &mut HostState<'_>, site: u32, e: ScriptError) -> u64 {
+fn record_error(ctx: &mut ExecCtx, host: &mut HostState<'_>, site: u32, e: ScriptError) -> u64 {
     host.error = Some(e);
     ctx.error_kind = ExecError::Builtin as u32;
     ctx.error_site = site;
     0
 }
 
-/// The one entry of the built-in table: decodes the arguments, routes `&local` and
-/// `&.global` addresses to the script's own memory, calls the stdlib, stores any error.
+/// The one entry of the built-in table: decodes the call-site record and the arguments,
+/// routes `&local` and `&.global` addresses to the script's own memory, calls the stdlib,
+/// stores any error.
 ///
 /// # Safety
 /// Called by compiled code only, with the context of a run started by
-/// [`NativeRunner::run`] and `args` pointing to `nargs` initialised [`CallArg`]s.
-unsafe extern "C" fn call_builtin(
-    ctx: *mut ExecCtx,
-    id: u32,
-    site: u32,
-    args: *const CallArg,
-    nargs: u64,
-) -> u64 {
+/// [`NativeRunner::run`], `call` the rodata offset of a call-site record, and `args`
+/// pointing to as many initialised `u64`s as the record has tags.
+unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64 {
     // SAFETY: compiled code passes the context `NativeRunner::run` made; no other
     // reference to it is live while compiled code is suspended in this call.
     let ctx = unsafe { &mut *ctx };
     // SAFETY: `ctx.host` is the `HostState` on `NativeRunner::run`'s frame, alive for the
     // whole run and not otherwise borrowed while compiled code runs.
     let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
-    let raw: &[CallArg] = if nargs == 0 || args.is_null() {
+    let rodata = host.rodata;
+    let corrupt = |reason| ScriptError::Unavailable {
+        builtin: Builtin::Reference,
+        reason,
+    };
+    let Some(record) = call_record(rodata, call) else {
+        let e = corrupt("corrupt code object: call-site record outside its read-only data");
+        return record_error(ctx, host, 0, e);
+    };
+    let site = record.site;
+    let Some(b) = Builtin::from_id(record.builtin) else {
+        let e = corrupt("corrupt code object: unknown built-in id");
+        return record_error(ctx, host, site, e);
+    };
+    let raw: &[u64] = if record.tags.is_empty() || args.is_null() {
         &[]
     } else {
-        // SAFETY: compiled code stores `nargs` arguments in a stack slot of its frame and
+        // SAFETY: compiled code stores one value per tag in a stack slot of its frame and
         // passes its (non-null, aligned) address.
-        unsafe { std::slice::from_raw_parts(args, nargs as usize) }
+        unsafe { std::slice::from_raw_parts(args, record.tags.len()) }
     };
-    let Some(b) = u16::try_from(id).ok().and_then(Builtin::from_id) else {
-        let e = ScriptError::Unavailable {
-            builtin: Builtin::Reference,
-            reason: "corrupt code object: unknown built-in id",
-        };
-        return record(ctx, host, site, e);
-    };
-    let rodata = host.rodata;
     let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
     let mut wide: Vec<Vec<u16>> = Vec::new();
-    for a in raw {
-        if a.tag == ARG_WIDE_STR {
-            match string_record(rodata, a.value, true) {
+    for (&tag, &value) in record.tags.iter().zip(raw) {
+        if tag == ARG_WIDE_STR {
+            match string_record(rodata, value, true) {
                 Some(bytes) => wide.push(
                     bytes
                         .chunks_exact(2)
                         .map(|c| u16::from_le_bytes([c[0], c[1]]))
                         .collect(),
                 ),
-                None => wide.push(Vec::new()),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
             }
         }
     }
     let mut decoded: Vec<Arg<'_>> = Vec::with_capacity(raw.len());
     let mut wide_iter = wide.iter();
-    for a in raw {
-        let arg = match a.tag {
+    for (&tag, &value) in record.tags.iter().zip(raw) {
+        let arg = match tag {
             ARG_VALUE => {
                 // A built-in given an address inside the local stack may write anywhere in
                 // it: the whole stack must be zeroed before the next run.
-                if (stack_lo..stack_hi).contains(&a.value) {
+                if (stack_lo..stack_hi).contains(&value) {
                     ctx.stack_high = ctx.stack_slots;
                 }
-                Arg::Val(a.value)
+                Arg::Val(value)
             }
-            ARG_NARROW_STR => match string_record(rodata, a.value, false) {
+            ARG_NARROW_STR => match string_record(rodata, value, false) {
                 Some(s) => Arg::Str(s),
-                None => return record(ctx, host, site, bad_string(b, a.value)),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
             },
-            ARG_WIDE_STR => match (string_record(rodata, a.value, true), wide_iter.next()) {
-                (Some(_), Some(w)) => Arg::WStr(w),
-                _ => return record(ctx, host, site, bad_string(b, a.value)),
+            ARG_WIDE_STR => match wide_iter.next() {
+                Some(w) => Arg::WStr(w),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
             },
-            _ => return record(ctx, host, site, bad_string(b, a.value)),
+            _ => return record_error(ctx, host, site, bad_string(b, value)),
         };
         decoded.push(arg);
     }
@@ -319,7 +321,7 @@ unsafe extern "C" fn call_builtin(
         Ok(v) => v,
         Err(e) => {
             drop(decoded);
-            record(ctx, host, site, e)
+            record_error(ctx, host, site, e)
         }
     }
 }
