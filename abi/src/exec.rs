@@ -88,13 +88,22 @@ pub enum ExecError {
     /// A built-in failed; the runtime keeps the built-in's own error.
     Builtin = 1,
     DivisionByZero = 2,
-    /// `i64::MIN / -1` or `i64::MIN % -1`.
+    /// `MIN / -1` or `MIN % -1` of a signed 64-bit type.
     DivisionOverflow = 3,
     /// A shift count outside 0..=63; [`ExecCtx::error_value`] holds the count.
     ShiftCount = 4,
     FuelExhausted = 5,
     CallDepth = 6,
     StackExhausted = 7,
+    /// `MIN / -1` or `MIN % -1` of a signed 32-bit type.
+    DivisionOverflow32 = 8,
+    /// A shift count outside 0..=31 in a 32-bit type; the value holds the count.
+    ShiftCount32 = 9,
+    /// A float result that is not finite.
+    FloatRange = 10,
+    /// A float that does not fit the integer type it is converted to; the value holds
+    /// the target type's code (the IR's `ScalarTy` code).
+    FloatConversion = 11,
 }
 
 impl ExecError {
@@ -108,6 +117,10 @@ impl ExecError {
             5 => ExecError::FuelExhausted,
             6 => ExecError::CallDepth,
             7 => ExecError::StackExhausted,
+            8 => ExecError::DivisionOverflow32,
+            9 => ExecError::ShiftCount32,
+            10 => ExecError::FloatRange,
+            11 => ExecError::FloatConversion,
             _ => return None,
         })
     }

@@ -17,11 +17,11 @@ use std::collections::HashMap;
 use std::fmt;
 
 use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Function as ClifFunction, InstBuilder, MemFlagsData, Signature,
-    StackSlotData, StackSlotKind, UserFuncName, Value,
+    StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetFrontendConfig};
 use cranelift_codegen::settings::{self, Configurable};
@@ -32,7 +32,8 @@ use hvscript_abi::exec::{call_record_head, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_S
 use hvscript_abi::{ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
-    BinaryOp, Block as IrBlock, Function, Inst, Operand, Program, StrLit, Terminator, UnaryOp,
+    BinaryOp, Block as IrBlock, Function, Inst, NumTy, Operand, Program, ScalarTy, StrLit,
+    Terminator, UnaryOp,
 };
 
 use crate::layout as off;
@@ -632,7 +633,9 @@ fn check_function(program: &Program, func: &Function) -> Result<(), JitError> {
                 Inst::Const { dst, .. }
                 | Inst::ReadReg { dst, .. }
                 | Inst::ReadPseudo { dst, .. } => temp(*dst)?,
-                Inst::Copy { dst, src } | Inst::Unary { dst, src, .. } => {
+                Inst::Copy { dst, src }
+                | Inst::Unary { dst, src, .. }
+                | Inst::Convert { dst, src, .. } => {
                     temp(*dst)?;
                     temp(*src)?
                 }
@@ -646,7 +649,17 @@ fn check_function(program: &Program, func: &Function) -> Result<(), JitError> {
                     local(*slot)?
                 }
                 Inst::LoadGlobal { dst, .. } | Inst::AddrGlobal { dst, .. } => temp(*dst)?,
-                Inst::Binary { dst, lhs, rhs, .. } => {
+                Inst::Binary {
+                    dst,
+                    op,
+                    ty,
+                    lhs,
+                    rhs,
+                    ..
+                } => {
+                    if ty.is_float() && !op.works_on_floats() {
+                        return invalid(format!("{name}: {op:?} on {ty}"));
+                    }
                     temp(*dst)?;
                     temp(*lhs)?;
                     temp(*rhs)?
@@ -865,31 +878,40 @@ impl Tx<'_, '_, '_> {
                 };
                 self.set(*dst, v);
             }
-            Inst::Unary { dst, op, src } => {
+            Inst::Unary { dst, op, ty, src } => {
                 let a = self.get(*src);
-                let v = match op {
-                    UnaryOp::Neg => self.b.ins().ineg(a),
-                    UnaryOp::Not => self.b.ins().bnot(a),
-                    UnaryOp::LogNot => {
-                        let c = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
-                        self.b.ins().uextend(I64, c)
-                    }
-                };
+                let v = self.unary(*op, *ty, a);
                 self.set(*dst, v);
             }
             Inst::Binary {
                 dst,
                 op,
+                ty,
                 lhs,
                 rhs,
                 span,
             } => {
                 let (a, c) = (self.get(*lhs), self.get(*rhs));
-                let (v, flag) = self.binary(*op, a, c, self.known(*rhs), *span);
+                let (v, flag) = if ty.is_float() {
+                    self.float_binary(*op, *ty, a, c, *span)
+                } else {
+                    self.binary(*op, *ty, a, c, self.known(*rhs), *span)
+                };
                 self.set(*dst, v);
                 if let Some(flag) = flag {
                     self.last_cmp = Some((*dst, flag));
                 }
+            }
+            Inst::Convert {
+                dst,
+                src,
+                from,
+                to,
+                span,
+            } => {
+                let a = self.get(*src);
+                let v = self.convert(*from, *to, a, *span);
+                self.set(*dst, v);
             }
             Inst::CallBuiltin {
                 dst,
@@ -963,73 +985,158 @@ impl Tx<'_, '_, '_> {
         self.b.ins().store(mem(), merged, self.regs, o);
     }
 
-    /// The result, and for comparisons also the `i8` flag it widens.
+    /// Truncates a 64-bit word to the integer type `ty` and extends it back.
+    fn normalize(&mut self, ty: NumTy, v: Value) -> Value {
+        match ty {
+            NumTy::I32 => {
+                let low = self.b.ins().ireduce(I32, v);
+                self.b.ins().sextend(I64, low)
+            }
+            NumTy::U32 => {
+                let low = self.b.ins().ireduce(I32, v);
+                self.b.ins().uextend(I64, low)
+            }
+            _ => v,
+        }
+    }
+
+    fn unary(&mut self, op: UnaryOp, ty: NumTy, a: Value) -> Value {
+        match (op, ty) {
+            (UnaryOp::Neg | UnaryOp::LogNot, NumTy::F32 | NumTy::F64) => {
+                let x = self.word_to_float(ty, a);
+                if op == UnaryOp::Neg {
+                    let r = self.b.ins().fneg(x);
+                    self.float_to_word(ty, r)
+                } else {
+                    let zero = self.float_zero(ty);
+                    let c = self.b.ins().fcmp(FloatCC::Equal, x, zero);
+                    self.b.ins().uextend(I64, c)
+                }
+            }
+            (UnaryOp::Not, NumTy::F32) => {
+                let r = self.b.ins().bnot(a);
+                self.b.ins().band_imm_s(r, 0xffff_ffff)
+            }
+            (UnaryOp::Neg, _) => {
+                let r = self.b.ins().ineg(a);
+                self.normalize(ty, r)
+            }
+            (UnaryOp::Not, _) => {
+                let r = self.b.ins().bnot(a);
+                self.normalize(ty, r)
+            }
+            (UnaryOp::LogNot, _) => {
+                let c = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
+                self.b.ins().uextend(I64, c)
+            }
+        }
+    }
+
+    /// The integer result, and for comparisons also the `i8` flag it widens.
     fn binary(
         &mut self,
         op: BinaryOp,
+        ty: NumTy,
         a: Value,
         c: Value,
         rhs: Option<u64>,
         span: Span,
     ) -> (Value, Option<Value>) {
-        let cc = match op {
-            BinaryOp::Eq => IntCC::Equal,
-            BinaryOp::Ne => IntCC::NotEqual,
-            BinaryOp::Lt => IntCC::SignedLessThan,
-            BinaryOp::Le => IntCC::SignedLessThanOrEqual,
-            BinaryOp::Gt => IntCC::SignedGreaterThan,
-            BinaryOp::Ge => IntCC::SignedGreaterThanOrEqual,
-            _ => return (self.arith(op, a, c, rhs, span), None),
+        let signed = ty.is_signed();
+        let cc = match (op, signed) {
+            (BinaryOp::Eq, _) => IntCC::Equal,
+            (BinaryOp::Ne, _) => IntCC::NotEqual,
+            (BinaryOp::Lt, true) => IntCC::SignedLessThan,
+            (BinaryOp::Le, true) => IntCC::SignedLessThanOrEqual,
+            (BinaryOp::Gt, true) => IntCC::SignedGreaterThan,
+            (BinaryOp::Ge, true) => IntCC::SignedGreaterThanOrEqual,
+            (BinaryOp::Lt, false) => IntCC::UnsignedLessThan,
+            (BinaryOp::Le, false) => IntCC::UnsignedLessThanOrEqual,
+            (BinaryOp::Gt, false) => IntCC::UnsignedGreaterThan,
+            (BinaryOp::Ge, false) => IntCC::UnsignedGreaterThanOrEqual,
+            _ => return (self.arith(op, ty, a, c, rhs, span), None),
         };
         // A constant `c` is still an `iconst`, which instruction selection folds.
         let flag = self.b.ins().icmp(cc, a, c);
         (self.b.ins().uextend(I64, flag), Some(flag))
     }
 
-    fn arith(&mut self, op: BinaryOp, a: Value, c: Value, rhs: Option<u64>, span: Span) -> Value {
+    fn arith(
+        &mut self,
+        op: BinaryOp,
+        ty: NumTy,
+        a: Value,
+        c: Value,
+        rhs: Option<u64>,
+        span: Span,
+    ) -> Value {
+        let signed = ty.is_signed();
+        let bits = ty.bits() as u64;
+        let min: i64 = if bits == 32 {
+            i32::MIN as i64
+        } else {
+            i64::MIN
+        };
         match op {
-            BinaryOp::Add => self.b.ins().iadd(a, c),
-            BinaryOp::Sub => self.b.ins().isub(a, c),
-            BinaryOp::Mul => self.b.ins().imul(a, c),
-            // A constant divisor other than 0 and -1 cannot fail.
-            BinaryOp::Div | BinaryOp::Rem if rhs.is_some_and(|d| d != 0 && d != u64::MAX) => {
-                if op == BinaryOp::Div {
-                    self.b.ins().sdiv(a, c)
-                } else {
-                    self.b.ins().srem(a, c)
-                }
+            BinaryOp::Add => {
+                let r = self.b.ins().iadd(a, c);
+                self.normalize(ty, r)
+            }
+            BinaryOp::Sub => {
+                let r = self.b.ins().isub(a, c);
+                self.normalize(ty, r)
+            }
+            BinaryOp::Mul => {
+                let r = self.b.ins().imul(a, c);
+                self.normalize(ty, r)
+            }
+            // A constant divisor other than 0 (and -1 when signed) cannot fail.
+            BinaryOp::Div | BinaryOp::Rem
+                if rhs.is_some_and(|d| d != 0 && !(signed && d as i64 == -1)) =>
+            {
+                self.divide(op, signed, a, c)
             }
             BinaryOp::Div | BinaryOp::Rem => {
                 let site = self.shared.site(span);
                 let zero = self.b.ins().iconst(I64, 0);
                 let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
                 self.raise_if(is_zero, ExecError::DivisionByZero, site, zero);
-                let is_min = self.b.ins().icmp_imm_s(IntCC::Equal, a, i64::MIN);
-                let is_m1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
-                let both = self.b.ins().band(is_min, is_m1);
-                self.raise_if(both, ExecError::DivisionOverflow, site, zero);
-                if op == BinaryOp::Div {
-                    self.b.ins().sdiv(a, c)
-                } else {
-                    self.b.ins().srem(a, c)
+                if signed {
+                    let is_min = self.b.ins().icmp_imm_s(IntCC::Equal, a, min);
+                    let is_m1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
+                    let both = self.b.ins().band(is_min, is_m1);
+                    let kind = if bits == 32 {
+                        ExecError::DivisionOverflow32
+                    } else {
+                        ExecError::DivisionOverflow
+                    };
+                    self.raise_if(both, kind, site, zero);
                 }
-            }
-            // A constant count in range cannot fail.
-            BinaryOp::Shl | BinaryOp::Shr if rhs.is_some_and(|n| n <= 63) => {
-                if op == BinaryOp::Shl {
-                    self.b.ins().ishl(a, c)
-                } else {
-                    self.b.ins().sshr(a, c)
-                }
+                self.divide(op, signed, a, c)
             }
             BinaryOp::Shl | BinaryOp::Shr => {
-                let site = self.shared.site(span);
-                let big = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, c, 63);
-                self.raise_if(big, ExecError::ShiftCount, site, c);
-                if op == BinaryOp::Shl {
-                    self.b.ins().ishl(a, c)
-                } else {
-                    self.b.ins().sshr(a, c)
+                // A constant count in range cannot fail.
+                if rhs.is_none_or(|n| n >= bits) {
+                    let site = self.shared.site(span);
+                    let big =
+                        self.b
+                            .ins()
+                            .icmp_imm_s(IntCC::UnsignedGreaterThan, c, bits as i64 - 1);
+                    let kind = if bits == 32 {
+                        ExecError::ShiftCount32
+                    } else {
+                        ExecError::ShiftCount
+                    };
+                    self.raise_if(big, kind, site, c);
+                }
+                match (op, signed) {
+                    (BinaryOp::Shl, _) => {
+                        let r = self.b.ins().ishl(a, c);
+                        self.normalize(ty, r)
+                    }
+                    // Normalised values: a 64-bit shift is the narrower type's shift.
+                    (_, true) => self.b.ins().sshr(a, c),
+                    (_, false) => self.b.ins().ushr(a, c),
                 }
             }
             BinaryOp::And => self.b.ins().band(a, c),
@@ -1041,6 +1148,214 @@ impl Tx<'_, '_, '_> {
             | BinaryOp::Le
             | BinaryOp::Gt
             | BinaryOp::Ge => unreachable!("comparisons are handled by `binary`"),
+        }
+    }
+
+    /// Division of normalised operands the caller has checked (the result is normalised).
+    fn divide(&mut self, op: BinaryOp, signed: bool, a: Value, c: Value) -> Value {
+        match (op, signed) {
+            (BinaryOp::Div, true) => self.b.ins().sdiv(a, c),
+            (BinaryOp::Div, false) => self.b.ins().udiv(a, c),
+            (_, true) => self.b.ins().srem(a, c),
+            (_, false) => self.b.ins().urem(a, c),
+        }
+    }
+
+    fn float_type(ty: NumTy) -> Type {
+        if ty == NumTy::F32 {
+            F32
+        } else {
+            F64
+        }
+    }
+
+    /// The float a word holds (a `float` in its low 32 bits).
+    fn word_to_float(&mut self, ty: NumTy, v: Value) -> Value {
+        if ty == NumTy::F32 {
+            let low = self.b.ins().ireduce(I32, v);
+            self.b.ins().bitcast(F32, MemFlagsData::new(), low)
+        } else {
+            self.b.ins().bitcast(F64, MemFlagsData::new(), v)
+        }
+    }
+
+    /// The word that holds a float.
+    fn float_to_word(&mut self, ty: NumTy, x: Value) -> Value {
+        if ty == NumTy::F32 {
+            let low = self.b.ins().bitcast(I32, MemFlagsData::new(), x);
+            self.b.ins().uextend(I64, low)
+        } else {
+            self.b.ins().bitcast(I64, MemFlagsData::new(), x)
+        }
+    }
+
+    fn float_zero(&mut self, ty: NumTy) -> Value {
+        if ty == NumTy::F32 {
+            self.b.ins().f32const(0.0)
+        } else {
+            self.b.ins().f64const(0.0)
+        }
+    }
+
+    /// Stops the script unless `x` is finite.
+    fn check_finite(&mut self, ty: NumTy, x: Value, site: u32) {
+        let max = if ty == NumTy::F32 {
+            self.b.ins().f32const(f32::MAX)
+        } else {
+            self.b.ins().f64const(f64::MAX)
+        };
+        let magnitude = self.b.ins().fabs(x);
+        // NaN is unordered: the condition holds for it too.
+        let bad = self
+            .b
+            .ins()
+            .fcmp(FloatCC::UnorderedOrGreaterThan, magnitude, max);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.raise_if(bad, ExecError::FloatRange, site, zero);
+    }
+
+    fn float_binary(
+        &mut self,
+        op: BinaryOp,
+        ty: NumTy,
+        a: Value,
+        c: Value,
+        span: Span,
+    ) -> (Value, Option<Value>) {
+        let (x, y) = (self.word_to_float(ty, a), self.word_to_float(ty, c));
+        let cc = match op {
+            BinaryOp::Eq => Some(FloatCC::Equal),
+            BinaryOp::Ne => Some(FloatCC::NotEqual),
+            BinaryOp::Lt => Some(FloatCC::LessThan),
+            BinaryOp::Le => Some(FloatCC::LessThanOrEqual),
+            BinaryOp::Gt => Some(FloatCC::GreaterThan),
+            BinaryOp::Ge => Some(FloatCC::GreaterThanOrEqual),
+            _ => None,
+        };
+        if let Some(cc) = cc {
+            let flag = self.b.ins().fcmp(cc, x, y);
+            return (self.b.ins().uextend(I64, flag), Some(flag));
+        }
+        let site = self.shared.site(span);
+        let r = match op {
+            BinaryOp::Add => self.b.ins().fadd(x, y),
+            BinaryOp::Sub => self.b.ins().fsub(x, y),
+            BinaryOp::Mul => self.b.ins().fmul(x, y),
+            _ => {
+                // Division (check_function rejected the operations floats do not have).
+                let zero = self.float_zero(ty);
+                let is_zero = self.b.ins().fcmp(FloatCC::Equal, y, zero);
+                let z = self.b.ins().iconst(I64, 0);
+                self.raise_if(is_zero, ExecError::DivisionByZero, site, z);
+                self.b.ins().fdiv(x, y)
+            }
+        };
+        self.check_finite(ty, r, site);
+        (self.float_to_word(ty, r), None)
+    }
+
+    fn convert(&mut self, from: ScalarTy, to: ScalarTy, v: Value, span: Span) -> Value {
+        let num = |t: ScalarTy| {
+            if t == ScalarTy::F32 {
+                NumTy::F32
+            } else {
+                NumTy::F64
+            }
+        };
+        match (from.is_float(), to.is_float()) {
+            (false, false) => self.normalize_scalar(to, v),
+            (false, true) => {
+                let ft = Self::float_type(num(to));
+                let x = if from.is_signed() {
+                    self.b.ins().fcvt_from_sint(ft, v)
+                } else {
+                    self.b.ins().fcvt_from_uint(ft, v)
+                };
+                self.float_to_word(num(to), x)
+            }
+            (true, true) => {
+                let x = self.word_to_float(num(from), v);
+                match (from, to) {
+                    (ScalarTy::F32, ScalarTy::F64) => {
+                        let r = self.b.ins().fpromote(F64, x);
+                        self.float_to_word(NumTy::F64, r)
+                    }
+                    (ScalarTy::F64, ScalarTy::F32) => {
+                        let r = self.b.ins().fdemote(F32, x);
+                        // Overflow of a finite double to an infinite float is an error.
+                        let site = self.shared.site(span);
+                        let inf32 = self.b.ins().f32const(f32::INFINITY);
+                        let inf64 = self.b.ins().f64const(f64::INFINITY);
+                        let r_abs = self.b.ins().fabs(r);
+                        let x_abs = self.b.ins().fabs(x);
+                        let r_inf = self.b.ins().fcmp(FloatCC::Equal, r_abs, inf32);
+                        let x_finite = self.b.ins().fcmp(FloatCC::LessThan, x_abs, inf64);
+                        let bad = self.b.ins().band(r_inf, x_finite);
+                        let zero = self.b.ins().iconst(I64, 0);
+                        self.raise_if(bad, ExecError::FloatRange, site, zero);
+                        self.float_to_word(NumTy::F32, r)
+                    }
+                    _ => v,
+                }
+            }
+            (true, false) => {
+                let x = self.word_to_float(num(from), v);
+                let x = if from == ScalarTy::F32 {
+                    self.b.ins().fpromote(F64, x)
+                } else {
+                    x
+                };
+                if to == ScalarTy::Bool {
+                    let zero = self.b.ins().f64const(0.0);
+                    let c = self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
+                    return self.b.ins().uextend(I64, c);
+                }
+                let t = self.b.ins().trunc(x);
+                let bits = to.bits() as i32;
+                let (lo, hi) = if to.is_signed() {
+                    (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1))
+                } else {
+                    (0.0, 2f64.powi(bits))
+                };
+                let lo = self.b.ins().f64const(lo);
+                let hi = self.b.ins().f64const(hi);
+                // NaN is unordered: both comparisons fail for it.
+                let above = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, t, lo);
+                let below = self.b.ins().fcmp(FloatCC::LessThan, t, hi);
+                let fits = self.b.ins().band(above, below);
+                let bad = self.b.ins().bxor_imm_s(fits, 1);
+                let site = self.shared.site(span);
+                let code = self.b.ins().iconst(I64, to.code() as i64);
+                self.raise_if(bad, ExecError::FloatConversion, site, code);
+                if to == ScalarTy::U64 {
+                    self.b.ins().fcvt_to_uint(I64, t)
+                } else {
+                    // In range, so the 64-bit conversion is exact and already normalised.
+                    self.b.ins().fcvt_to_sint(I64, t)
+                }
+            }
+        }
+    }
+
+    fn normalize_scalar(&mut self, to: ScalarTy, v: Value) -> Value {
+        let (narrow, signed) = match to {
+            ScalarTy::Bool => {
+                let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+                return self.b.ins().uextend(I64, c);
+            }
+            ScalarTy::I8 => (I8, true),
+            ScalarTy::U8 => (I8, false),
+            ScalarTy::I16 => (I16, true),
+            ScalarTy::U16 => (I16, false),
+            ScalarTy::I32 => (I32, true),
+            ScalarTy::U32 => (I32, false),
+            _ => return v,
+        };
+        let low = self.b.ins().ireduce(narrow, v);
+        if signed {
+            self.b.ins().sextend(I64, low)
+        } else {
+            self.b.ins().uextend(I64, low)
         }
     }
 

@@ -15,6 +15,7 @@ use hvscript_stdlib::{Arg, Env, ScriptError};
 use crate::globals::Globals;
 use crate::ir::*;
 use crate::script_memory::ScriptMemory;
+use crate::semantics;
 
 /// Bounds of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +53,21 @@ pub struct Invocation<'a> {
 pub enum RunErrorKind {
     Builtin(ScriptError),
     DivisionByZero,
-    /// `i64::MIN / -1` or `i64::MIN % -1`.
-    DivisionOverflow,
-    ShiftCount(u64),
+    /// `MIN / -1` or `MIN % -1` of a signed type.
+    DivisionOverflow(NumTy),
+    /// A shift count not below the width of the shifted type.
+    ShiftCount {
+        count: u64,
+        bits: u32,
+    },
+    /// A float operation whose result is not finite (overflow to infinity, NaN).
+    FloatRange,
+    /// A float converted to an integer type it does not fit (or a NaN).
+    FloatConversion {
+        to: ScalarTy,
+    },
+    /// `% << >> & | ^ ~` on a float: never produced by the compiler (a corrupt program).
+    InvalidFloatOperation,
     FuelExhausted(u64),
     CallDepth(u32),
     StackExhausted(usize),
@@ -72,8 +85,22 @@ impl RunError {
         match &self.kind {
             RunErrorKind::Builtin(e) => e.to_string(),
             RunErrorKind::DivisionByZero => "division by zero".into(),
-            RunErrorKind::DivisionOverflow => "division overflow (-0x8000000000000000 / -1)".into(),
-            RunErrorKind::ShiftCount(c) => format!("shift count {} is outside 0..63", *c as i64),
+            RunErrorKind::DivisionOverflow(ty) => match ty.bits() {
+                32 => "division overflow (-0x80000000 / -1 in a 32-bit type)".into(),
+                _ => "division overflow (-0x8000000000000000 / -1)".into(),
+            },
+            RunErrorKind::ShiftCount { count, bits } => {
+                format!("shift count {} is outside 0..{}", *count as i64, bits - 1)
+            }
+            RunErrorKind::FloatRange => {
+                "floating-point result out of range (infinity or NaN)".into()
+            }
+            RunErrorKind::FloatConversion { to } => {
+                format!("floating-point value does not fit the integer type ({to})")
+            }
+            RunErrorKind::InvalidFloatOperation => {
+                "operation not defined on floating-point values".into()
+            }
             RunErrorKind::FuelExhausted(f) => {
                 format!("fuel exhausted: {f} loop iterations and calls without finishing")
             }
@@ -143,56 +170,6 @@ impl Interpreter {
         Ok(RunStats {
             fuel_used: m.fuel_used,
         })
-    }
-}
-
-/// Applies a binary operation with hvscript's integer semantics (see [`crate::ir`]).
-pub fn binary(op: BinaryOp, a: u64, b: u64) -> Result<u64, RunErrorKind> {
-    let (sa, sb) = (a as i64, b as i64);
-    Ok(match op {
-        BinaryOp::Add => a.wrapping_add(b),
-        BinaryOp::Sub => a.wrapping_sub(b),
-        BinaryOp::Mul => a.wrapping_mul(b),
-        BinaryOp::Div | BinaryOp::Rem => {
-            if b == 0 {
-                return Err(RunErrorKind::DivisionByZero);
-            }
-            if sa == i64::MIN && sb == -1 {
-                return Err(RunErrorKind::DivisionOverflow);
-            }
-            if op == BinaryOp::Div {
-                (sa / sb) as u64
-            } else {
-                (sa % sb) as u64
-            }
-        }
-        BinaryOp::Shl | BinaryOp::Shr => {
-            if b > 63 {
-                return Err(RunErrorKind::ShiftCount(b));
-            }
-            if op == BinaryOp::Shl {
-                a << b
-            } else {
-                (sa >> b) as u64
-            }
-        }
-        BinaryOp::And => a & b,
-        BinaryOp::Or => a | b,
-        BinaryOp::Xor => a ^ b,
-        BinaryOp::Eq => (a == b) as u64,
-        BinaryOp::Ne => (a != b) as u64,
-        BinaryOp::Lt => (sa < sb) as u64,
-        BinaryOp::Le => (sa <= sb) as u64,
-        BinaryOp::Gt => (sa > sb) as u64,
-        BinaryOp::Ge => (sa >= sb) as u64,
-    })
-}
-
-pub fn unary(op: UnaryOp, a: u64) -> u64 {
-    match op {
-        UnaryOp::Neg => a.wrapping_neg(),
-        UnaryOp::Not => !a,
-        UnaryOp::LogNot => (a == 0) as u64,
     }
 }
 
@@ -276,15 +253,28 @@ impl Machine<'_, '_, '_> {
             Inst::AddrGlobal { dst, slot } => {
                 t[*dst as usize] = self.inv.globals.slot(*slot) as *const _ as u64
             }
-            Inst::Unary { dst, op, src } => t[*dst as usize] = unary(*op, t[*src as usize]),
+            Inst::Unary { dst, op, ty, src } => {
+                t[*dst as usize] = semantics::unary(*op, *ty, t[*src as usize])
+            }
+            Inst::Convert {
+                dst,
+                src,
+                from,
+                to,
+                span,
+            } => {
+                t[*dst as usize] = semantics::convert(*from, *to, t[*src as usize])
+                    .map_err(|kind| RunError { kind, span: *span })?
+            }
             Inst::Binary {
                 dst,
                 op,
+                ty,
                 lhs,
                 rhs,
                 span,
             } => {
-                t[*dst as usize] = binary(*op, t[*lhs as usize], t[*rhs as usize])
+                t[*dst as usize] = semantics::binary(*op, *ty, t[*lhs as usize], t[*rhs as usize])
                     .map_err(|kind| RunError { kind, span: *span })?
             }
             Inst::CallBuiltin {

@@ -17,6 +17,22 @@
 //! Instructions that can fail or that touch the outside world carry the [`Span`] of the
 //! source text they came from, so a run-time error says where it happened.
 //!
+//! Typed operations (HyperDbg v0.23): [`Inst::Binary`] and [`Inst::Unary`] compute in a
+//! [`NumTy`], the type C's usual arithmetic conversions give the operands. Every value is
+//! still one 64-bit word: an integer of a narrower type is kept *normalised* (sign- or
+//! zero-extended from its width), a `double` as its binary64 bits and a `float` as its
+//! binary32 bits in the low half (upper half zero). Integer operations in `I32`/`U32`
+//! compute on the low 32 bits and normalise the result; `/ %` are signed or unsigned by
+//! type, `>>` arithmetic for signed types and logical for unsigned ones, and comparisons
+//! signed or unsigned. Errors: a zero divisor, `MIN / -1` and `MIN % -1` of a signed
+//! type, a shift count (the right operand as an unsigned 64-bit number) not below the
+//! width. Float operations are IEEE-754 (round to nearest even) on `f32`/`f64`; as in
+//! HyperDbg a result that is not finite stops the script (division by zero as a division
+//! error, any other infinity or NaN as a float-range error); comparisons are IEEE's
+//! (ordered; NaN is unequal to everything). [`Inst::Convert`] converts between
+//! [`ScalarTy`]s with C's rules; a float converted to an integer type truncates toward
+//! zero and must fit, else the script stops.
+//!
 //! Loops burn fuel: every back edge is preceded by [`Inst::Fuel`], and every user-function
 //! call burns one unit too, so `while (1) {}` and runaway recursion end with an error.
 
@@ -69,6 +85,166 @@ pub struct Block {
     pub term: Terminator,
 }
 
+/// The type an arithmetic operation computes in (after C's integer promotions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NumTy {
+    I32,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+}
+
+impl NumTy {
+    pub fn is_float(self) -> bool {
+        matches!(self, NumTy::F32 | NumTy::F64)
+    }
+
+    pub fn is_signed(self) -> bool {
+        matches!(self, NumTy::I32 | NumTy::I64)
+    }
+
+    /// Width in bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            NumTy::I32 | NumTy::U32 | NumTy::F32 => 32,
+            NumTy::I64 | NumTy::U64 | NumTy::F64 => 64,
+        }
+    }
+
+    /// The storage type of the same values.
+    pub fn scalar(self) -> ScalarTy {
+        match self {
+            NumTy::I32 => ScalarTy::I32,
+            NumTy::U32 => ScalarTy::U32,
+            NumTy::I64 => ScalarTy::I64,
+            NumTy::U64 => ScalarTy::U64,
+            NumTy::F32 => ScalarTy::F32,
+            NumTy::F64 => ScalarTy::F64,
+        }
+    }
+
+    /// Normalises a 64-bit word to this type (integers only; floats are returned as is).
+    pub fn normalize(self, v: u64) -> u64 {
+        match self {
+            NumTy::I32 => v as u32 as i32 as i64 as u64,
+            NumTy::U32 => v as u32 as u64,
+            _ => v,
+        }
+    }
+}
+
+impl fmt::Display for NumTy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NumTy::I32 => "i32",
+            NumTy::U32 => "u32",
+            NumTy::I64 => "i64",
+            NumTy::U64 => "u64",
+            NumTy::F32 => "f32",
+            NumTy::F64 => "f64",
+        })
+    }
+}
+
+/// A type a value is stored as: the source and destination of [`Inst::Convert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalarTy {
+    /// 0 or 1.
+    Bool,
+    I8,
+    U8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+}
+
+impl ScalarTy {
+    pub const ALL: [ScalarTy; 11] = [
+        ScalarTy::Bool,
+        ScalarTy::I8,
+        ScalarTy::U8,
+        ScalarTy::I16,
+        ScalarTy::U16,
+        ScalarTy::I32,
+        ScalarTy::U32,
+        ScalarTy::I64,
+        ScalarTy::U64,
+        ScalarTy::F32,
+        ScalarTy::F64,
+    ];
+
+    /// A stable number for the type (its index in [`ScalarTy::ALL`]), as compiled code
+    /// reports it in errors.
+    pub fn code(self) -> u64 {
+        ScalarTy::ALL.iter().position(|t| *t == self).unwrap_or(0) as u64
+    }
+
+    pub fn from_code(code: u64) -> Option<ScalarTy> {
+        ScalarTy::ALL.get(usize::try_from(code).ok()?).copied()
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, ScalarTy::F32 | ScalarTy::F64)
+    }
+
+    pub fn is_signed(self) -> bool {
+        matches!(
+            self,
+            ScalarTy::I8 | ScalarTy::I16 | ScalarTy::I32 | ScalarTy::I64
+        )
+    }
+
+    /// Width in bits (a `bool` is one byte).
+    pub fn bits(self) -> u32 {
+        match self {
+            ScalarTy::Bool | ScalarTy::I8 | ScalarTy::U8 => 8,
+            ScalarTy::I16 | ScalarTy::U16 => 16,
+            ScalarTy::I32 | ScalarTy::U32 | ScalarTy::F32 => 32,
+            ScalarTy::I64 | ScalarTy::U64 | ScalarTy::F64 => 64,
+        }
+    }
+
+    /// Normalises an integer word to this type (truncate, then sign- or zero-extend;
+    /// `Bool` is `v != 0`). Floats are returned as is.
+    pub fn normalize(self, v: u64) -> u64 {
+        match self {
+            ScalarTy::Bool => (v != 0) as u64,
+            ScalarTy::I8 => v as u8 as i8 as i64 as u64,
+            ScalarTy::U8 => v as u8 as u64,
+            ScalarTy::I16 => v as u16 as i16 as i64 as u64,
+            ScalarTy::U16 => v as u16 as u64,
+            ScalarTy::I32 => v as u32 as i32 as i64 as u64,
+            ScalarTy::U32 => v as u32 as u64,
+            ScalarTy::I64 | ScalarTy::U64 | ScalarTy::F32 | ScalarTy::F64 => v,
+        }
+    }
+}
+
+impl fmt::Display for ScalarTy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScalarTy::Bool => "bool",
+            ScalarTy::I8 => "i8",
+            ScalarTy::U8 => "u8",
+            ScalarTy::I16 => "i16",
+            ScalarTy::U16 => "u16",
+            ScalarTy::I32 => "i32",
+            ScalarTy::U32 => "u32",
+            ScalarTy::I64 => "i64",
+            ScalarTy::U64 => "u64",
+            ScalarTy::F32 => "f32",
+            ScalarTy::F64 => "f64",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Neg,
@@ -82,20 +258,21 @@ pub enum BinaryOp {
     Add,
     Sub,
     Mul,
-    /// Signed; zero divisor and `MIN / -1` are errors.
+    /// Signed or unsigned by type; zero divisor and signed `MIN / -1` are errors.
     Div,
-    /// Signed; zero divisor and `MIN % -1` are errors.
+    /// Signed or unsigned by type; zero divisor and signed `MIN % -1` are errors.
     Rem,
-    /// Count outside 0..=63 is an error.
+    /// A count not below the width is an error.
     Shl,
-    /// Arithmetic; count outside 0..=63 is an error.
+    /// Arithmetic for signed types, logical for unsigned; a count not below the width is
+    /// an error.
     Shr,
     And,
     Or,
     Xor,
     Eq,
     Ne,
-    /// Signed comparisons.
+    /// Signed or unsigned by type (IEEE for floats).
     Lt,
     Le,
     Gt,
@@ -104,10 +281,31 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     /// Whether the operation can stop the script (and so needs a span).
-    pub fn can_fail(self) -> bool {
+    pub fn can_fail(self, ty: NumTy) -> bool {
+        match self {
+            BinaryOp::Div | BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr => true,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => ty.is_float(),
+            _ => false,
+        }
+    }
+
+    pub fn is_comparison(self) -> bool {
         matches!(
             self,
-            BinaryOp::Div | BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        )
+    }
+
+    /// Whether the operation exists for floats (`% << >> & | ^` do not).
+    pub fn works_on_floats(self) -> bool {
+        !matches!(
+            self,
+            BinaryOp::Rem
+                | BinaryOp::Shl
+                | BinaryOp::Shr
+                | BinaryOp::And
+                | BinaryOp::Or
+                | BinaryOp::Xor
         )
     }
 }
@@ -167,16 +365,28 @@ pub enum Inst {
         dst: Temp,
         slot: u32,
     },
+    /// `Not` exists for integer types only.
     Unary {
         dst: Temp,
         op: UnaryOp,
+        ty: NumTy,
         src: Temp,
     },
+    /// `% << >> & | ^` exist for integer types only.
     Binary {
         dst: Temp,
         op: BinaryOp,
+        ty: NumTy,
         lhs: Temp,
         rhs: Temp,
+        span: Span,
+    },
+    /// A C conversion from `from` to `to` (see the module documentation).
+    Convert {
+        dst: Temp,
+        src: Temp,
+        from: ScalarTy,
+        to: ScalarTy,
         span: Span,
     },
     /// A built-in; `dst` is `None` when the value is discarded.
@@ -278,10 +488,18 @@ impl fmt::Display for DisplayInst<'_> {
             Inst::StoreGlobal { slot, src } => write!(f, "g{slot} = t{src}"),
             Inst::AddrLocal { dst, slot } => write!(f, "t{dst} = &l{slot}"),
             Inst::AddrGlobal { dst, slot } => write!(f, "t{dst} = &g{slot}"),
-            Inst::Unary { dst, op, src } => write!(f, "t{dst} = {op:?} t{src}"),
+            Inst::Unary { dst, op, ty, src } => write!(f, "t{dst} = {op:?}.{ty} t{src}"),
             Inst::Binary {
-                dst, op, lhs, rhs, ..
-            } => write!(f, "t{dst} = {op:?} t{lhs}, t{rhs}"),
+                dst,
+                op,
+                ty,
+                lhs,
+                rhs,
+                ..
+            } => write!(f, "t{dst} = {op:?}.{ty} t{lhs}, t{rhs}"),
+            Inst::Convert {
+                dst, src, from, to, ..
+            } => write!(f, "t{dst} = convert.{from}.{to} t{src}"),
             Inst::CallBuiltin {
                 dst: Some(d),
                 builtin,

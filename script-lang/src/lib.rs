@@ -11,6 +11,7 @@ pub mod ir;
 pub mod lower;
 pub mod native;
 mod script_memory;
+pub mod semantics;
 
 pub use globals::Globals;
 pub use host_env::{GuestMemory, HostEnv, Stage};

@@ -293,6 +293,7 @@ impl Lowerer<'_> {
                 let rhs = self.expr(f, value);
                 let dst = f.temp();
                 f.emit(Inst::Binary {
+                    ty: NumTy::I64,
                     dst,
                     op: arith(*op),
                     lhs: old,
@@ -314,6 +315,7 @@ impl Lowerer<'_> {
                     BinaryOp::Sub
                 };
                 f.emit(Inst::Binary {
+                    ty: NumTy::I64,
                     dst,
                     op,
                     lhs: old,
@@ -711,6 +713,7 @@ impl Lowerer<'_> {
                 let b = self.expr(f, rhs);
                 let dst = f.temp();
                 f.emit(Inst::Binary {
+                    ty: NumTy::I64,
                     dst,
                     op: arith(*op),
                     lhs: a,
@@ -753,7 +756,12 @@ impl Lowerer<'_> {
                     UnOp::BitNot => UnaryOp::Not,
                     _ => UnaryOp::LogNot,
                 };
-                f.emit(Inst::Unary { dst, op, src });
+                f.emit(Inst::Unary {
+                    dst,
+                    op,
+                    ty: NumTy::I64,
+                    src,
+                });
                 dst
             }
         }
@@ -793,11 +801,13 @@ impl Lowerer<'_> {
         let result = f.temp();
         let a = self.expr(f, lhs);
         f.emit(Inst::Unary {
+            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
             src: a,
         });
         f.emit(Inst::Unary {
+            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
             src: result,
@@ -817,11 +827,13 @@ impl Lowerer<'_> {
         f.switch_to(eval_rhs);
         let b = self.expr(f, rhs);
         f.emit(Inst::Unary {
+            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
             src: b,
         });
         f.emit(Inst::Unary {
+            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
             src: result,

@@ -20,6 +20,7 @@ use hvscript_grammar::ast::Span;
 use hvscript_stdlib::{Arg, Env, ScriptError};
 
 use crate::interp::{Invocation, RunError, RunErrorKind, RunStats};
+use crate::ir::{NumTy, ScalarTy};
 use crate::script_memory::ScriptMemory;
 
 /// A loaded code object, as the runtime needs it: entry points (function 0 is the
@@ -197,8 +198,26 @@ impl NativeRunner {
                 }
             },
             Some(ExecError::DivisionByZero) => RunErrorKind::DivisionByZero,
-            Some(ExecError::DivisionOverflow) => RunErrorKind::DivisionOverflow,
-            Some(ExecError::ShiftCount) => RunErrorKind::ShiftCount(ctx.error_value),
+            Some(ExecError::DivisionOverflow) => RunErrorKind::DivisionOverflow(NumTy::I64),
+            Some(ExecError::DivisionOverflow32) => RunErrorKind::DivisionOverflow(NumTy::I32),
+            Some(ExecError::ShiftCount) => RunErrorKind::ShiftCount {
+                count: ctx.error_value,
+                bits: 64,
+            },
+            Some(ExecError::ShiftCount32) => RunErrorKind::ShiftCount {
+                count: ctx.error_value,
+                bits: 32,
+            },
+            Some(ExecError::FloatRange) => RunErrorKind::FloatRange,
+            Some(ExecError::FloatConversion) => match ScalarTy::from_code(ctx.error_value) {
+                Some(to) => RunErrorKind::FloatConversion { to },
+                None => {
+                    return Err(NativeError::Incompatible(format!(
+                        "unknown conversion target {}",
+                        ctx.error_value
+                    )))
+                }
+            },
             Some(ExecError::FuelExhausted) => RunErrorKind::FuelExhausted(limits.fuel),
             Some(ExecError::CallDepth) => RunErrorKind::CallDepth(limits.max_call_depth),
             Some(ExecError::StackExhausted) => RunErrorKind::StackExhausted(slots),

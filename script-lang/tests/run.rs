@@ -111,7 +111,13 @@ fn runtime_errors_are_located() {
     assert_eq!(e.kind, RunErrorKind::DivisionByZero);
     assert_eq!(&src[e.span.range()], "5 / x");
     let e = run("s = 0n64; x = 1 << s;").result.unwrap_err();
-    assert_eq!(e.kind, RunErrorKind::ShiftCount(64));
+    assert_eq!(
+        e.kind,
+        RunErrorKind::ShiftCount {
+            count: 64,
+            bits: 64
+        }
+    );
     let e = run("x = poi(0x1000);").result.unwrap_err();
     assert!(e.message().contains("0x1000"), "{}", e.message());
     let e = run("while (1) { }").result.unwrap_err();
