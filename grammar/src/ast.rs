@@ -255,6 +255,15 @@ pub enum ExprKind {
         arrow: bool,
         field: Name,
     },
+    /// `(type) operand`.
+    Cast {
+        ty: TypeName,
+        operand: Box<Expr>,
+    },
+    /// `sizeof(type)`.
+    SizeofType(TypeName),
+    /// `sizeof expr` / `sizeof(expr)`: the operand is not evaluated.
+    SizeofExpr(Box<Expr>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -93,6 +93,8 @@ fn expr(e: &Expr, errors: &mut Vec<Diagnostic>) {
             expr(index, errors);
         }
         ExprKind::Member { base, .. } => expr(base, errors),
+        ExprKind::Cast { operand, .. } | ExprKind::SizeofExpr(operand) => expr(operand, errors),
+        ExprKind::SizeofType(_) => {}
         _ => {}
     }
 }

@@ -158,6 +158,8 @@ fn height(e: &Expr) -> usize {
         ExprKind::Binary { lhs, rhs, .. } => height(lhs).max(height(rhs)),
         ExprKind::Index { base, index } => height(base).max(height(index)),
         ExprKind::Member { base, .. } => height(base),
+        ExprKind::Cast { operand, .. } | ExprKind::SizeofExpr(operand) => height(operand),
+        ExprKind::SizeofType(_) => 0,
         ExprKind::Call { args, .. } => args.iter().map(height).max().unwrap_or(0),
         ExprKind::Number(_)
         | ExprKind::Float(_)

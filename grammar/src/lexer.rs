@@ -209,6 +209,9 @@ pub enum LexErrorKind {
     UnknownPseudoRegister(String),
     NumberTooLarge,
     BadFloat,
+    /// `1..2`, `1.0f`, `1.5e3`, `0x1.2`: HyperDbg's floating-point literals are decimal
+    /// digits, a point and digits, with no exponent or suffix.
+    MalformedFloat(String),
     UnknownDirective(String),
     /// More than [`MAX_NESTING`] unclosed `{`.
     NestedTooDeep,
@@ -225,6 +228,10 @@ impl fmt::Display for LexErrorKind {
             LexErrorKind::UnknownPseudoRegister(r) => write!(f, "unknown pseudo-register `${r}`"),
             LexErrorKind::NumberTooLarge => f.write_str("number does not fit in 64 bits"),
             LexErrorKind::BadFloat => f.write_str("floating-point literal is out of range"),
+            LexErrorKind::MalformedFloat(t) => write!(
+                f,
+                "`{t}` is not a floating-point literal (decimal digits, a point and digits; no exponent, suffix or hex)"
+            ),
             LexErrorKind::UnknownDirective(d) => write!(f, "unknown directive `{d}`"),
             LexErrorKind::NestedTooDeep => {
                 write!(f, "blocks nested more than {MAX_NESTING} deep")
@@ -277,6 +284,12 @@ enum RawTok {
     #[regex(r"[0-9]+\.[0-9]*")]
     #[regex(r"\.[0-9]+")]
     Float,
+    // Longer than a float or a number, so logos prefers it: a literal that goes on after its
+    // digits (a second point, a suffix, an exponent) or a hex number with a point.
+    #[regex(r"[0-9]+\.[0-9]*[.A-Za-z_][A-Za-z0-9_.]*")]
+    #[regex(r"\.[0-9]+[.A-Za-z_][A-Za-z0-9_.]*")]
+    #[regex(r"0x[0-9a-fA-F`]*\.[A-Za-z0-9_.]*")]
+    MalformedFloat,
     #[regex(r"#[A-Za-z]*")]
     Directive,
     #[token("(")]
@@ -482,6 +495,7 @@ fn classify(
             }
             Tok::Float(x)
         }
+        RawTok::MalformedFloat => return Err(LexErrorKind::MalformedFloat(text.into())),
         RawTok::Directive if text == "#include" => Tok::Include,
         RawTok::Directive => return Err(LexErrorKind::UnknownDirective(text.into())),
         RawTok::LParen => Tok::LParen,

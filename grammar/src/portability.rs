@@ -110,6 +110,10 @@ fn expr(e: &Expr, in_cond: bool, src: &str, w: &mut Vec<Diagnostic>) {
             expr(index, in_cond, src, w);
         }
         ExprKind::Member { base, .. } => expr(base, in_cond, src, w),
+        ExprKind::Cast { operand, .. } | ExprKind::SizeofExpr(operand) => {
+            expr(operand, in_cond, src, w)
+        }
+        ExprKind::SizeofType(_) => {}
         _ => {}
     }
 }

@@ -158,6 +158,9 @@ pub fn expr(e: &Expr) -> String {
             s
         }
         ExprKind::Index { base, index } => format!("([] {} {})", expr(base), expr(index)),
+        ExprKind::Cast { ty, operand } => format!("(cast {ty} {})", expr(operand)),
+        ExprKind::SizeofType(ty) => format!("(sizeof-type {ty})"),
+        ExprKind::SizeofExpr(e) => format!("(sizeof {})", expr(e)),
         ExprKind::Member { base, arrow, field } => {
             format!(
                 "({} {} {})",

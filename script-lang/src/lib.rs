@@ -12,6 +12,7 @@ pub mod lower;
 pub mod native;
 mod script_memory;
 pub mod semantics;
+pub mod types;
 
 pub use globals::Globals;
 pub use host_env::{GuestMemory, HostEnv, Stage};

@@ -9,19 +9,20 @@
 //! Checks here: unknown names and functions, read before assignment, call arity and
 //! value use of void functions, printf specifiers against arguments, `break`/`continue`
 //! outside a loop, `return` forms, function definitions outside the top level, `event_sc`
-//! in a script that only runs in the post stage, and the parts of the v0.23 type system
-//! that are not supported yet.
+//! in a script that only runs in the post stage, and the v0.23 type rules: every
+//! expression gets a static [`Type`] ([`crate::types`]), operations compute in the type
+//! C's conversions give them, and stores convert to the destination's type.
 
 use std::collections::{BTreeMap, HashMap};
 
 use hvscript_abi::Builtin;
-use hvscript_grammar::ast::{
-    self, BinOp, Callee, Expr, ExprKind, Span, Stmt, StmtKind, TypeWord, UnOp,
-};
+use hvscript_grammar::ast::{self, BinOp, Callee, Expr, ExprKind, Span, Stmt, StmtKind, UnOp};
 use hvscript_grammar::Diagnostic;
 
 use crate::globals::Globals;
 use crate::ir::*;
+use crate::semantics;
+use crate::types::{common, Type};
 
 /// In which calling stages the script will run; decides whether `event_sc` is allowed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub fn compile(
         global_slots: BTreeMap::new(),
         errors: Vec::new(),
     };
-    let mut main = FnBuilder::new("main".into(), false, true);
+    let mut main = FnBuilder::new("main".into(), Type::Void, true);
     for stmt in &script.stmts {
         l.stmt(&mut main, stmt, true);
     }
@@ -106,8 +107,8 @@ pub fn compile(
 
 struct FuncInfo {
     id: FuncId,
-    params: usize,
-    returns_value: bool,
+    params: Vec<Type>,
+    ret: Type,
 }
 
 struct Lowerer<'a> {
@@ -133,25 +134,68 @@ struct FnBuilder {
     current: BlockId,
     temps: u32,
     locals: HashMap<String, u32>,
+    /// The static type of every local slot.
+    local_types: Vec<Type>,
+    /// Slots created by plain assignment (implicit `unsigned long long`, which also takes
+    /// a pointer without a cast).
+    implicit: Vec<bool>,
     params: u32,
     loops: Vec<LoopTargets>,
     returns_value: bool,
+    ret: Type,
     is_main: bool,
+    /// Temps made by [`FnBuilder::constant`] (assigned once), for constant folding.
+    constants: HashMap<Temp, u64>,
+}
+
+/// A computed value and its static type.
+#[derive(Clone, Debug)]
+struct Val {
+    t: Temp,
+    ty: Type,
 }
 
 impl FnBuilder {
-    fn new(name: String, returns_value: bool, is_main: bool) -> FnBuilder {
+    fn new(name: String, ret: Type, is_main: bool) -> FnBuilder {
         FnBuilder {
             name,
             blocks: vec![(Vec::new(), None)],
             current: 0,
             temps: 0,
             locals: HashMap::new(),
+            local_types: Vec::new(),
+            implicit: Vec::new(),
             params: 0,
             loops: Vec::new(),
-            returns_value,
+            returns_value: ret != Type::Void,
+            ret,
             is_main,
+            constants: HashMap::new(),
         }
+    }
+
+    /// A builder for code that is typed and then thrown away (`sizeof`'s operand): same
+    /// names and types, no blocks of this function.
+    fn scratch(&self) -> FnBuilder {
+        FnBuilder {
+            name: self.name.clone(),
+            blocks: vec![(Vec::new(), None)],
+            current: 0,
+            temps: self.temps,
+            locals: self.locals.clone(),
+            local_types: self.local_types.clone(),
+            implicit: self.implicit.clone(),
+            params: self.params,
+            loops: Vec::new(),
+            returns_value: self.returns_value,
+            ret: self.ret.clone(),
+            is_main: self.is_main,
+            constants: HashMap::new(),
+        }
+    }
+
+    fn constant_value(&self, t: Temp) -> Option<u64> {
+        self.constants.get(&t).copied()
     }
 
     fn temp(&mut self) -> Temp {
@@ -181,14 +225,22 @@ impl FnBuilder {
         self.current = block;
     }
 
-    fn local(&mut self, name: &str) -> u32 {
-        let n = self.locals.len() as u32;
-        *self.locals.entry(name.to_string()).or_insert(n)
+    /// The slot of local `name`, created with type `ty` when it is new.
+    fn local(&mut self, name: &str, ty: Type) -> u32 {
+        if let Some(&slot) = self.locals.get(name) {
+            return slot;
+        }
+        let slot = self.local_types.len() as u32;
+        self.locals.insert(name.to_string(), slot);
+        self.local_types.push(ty);
+        self.implicit.push(false);
+        slot
     }
 
     fn constant(&mut self, value: u64) -> Temp {
         let t = self.temp();
         self.emit(Inst::Const { dst: t, value });
+        self.constants.insert(t, value);
         t
     }
 
@@ -223,7 +275,7 @@ impl FnBuilder {
         Function {
             name: self.name,
             params: self.params,
-            locals: self.locals.len() as u32,
+            locals: self.local_types.len() as u32,
             temps: self.temps,
             returns_value: self.returns_value,
             blocks,
@@ -238,6 +290,18 @@ enum Place {
     Global(u32),
     Register(hvscript_abi::Register),
     Memory(Temp),
+}
+
+impl Place {
+    /// The static type of what the place holds: globals are implicit variables,
+    /// registers `long`, and `*addr` reads 8 bytes like `poi`.
+    fn ty(&self, f: &FnBuilder) -> Type {
+        match self {
+            Place::Local(slot) => f.local_types[*slot as usize].clone(),
+            Place::Global(_) | Place::Memory(_) => Type::ULONGLONG,
+            Place::Register(_) => Type::LONG,
+        }
+    }
 }
 
 impl Lowerer<'_> {
@@ -278,10 +342,10 @@ impl Lowerer<'_> {
     fn stmt(&mut self, f: &mut FnBuilder, s: &Stmt, top_level: bool) {
         match &s.kind {
             StmtKind::Assign { targets, value } => {
-                let v = self.expr(f, value);
+                let v = self.value(f, value);
                 for t in targets {
                     if let Some(p) = self.place(f, t, true) {
-                        self.store(f, p, v, t.span);
+                        self.store(f, p, v.clone(), t.span, value.span);
                     }
                 }
             }
@@ -290,54 +354,47 @@ impl Lowerer<'_> {
                     return;
                 };
                 let old = self.load(f, &p, target.span);
-                let rhs = self.expr(f, value);
-                let dst = f.temp();
-                f.emit(Inst::Binary {
-                    ty: NumTy::I64,
-                    dst,
-                    op: arith(*op),
-                    lhs: old,
-                    rhs,
-                    span: s.span,
-                });
-                self.store(f, p, dst, target.span);
+                let rhs = self.value(f, value);
+                let v = self.binary(f, *op, old, rhs, s.span);
+                self.store(f, p, v, target.span, s.span);
             }
             StmtKind::IncDec { target, increment } => {
                 let Some(p) = self.place(f, target, false) else {
                     return;
                 };
                 let old = self.load(f, &p, target.span);
-                let one = f.constant(1);
-                let dst = f.temp();
-                let op = if *increment {
-                    BinaryOp::Add
-                } else {
-                    BinaryOp::Sub
+                let one = Val {
+                    t: f.constant(1),
+                    ty: Type::LONG,
                 };
-                f.emit(Inst::Binary {
-                    ty: NumTy::I64,
-                    dst,
-                    op,
-                    lhs: old,
-                    rhs: one,
-                    span: s.span,
-                });
-                self.store(f, p, dst, target.span);
+                let op = if *increment { BinOp::Add } else { BinOp::Sub };
+                let v = self.binary(f, op, old, one, s.span);
+                self.store(f, p, v, target.span, s.span);
             }
             StmtKind::Call(e) => {
                 self.call(f, e, false);
             }
             StmtKind::Decl(d) => {
-                self.check_scalar_type(&d.ty, false);
-                let v = self.expr(f, &d.init);
-                let slot = f.local(&d.name.text);
+                let ty = self.resolve_type(&d.ty, false).unwrap_or(Type::ULONGLONG);
+                let v = self.value(f, &d.init);
                 if self.function_index.contains_key(&d.name.text) {
                     self.error(Diagnostic::error(
                         format!("`{}` is a function", d.name.text),
                         d.name.span,
                     ));
                 }
-                f.emit(Inst::StoreLocal { slot, src: v });
+                // A declaration with another type makes a new variable from here on
+                // (HyperDbg's scoping is textual: `for (int i = 0; ...)` after an
+                // implicit `i` is fine).
+                if f.locals
+                    .get(&d.name.text)
+                    .is_some_and(|&slot| f.local_types[slot as usize] != ty)
+                {
+                    f.locals.remove(&d.name.text);
+                }
+                let slot = f.local(&d.name.text, ty.clone());
+                let src = self.convert(f, v, &ty, d.init.span);
+                f.emit(Inst::StoreLocal { slot, src });
             }
             StmtKind::If { arms, otherwise } => {
                 let end = f.new_block();
@@ -467,7 +524,7 @@ impl Lowerer<'_> {
 
     /// Ends the current block with a branch on `cond`.
     fn branch_on(&mut self, f: &mut FnBuilder, cond: &Expr, then: BlockId, otherwise: BlockId) {
-        let c = self.expr(f, cond);
+        let c = self.truth(f, cond);
         f.terminate(Terminator::Branch {
             cond: c,
             then,
@@ -479,7 +536,9 @@ impl Lowerer<'_> {
         match (value, f.is_main, f.returns_value) {
             (None, true, _) | (None, false, false) => f.terminate(Terminator::Return(None)),
             (Some(e), false, true) => {
-                let t = self.expr(f, e);
+                let v = self.value(f, e);
+                let ret = f.ret.clone();
+                let t = self.convert(f, v, &ret, e.span);
                 f.terminate(Terminator::Return(Some(t)));
             }
             (Some(e), true, _) => self.error(
@@ -497,42 +556,29 @@ impl Lowerer<'_> {
         }
     }
 
-    fn check_scalar_type(&mut self, ty: &ast::TypeName, allow_void: bool) -> bool {
-        let words = &ty.words;
-        if words
-            .iter()
-            .any(|w| matches!(w, TypeWord::Float | TypeWord::Double))
-        {
-            self.error(
-                Diagnostic::error(
-                    "`float` and `double` are part of the v0.23 type system, not supported yet",
-                    ty.span,
-                )
-                .with_note("hvscript's core values are 64-bit integers"),
-            );
-            return false;
+    /// The type a type name denotes; reports an error and returns `None` when it denotes
+    /// none (or `void` where a value is needed).
+    fn resolve_type(&mut self, name: &ast::TypeName, allow_void: bool) -> Option<Type> {
+        match Type::from_name(name) {
+            Ok(Type::Void) if !allow_void => {
+                self.error(Diagnostic::error(
+                    "`void` is not a type for a value",
+                    name.span,
+                ));
+                None
+            }
+            Ok(ty) => Some(ty),
+            Err(message) => {
+                self.error(Diagnostic::error(message, name.span).with_note(
+                    "types: void bool char short int long (long long), signed or unsigned, float, double, and pointers to them",
+                ));
+                None
+            }
         }
-        if ty.pointers > 0 {
-            self.error(Diagnostic::error(
-                "pointer types are part of the v0.23 type system, not supported yet",
-                ty.span,
-            ));
-            return false;
-        }
-        let void = words.contains(&TypeWord::Void);
-        if void && (!allow_void || words.len() > 1) {
-            self.error(Diagnostic::error(
-                "`void` is not a type for a value",
-                ty.span,
-            ));
-            return false;
-        }
-        true
     }
 
     fn function(&mut self, def: &ast::FuncDef, span: Span) {
-        self.check_scalar_type(&def.ret, true);
-        let returns_value = !def.ret.words.contains(&TypeWord::Void);
+        let ret = self.resolve_type(&def.ret, true).unwrap_or(Type::LONG);
         if self.function_index.contains_key(&def.name.text) {
             self.error(Diagnostic::error(
                 format!("function `{}` is already defined", def.name.text),
@@ -540,26 +586,30 @@ impl Lowerer<'_> {
             ));
             return;
         }
+        let params: Vec<Type> = def
+            .params
+            .iter()
+            .map(|p| self.resolve_type(&p.ty, false).unwrap_or(Type::LONG))
+            .collect();
         let id = self.functions.len() as FuncId;
         self.functions.push(None);
         self.function_index.insert(
             def.name.text.clone(),
             FuncInfo {
                 id,
-                params: def.params.len(),
-                returns_value,
+                params: params.clone(),
+                ret: ret.clone(),
             },
         );
-        let mut fb = FnBuilder::new(def.name.text.clone(), returns_value, false);
-        for p in &def.params {
-            self.check_scalar_type(&p.ty, false);
+        let mut fb = FnBuilder::new(def.name.text.clone(), ret, false);
+        for (p, ty) in def.params.iter().zip(params) {
             if fb.locals.contains_key(&p.name.text) {
                 self.error(Diagnostic::error(
                     format!("parameter `{}` is declared twice", p.name.text),
                     p.name.span,
                 ));
             }
-            fb.local(&p.name.text);
+            fb.local(&p.name.text, ty);
         }
         fb.params = def.params.len() as u32;
         self.block(&mut fb, &def.body);
@@ -581,7 +631,13 @@ impl Lowerer<'_> {
                 }
                 match f.locals.get(name) {
                     Some(&s) => Some(Place::Local(s)),
-                    None if define => Some(Place::Local(f.local(name))),
+                    // A variable created by assignment is `unsigned long long` (HyperDbg's
+                    // implicit type).
+                    None if define => {
+                        let slot = f.local(name, Type::ULONGLONG);
+                        f.implicit[slot as usize] = true;
+                        Some(Place::Local(slot))
+                    }
                     None => {
                         self.unassigned(e.span, name, "");
                         None
@@ -599,7 +655,11 @@ impl Lowerer<'_> {
             ExprKind::Unary {
                 op: UnOp::Deref,
                 operand,
-            } => Some(Place::Memory(self.expr(f, operand))),
+            } => {
+                let addr = self.value(f, operand);
+                let addr = self.address_word(f, addr, operand.span);
+                Some(Place::Memory(addr))
+            }
             ExprKind::Index { .. } | ExprKind::Member { .. } => {
                 self.unsupported_aggregate(e.span);
                 None
@@ -626,7 +686,7 @@ impl Lowerer<'_> {
         ));
     }
 
-    fn load(&mut self, f: &mut FnBuilder, p: &Place, span: Span) -> Temp {
+    fn load(&mut self, f: &mut FnBuilder, p: &Place, span: Span) -> Val {
         let dst = f.temp();
         match *p {
             Place::Local(slot) => f.emit(Inst::LoadLocal { dst, slot }),
@@ -639,10 +699,25 @@ impl Lowerer<'_> {
                 span,
             }),
         }
-        dst
+        Val {
+            t: dst,
+            ty: p.ty(f),
+        }
     }
 
-    fn store(&mut self, f: &mut FnBuilder, p: Place, src: Temp, span: Span) {
+    /// Stores `v`, converted to the place's type (`value_span` locates conversion errors).
+    fn store(&mut self, f: &mut FnBuilder, p: Place, v: Val, span: Span, value_span: Span) {
+        let ty = p.ty(f);
+        // Implicit variables, globals, registers and memory words take a pointer as is.
+        let takes_pointer = match p {
+            Place::Local(slot) => f.implicit[slot as usize],
+            _ => true,
+        };
+        let src = if takes_pointer && v.ty.is_pointer() {
+            v.t
+        } else {
+            self.convert(f, v, &ty, value_span)
+        };
         match p {
             Place::Local(slot) => f.emit(Inst::StoreLocal { slot, src }),
             Place::Global(slot) => f.emit(Inst::StoreGlobal { slot, src }),
@@ -657,44 +732,196 @@ impl Lowerer<'_> {
         }
     }
 
+    // ------------------------------------------------------------------ conversions
+
+    /// Converts `v` to type `to` as an assignment or initialisation does; reports what C
+    /// would not convert implicitly. Constants are converted at compile time, so a float
+    /// literal out of range of a `float` is a compile error.
+    fn convert(&mut self, f: &mut FnBuilder, v: Val, to: &Type, span: Span) -> Temp {
+        if v.ty == *to {
+            return v.t;
+        }
+        let (Some(from_s), Some(to_s)) = (v.ty.scalar(), to.scalar()) else {
+            self.error(Diagnostic::error(
+                format!("a `{}` value cannot be converted to `{to}`", v.ty),
+                span,
+            ));
+            return v.t;
+        };
+        if (v.ty.is_pointer() && to.is_float()) || (v.ty.is_float() && to.is_pointer()) {
+            self.error(Diagnostic::error(
+                format!("a `{}` cannot be converted to `{to}`", v.ty),
+                span,
+            ));
+            return v.t;
+        }
+        if v.ty.is_pointer() && !to.is_pointer() {
+            self.error(
+                Diagnostic::error(format!("a pointer (`{}`) is not a `{to}`", v.ty), span)
+                    .with_help(format!("cast it: ({to}) value")),
+            );
+            return v.t;
+        }
+        if to.is_pointer() && !v.ty.is_pointer() && !self.is_constant(f, v.t, 0) {
+            self.error(
+                Diagnostic::error(format!("an integer is not a `{to}`"), span)
+                    .with_help(format!("cast it: ({to}) value")),
+            );
+            return v.t;
+        }
+        self.convert_scalar(f, v.t, from_s, to_s, span)
+    }
+
+    /// An explicit cast `(to) v`: also integer <-> pointer.
+    fn cast(&mut self, f: &mut FnBuilder, v: Val, to: &Type, span: Span) -> Temp {
+        match (v.ty.scalar(), to.scalar()) {
+            (Some(from), Some(to_s))
+                if !((v.ty.is_pointer() && to.is_float())
+                    || (v.ty.is_float() && to.is_pointer())) =>
+            {
+                self.convert_scalar(f, v.t, from, to_s, span)
+            }
+            _ => {
+                self.error(Diagnostic::error(
+                    format!("a `{}` cannot be cast to `{to}`", v.ty),
+                    span,
+                ));
+                v.t
+            }
+        }
+    }
+
+    fn convert_scalar(
+        &mut self,
+        f: &mut FnBuilder,
+        t: Temp,
+        from: ScalarTy,
+        to: ScalarTy,
+        span: Span,
+    ) -> Temp {
+        if from == to
+            || (from.bits() == 64 && to.bits() == 64 && !from.is_float() && !to.is_float())
+        {
+            return t;
+        }
+        if let Some(c) = f.constant_value(t) {
+            if from == ScalarTy::F64 && to == ScalarTy::F32 {
+                let x = f64::from_bits(c);
+                if x != 0.0 && x.is_finite() && (x as f32) == 0.0 {
+                    self.error(Diagnostic::error(
+                        "floating-point value out of range of `float` (it rounds to zero)",
+                        span,
+                    ));
+                    return t;
+                }
+            }
+            match semantics::convert(from, to, c) {
+                Ok(v) => return f.constant(v),
+                Err(_) if from.is_float() && to.is_float() => {
+                    self.error(Diagnostic::error(
+                        format!("floating-point value out of range of `{}`", scalar_name(to)),
+                        span,
+                    ));
+                    return t;
+                }
+                // Integer conversions of out-of-range floats stay a run-time error.
+                Err(_) => {}
+            }
+        }
+        let dst = f.temp();
+        f.emit(Inst::Convert {
+            dst,
+            src: t,
+            from,
+            to,
+            span,
+        });
+        dst
+    }
+
+    fn is_constant(&self, f: &FnBuilder, t: Temp, value: u64) -> bool {
+        f.constant_value(t) == Some(value)
+    }
+
+    /// The promoted arithmetic type of `v`, or an error for `void`.
+    fn arith_type(&mut self, v: &Val, span: Span) -> NumTy {
+        match v.ty.promoted() {
+            Some(t) => t,
+            None => {
+                self.error(Diagnostic::error("a `void` value has no value", span));
+                NumTy::I64
+            }
+        }
+    }
+
+    /// Converts `v` to the arithmetic type `to` (from its own promoted type).
+    fn convert_to_num(&mut self, f: &mut FnBuilder, v: &Val, to: NumTy, span: Span) -> Temp {
+        match v.ty.scalar() {
+            Some(from) => self.convert_scalar(f, v.t, from, to.scalar(), span),
+            None => v.t,
+        }
+    }
+
+    /// An address operand (for `*p`, `poi` ...): pointers and integers are words; a float
+    /// is refused.
+    fn address_word(&mut self, f: &mut FnBuilder, v: Val, span: Span) -> Temp {
+        if v.ty.is_float() {
+            self.error(
+                Diagnostic::error(format!("a `{}` is not an address", v.ty), span)
+                    .with_help("cast it to an integer first: (unsigned long long) value"),
+            );
+        }
+        let _ = f;
+        v.t
+    }
+
+    /// A condition's truth: integers and pointers test the word, floats the value.
+    fn truth(&mut self, f: &mut FnBuilder, cond: &Expr) -> Temp {
+        let v = self.value(f, cond);
+        match v.ty.scalar() {
+            Some(from) if from.is_float() => {
+                self.convert_scalar(f, v.t, from, ScalarTy::Bool, cond.span)
+            }
+            _ => v.t,
+        }
+    }
+
     // ------------------------------------------------------------------ expressions
 
-    fn expr(&mut self, f: &mut FnBuilder, e: &Expr) -> Temp {
+    fn value(&mut self, f: &mut FnBuilder, e: &Expr) -> Val {
+        let long = |t| Val { t, ty: Type::LONG };
         match &e.kind {
-            ExprKind::Number(n) => f.constant(*n),
-            ExprKind::Float(_) => {
-                self.error(Diagnostic::error(
-                    "floating-point numbers are part of the v0.23 type system, not supported yet",
-                    e.span,
-                ));
-                f.constant(0)
-            }
+            ExprKind::Number(n) => long(f.constant(*n)),
+            ExprKind::Float(x) => Val {
+                t: f.constant(x.to_bits()),
+                ty: Type::Double,
+            },
             ExprKind::Str(_) | ExprKind::WStr(_) => {
                 self.error(Diagnostic::error("a string is not a value", e.span));
-                f.constant(0)
+                long(f.constant(0))
             }
             ExprKind::Register(reg) => {
                 let dst = f.temp();
                 f.emit(Inst::ReadReg { dst, reg: *reg });
-                dst
+                long(dst)
             }
             ExprKind::Pseudo(reg) => {
                 let dst = f.temp();
                 f.emit(Inst::ReadPseudo { dst, reg: *reg });
-                dst
+                long(dst)
             }
             ExprKind::Local(_) | ExprKind::Global(_) => match self.place(f, e, false) {
                 Some(p) => self.load(f, &p, e.span),
-                None => f.constant(0),
+                None => long(f.constant(0)),
             },
             ExprKind::Symbol(name) => match self.options.symbols.get(name) {
-                Some(&v) => f.constant(v),
+                Some(&v) => long(f.constant(v)),
                 None => {
                     self.error(
                         Diagnostic::error(format!("unknown symbol `{name}`"), e.span)
                             .with_help("give the debugger its address, e.g. --sym nt!ExAllocatePoolWithTag=0xfffff80012345678"),
                     );
-                    f.constant(0)
+                    long(f.constant(0))
                 }
             },
             ExprKind::Unary { op, operand } => self.unary(f, *op, operand, e.span),
@@ -709,36 +936,194 @@ impl Lowerer<'_> {
                 rhs,
             } => self.logical(f, false, lhs, rhs),
             ExprKind::Binary { op, lhs, rhs } => {
-                let a = self.expr(f, lhs);
-                let b = self.expr(f, rhs);
-                let dst = f.temp();
-                f.emit(Inst::Binary {
-                    ty: NumTy::I64,
-                    dst,
-                    op: arith(*op),
-                    lhs: a,
-                    rhs: b,
-                    span: e.span,
-                });
-                dst
+                let a = self.value(f, lhs);
+                let b = self.value(f, rhs);
+                self.binary(f, *op, a, b, e.span)
             }
             ExprKind::Call { .. } => match self.call(f, e, true) {
-                Some(t) => t,
-                None => f.constant(0),
+                Some(v) => v,
+                None => long(f.constant(0)),
             },
+            ExprKind::Cast { ty, operand } => {
+                let v = self.value(f, operand);
+                match self.resolve_type(ty, true) {
+                    Some(Type::Void) => {
+                        // `(void) e`: evaluated for its effects, no value.
+                        Val {
+                            t: v.t,
+                            ty: Type::Void,
+                        }
+                    }
+                    Some(to) => {
+                        let t = self.cast(f, v, &to, e.span);
+                        Val { t, ty: to }
+                    }
+                    None => v,
+                }
+            }
+            ExprKind::SizeofType(ty) => {
+                let size = self
+                    .resolve_type(ty, true)
+                    .map(|t| self.size_of(&t, e.span));
+                Val {
+                    t: f.constant(size.unwrap_or(0)),
+                    ty: Type::ULONGLONG,
+                }
+            }
+            ExprKind::SizeofExpr(operand) => {
+                // The operand is typed but not evaluated: lower it into a scratch copy of
+                // the function and throw the code away.
+                let mut scratch = f.scratch();
+                let v = self.value(&mut scratch, operand);
+                let size = self.size_of(&v.ty, e.span);
+                Val {
+                    t: f.constant(size),
+                    ty: Type::ULONGLONG,
+                }
+            }
             ExprKind::Index { .. } | ExprKind::Member { .. } => {
                 self.unsupported_aggregate(e.span);
-                f.constant(0)
+                long(f.constant(0))
             }
         }
     }
 
-    fn unary(&mut self, f: &mut FnBuilder, op: UnOp, operand: &Expr, span: Span) -> Temp {
+    fn size_of(&mut self, ty: &Type, span: Span) -> u64 {
+        match ty.size() {
+            Some(n) => n,
+            None => {
+                self.error(Diagnostic::error(format!("`{ty}` has no size"), span));
+                0
+            }
+        }
+    }
+
+    /// A binary operation with C's conversions (and pointer arithmetic).
+    fn binary(&mut self, f: &mut FnBuilder, op: BinOp, a: Val, b: Val, span: Span) -> Val {
+        let irop = arith(op);
+        // Pointer arithmetic: `p + n`, `n + p`, `p - n` step by the pointee's size;
+        // `p - q` counts elements.
+        match (&a.ty, &b.ty, op) {
+            (Type::Pointer(to), _, BinOp::Add | BinOp::Sub) if b.ty.is_integer() => {
+                let to = (**to).clone();
+                let offset = self.scaled(f, &b, &to, span);
+                let t = self.emit_binary(f, irop, NumTy::U64, a.t, offset, span);
+                return Val { t, ty: a.ty };
+            }
+            (_, Type::Pointer(to), BinOp::Add) if a.ty.is_integer() => {
+                let to = (**to).clone();
+                let offset = self.scaled(f, &a, &to, span);
+                let t = self.emit_binary(f, irop, NumTy::U64, offset, b.t, span);
+                return Val { t, ty: b.ty };
+            }
+            (Type::Pointer(p), Type::Pointer(q), BinOp::Sub) => {
+                if p != q {
+                    self.error(Diagnostic::error(
+                        format!("`{}` and `{}` point to different types", a.ty, b.ty),
+                        span,
+                    ));
+                }
+                let bytes = self.emit_binary(f, BinaryOp::Sub, NumTy::I64, a.t, b.t, span);
+                let size = p.size().unwrap_or(1).max(1);
+                let size = f.constant(size);
+                let t = self.emit_binary(f, BinaryOp::Div, NumTy::I64, bytes, size, span);
+                return Val { t, ty: Type::LONG };
+            }
+            (Type::Pointer(_), _, _) | (_, Type::Pointer(_), _) if !irop.is_comparison() => {
+                self.error(Diagnostic::error(
+                    format!("`{}` {} `{}` is not defined", a.ty, op_text(op), b.ty),
+                    span,
+                ));
+                return Val {
+                    t: a.t,
+                    ty: Type::ULONGLONG,
+                };
+            }
+            _ => {}
+        }
+        let (ta, tb) = (self.arith_type(&a, span), self.arith_type(&b, span));
+        // Shifts compute in the left operand's promoted type; the count is its own value.
+        let ty = if matches!(op, BinOp::Shl | BinOp::Shr) {
+            ta
+        } else {
+            common(ta, tb)
+        };
+        if ty.is_float() && !irop.works_on_floats() {
+            self.error(Diagnostic::error(
+                format!("`{}` is not defined on floating-point values", op_text(op)),
+                span,
+            ));
+        }
+        if matches!(op, BinOp::Shl | BinOp::Shr) && tb.is_float() {
+            self.error(Diagnostic::error("a shift count must be an integer", span));
+        }
+        let x = self.convert_to_num(f, &a, ty, span);
+        let y = if matches!(op, BinOp::Shl | BinOp::Shr) {
+            b.t
+        } else {
+            self.convert_to_num(f, &b, ty, span)
+        };
+        let t = self.emit_binary(f, irop, ty, x, y, span);
+        let result = if irop.is_comparison() {
+            Type::INT
+        } else {
+            Type::of_num(ty)
+        };
+        Val { t, ty: result }
+    }
+
+    /// `n * sizeof(to)` as an unsigned 64-bit byte offset.
+    fn scaled(&mut self, f: &mut FnBuilder, n: &Val, to: &Type, span: Span) -> Temp {
+        let n64 = self.convert_to_num(f, n, NumTy::I64, span);
+        match to.size() {
+            Some(1) => n64,
+            Some(size) => {
+                let size = f.constant(size);
+                self.emit_binary(f, BinaryOp::Mul, NumTy::U64, n64, size, span)
+            }
+            None => {
+                self.error(Diagnostic::error(
+                    format!("`{to} *` points to something without a size"),
+                    span,
+                ));
+                n64
+            }
+        }
+    }
+
+    fn emit_binary(
+        &mut self,
+        f: &mut FnBuilder,
+        op: BinaryOp,
+        ty: NumTy,
+        lhs: Temp,
+        rhs: Temp,
+        span: Span,
+    ) -> Temp {
+        // Constant operands fold (a failing fold stays a run-time error at its place).
+        if let (Some(x), Some(y)) = (f.constant_value(lhs), f.constant_value(rhs)) {
+            if let Ok(v) = semantics::binary(op, ty, x, y) {
+                return f.constant(v);
+            }
+        }
+        let dst = f.temp();
+        f.emit(Inst::Binary {
+            dst,
+            op,
+            ty,
+            lhs,
+            rhs,
+            span,
+        });
+        dst
+    }
+
+    fn unary(&mut self, f: &mut FnBuilder, op: UnOp, operand: &Expr, span: Span) -> Val {
         match op {
-            UnOp::Plus => self.expr(f, operand),
             UnOp::AddrOf => self.address_of(f, operand),
             UnOp::Deref => {
-                let addr = self.expr(f, operand);
+                let v = self.value(f, operand);
+                let addr = self.address_word(f, v, operand.span);
                 let dst = f.temp();
                 f.emit(Inst::CallBuiltin {
                     dst: Some(dst),
@@ -746,41 +1131,91 @@ impl Lowerer<'_> {
                     args: vec![Operand::Temp(addr)],
                     span,
                 });
-                dst
+                Val {
+                    t: dst,
+                    ty: Type::ULONGLONG,
+                }
             }
-            UnOp::Neg | UnOp::BitNot | UnOp::LogNot => {
-                let src = self.expr(f, operand);
-                let dst = f.temp();
-                let op = match op {
-                    UnOp::Neg => UnaryOp::Neg,
-                    UnOp::BitNot => UnaryOp::Not,
-                    _ => UnaryOp::LogNot,
-                };
-                f.emit(Inst::Unary {
-                    dst,
-                    op,
-                    ty: NumTy::I64,
-                    src,
-                });
-                dst
+            UnOp::Plus | UnOp::Neg | UnOp::BitNot | UnOp::LogNot => {
+                let v = self.value(f, operand);
+                self.unary_value(f, op, v, span)
             }
         }
     }
 
+    /// `+ - ~ !` on a value (also `neg(x)` and `not(x)`, which are the same operators).
+    fn unary_value(&mut self, f: &mut FnBuilder, op: UnOp, v: Val, span: Span) -> Val {
+        if v.ty.is_pointer() && op != UnOp::LogNot {
+            self.error(Diagnostic::error(
+                format!("`{}` is not defined on `{}`", unop_text(op), v.ty),
+                span,
+            ));
+        }
+        let ty = self.arith_type(&v, span);
+        let src = self.convert_to_num(f, &v, ty, span);
+        let irop = match op {
+            UnOp::Plus => {
+                return Val {
+                    t: src,
+                    ty: Type::of_num(ty),
+                }
+            }
+            UnOp::Neg => UnaryOp::Neg,
+            UnOp::BitNot => {
+                if ty.is_float() {
+                    self.error(Diagnostic::error(
+                        "`~` is not defined on floating-point values",
+                        span,
+                    ));
+                }
+                UnaryOp::Not
+            }
+            _ => UnaryOp::LogNot,
+        };
+        let result = if irop == UnaryOp::LogNot {
+            Type::INT
+        } else {
+            Type::of_num(ty)
+        };
+        if let Some(c) = f.constant_value(src) {
+            let t = f.constant(semantics::unary(irop, ty, c));
+            return Val { t, ty: result };
+        }
+        let dst = f.temp();
+        f.emit(Inst::Unary {
+            dst,
+            op: irop,
+            ty,
+            src,
+        });
+        Val { t: dst, ty: result }
+    }
+
     /// `&x` declares `x` when it is new (it starts at 0): the interlocked and spinlock
     /// idioms take the address of a counter before anything is stored in it.
-    fn address_of(&mut self, f: &mut FnBuilder, operand: &Expr) -> Temp {
+    fn address_of(&mut self, f: &mut FnBuilder, operand: &Expr) -> Val {
         let dst = f.temp();
+        let mut ty = Type::ULONGLONG;
         match &operand.kind {
             ExprKind::Local(_) | ExprKind::Global(_) => match self.place(f, operand, true) {
-                Some(Place::Local(slot)) => f.emit(Inst::AddrLocal { dst, slot }),
+                Some(Place::Local(slot)) => {
+                    ty = f.local_types[slot as usize].clone();
+                    f.emit(Inst::AddrLocal { dst, slot })
+                }
                 Some(Place::Global(slot)) => f.emit(Inst::AddrGlobal { dst, slot }),
                 _ => f.emit(Inst::Const { dst, value: 0 }),
             },
             ExprKind::Unary {
                 op: UnOp::Deref,
                 operand: inner,
-            } => return self.expr(f, inner),
+            } => {
+                let v = self.value(f, inner);
+                let t = self.address_word(f, v, inner.span);
+                return Val {
+                    t,
+                    ty: Type::Pointer(Box::new(Type::ULONGLONG)),
+                };
+            }
             ExprKind::Register(_) => {
                 self.error(Diagnostic::error("a register has no address", operand.span));
                 f.emit(Inst::Const { dst, value: 0 });
@@ -793,23 +1228,26 @@ impl Lowerer<'_> {
                 f.emit(Inst::Const { dst, value: 0 });
             }
         }
-        dst
+        Val {
+            t: dst,
+            ty: Type::Pointer(Box::new(ty)),
+        }
     }
 
-    /// `a && b`, `a || b`: short-circuit, result 0 or 1.
-    fn logical(&mut self, f: &mut FnBuilder, is_and: bool, lhs: &Expr, rhs: &Expr) -> Temp {
+    /// `a && b`, `a || b`: short-circuit, result 0 or 1 (`int`).
+    fn logical(&mut self, f: &mut FnBuilder, is_and: bool, lhs: &Expr, rhs: &Expr) -> Val {
         let result = f.temp();
-        let a = self.expr(f, lhs);
+        let a = self.truth(f, lhs);
         f.emit(Inst::Unary {
-            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
+            ty: NumTy::I64,
             src: a,
         });
         f.emit(Inst::Unary {
-            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
+            ty: NumTy::I64,
             src: result,
         });
         let eval_rhs = f.new_block();
@@ -825,33 +1263,36 @@ impl Lowerer<'_> {
             otherwise,
         });
         f.switch_to(eval_rhs);
-        let b = self.expr(f, rhs);
+        let b = self.truth(f, rhs);
         f.emit(Inst::Unary {
-            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
+            ty: NumTy::I64,
             src: b,
         });
         f.emit(Inst::Unary {
-            ty: NumTy::I64,
             dst: result,
             op: UnaryOp::LogNot,
+            ty: NumTy::I64,
             src: result,
         });
         f.terminate(Terminator::Jump(done));
         f.switch_to(done);
-        result
+        Val {
+            t: result,
+            ty: Type::INT,
+        }
     }
 
-    /// A call; `want_value` when the result is used. Returns the result temp.
-    fn call(&mut self, f: &mut FnBuilder, e: &Expr, want_value: bool) -> Option<Temp> {
+    /// A call; `want_value` when the result is used. Returns the result.
+    fn call(&mut self, f: &mut FnBuilder, e: &Expr, want_value: bool) -> Option<Val> {
         let ExprKind::Call {
             callee,
             callee_span,
             args,
         } = &e.kind
         else {
-            return Some(self.expr(f, e));
+            return Some(self.value(f, e));
         };
         match callee {
             Callee::Builtin(b) => self.builtin_call(f, *b, args, e.span, want_value),
@@ -865,32 +1306,41 @@ impl Lowerer<'_> {
                     });
                     return None;
                 };
-                let (id, params, returns_value) = (info.id, info.params, info.returns_value);
-                if args.len() != params {
+                let (id, params, ret) = (info.id, info.params.clone(), info.ret.clone());
+                if args.len() != params.len() {
                     self.error(Diagnostic::error(
                         format!(
-                            "`{name}` takes {params} argument{}, but {} were given",
-                            if params == 1 { "" } else { "s" },
+                            "`{name}` takes {} argument{}, but {} were given",
+                            params.len(),
+                            if params.len() == 1 { "" } else { "s" },
                             args.len()
                         ),
                         e.span,
                     ));
                 }
+                let returns_value = ret != Type::Void;
                 if want_value && !returns_value {
                     self.error(Diagnostic::error(
                         format!("`{name}` is `void` and has no value"),
                         *callee_span,
                     ));
                 }
-                let args: Vec<Temp> = args.iter().map(|a| self.expr(f, a)).collect();
+                let mut temps = Vec::with_capacity(args.len());
+                for (i, a) in args.iter().enumerate() {
+                    let v = self.value(f, a);
+                    temps.push(match params.get(i) {
+                        Some(p) => self.convert(f, v, p, a.span),
+                        None => v.t,
+                    });
+                }
                 let dst = (want_value || returns_value).then(|| f.temp());
                 f.emit(Inst::CallUser {
                     dst,
                     func: id,
-                    args,
+                    args: temps,
                     span: e.span,
                 });
-                dst
+                dst.map(|t| Val { t, ty: ret })
             }
         }
     }
@@ -902,12 +1352,25 @@ impl Lowerer<'_> {
         args: &[Expr],
         span: Span,
         want_value: bool,
-    ) -> Option<Temp> {
+    ) -> Option<Val> {
         if b == Builtin::Reference {
             return Some(match args {
                 [x] => self.address_of(f, x),
-                _ => f.constant(0),
+                _ => Val {
+                    t: f.constant(0),
+                    ty: Type::ULONGLONG,
+                },
             });
+        }
+        // `neg(x)` and `not(x)` are unary `-` and `~`, with their types.
+        if let (Builtin::Neg | Builtin::Not, [x]) = (b, args) {
+            let v = self.value(f, x);
+            let op = if b == Builtin::Neg {
+                UnOp::Neg
+            } else {
+                UnOp::BitNot
+            };
+            return Some(self.unary_value(f, op, v, span));
         }
         if b == Builtin::EventSc && self.options.stage == StageUse::PostOnly {
             self.error(
@@ -915,15 +1378,23 @@ impl Lowerer<'_> {
                     .with_note("short-circuiting in the post stage is meaningless: the emulation has already happened"),
             );
         }
-        if b == Builtin::Printf {
-            self.check_printf(args);
-        }
+        let specs = if b == Builtin::Printf {
+            self.check_printf(args)
+        } else {
+            None
+        };
         let mut ops = Vec::with_capacity(args.len());
-        for a in args {
+        for (i, a) in args.iter().enumerate() {
             ops.push(match &a.kind {
                 ExprKind::Str(s) => Operand::Str(self.intern(StrLit::Narrow(s.clone()))),
                 ExprKind::WStr(s) => Operand::Str(self.intern(StrLit::Wide(s.clone()))),
-                _ => Operand::Temp(self.expr(f, a)),
+                _ => {
+                    let v = self.value(f, a);
+                    let wants_float = specs
+                        .as_ref()
+                        .and_then(|s| s.get(i.wrapping_sub(1)).copied());
+                    Operand::Temp(self.builtin_arg(f, b, v, wants_float, a.span))
+                }
             });
         }
         let dst = (want_value && b.info().shape.returns_value).then(|| f.temp());
@@ -933,13 +1404,75 @@ impl Lowerer<'_> {
             args: ops,
             span,
         });
-        dst
+        dst.map(|t| Val {
+            t,
+            ty: Type::ULONGLONG,
+        })
     }
 
-    fn check_printf(&mut self, args: &[Expr]) {
-        let Some(fmt) = args.first() else { return };
+    /// A built-in's value argument: a word. printf's float conversions take a `double`
+    /// (a `float` is promoted, as C's varargs do); everything else takes an integer or a
+    /// pointer. `wants_float` is printf's view of the argument, if it is one.
+    fn builtin_arg(
+        &mut self,
+        f: &mut FnBuilder,
+        b: Builtin,
+        v: Val,
+        wants_float: Option<bool>,
+        span: Span,
+    ) -> Temp {
+        match wants_float {
+            Some(true) if v.ty.is_float() => self.convert(f, v, &Type::Double, span),
+            Some(true) => {
+                self.error(
+                    Diagnostic::error(
+                        format!(
+                            "printf's floating-point conversion needs a `double`, not `{}`",
+                            v.ty
+                        ),
+                        span,
+                    )
+                    .with_help("cast it: (double) value"),
+                );
+                v.t
+            }
+            Some(false) if v.ty.is_float() => {
+                self.error(
+                    Diagnostic::error(
+                        format!(
+                            "printf's integer conversion needs an integer, not `{}`",
+                            v.ty
+                        ),
+                        span,
+                    )
+                    .with_help("print it with %f, or cast it: (long) value"),
+                );
+                v.t
+            }
+            _ if v.ty.is_float() => {
+                self.error(
+                    Diagnostic::error(
+                        format!("`{}` takes integers, not `{}`", b.name(), v.ty),
+                        span,
+                    )
+                    .with_help("cast it: (long) value"),
+                );
+                v.t
+            }
+            _ if v.ty == Type::Void => {
+                self.error(Diagnostic::error("a `void` value has no value", span));
+                v.t
+            }
+            _ => v.t,
+        }
+    }
+
+    /// Checks printf's format against its arguments; returns, per argument after the
+    /// format, whether its conversion takes a floating-point value.
+    fn check_printf(&mut self, args: &[Expr]) -> Option<Vec<bool>> {
+        let fmt = args.first()?;
         let ExprKind::Str(bytes) = &fmt.kind else {
-            return;
+            return None;
         };
         match hvscript_stdlib::parse_format(bytes) {
             Err(e) => {
@@ -952,9 +1485,10 @@ impl Lowerer<'_> {
                 };
                 self.error(
                     Diagnostic::error(format!("bad printf format: {e}"), span).with_note(
-                        "specifiers: %d %i %u %o %x %X %c %p %s %ws %ls with l, ll or h (no flags, width or precision); %% prints %",
+                        "specifiers: %d %i %u %o %x %X %c %p %s %ws %ls with l, ll or h, %f for doubles; %% prints %",
                     ),
                 );
+                None
             }
             Ok(specs) if specs.len() != args.len() - 1 => {
                 self.error(Diagnostic::error(
@@ -968,9 +1502,52 @@ impl Lowerer<'_> {
                     ),
                     fmt.span,
                 ));
+                None
             }
-            Ok(_) => {}
+            Ok(specs) => Some(specs.iter().map(|s| s.expects_float()).collect()),
         }
+    }
+}
+
+fn scalar_name(t: ScalarTy) -> &'static str {
+    match t {
+        ScalarTy::F32 => "float",
+        ScalarTy::F64 => "double",
+        _ => "an integer type",
+    }
+}
+
+fn op_text(op: BinOp) -> &'static str {
+    match op {
+        BinOp::Mul => "*",
+        BinOp::Div => "/",
+        BinOp::Mod => "%",
+        BinOp::Add => "+",
+        BinOp::Sub => "-",
+        BinOp::Shl => "<<",
+        BinOp::Shr => ">>",
+        BinOp::BitAnd => "&",
+        BinOp::BitXor => "^",
+        BinOp::BitOr => "|",
+        BinOp::Eq => "==",
+        BinOp::Ne => "!=",
+        BinOp::Lt => "<",
+        BinOp::Gt => ">",
+        BinOp::Le => "<=",
+        BinOp::Ge => ">=",
+        BinOp::LogAnd => "&&",
+        BinOp::LogOr => "||",
+    }
+}
+
+fn unop_text(op: UnOp) -> &'static str {
+    match op {
+        UnOp::Neg => "-",
+        UnOp::Plus => "+",
+        UnOp::BitNot => "~",
+        UnOp::LogNot => "!",
+        UnOp::Deref => "*",
+        UnOp::AddrOf => "&",
     }
 }
 

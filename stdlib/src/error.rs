@@ -71,8 +71,6 @@ pub enum ScriptError {
     Format(FormatError),
     /// `printf` got a different number of arguments than its format has specifiers.
     PrintfArity { specifiers: usize, args: usize },
-    /// `%f` (at byte `offset` of the format) with an integer argument.
-    PrintfFloat { offset: usize },
     /// A built-in that only exists at compile time (`reference`).
     NotCallable {
         builtin: Builtin,
@@ -89,7 +87,13 @@ impl From<FormatError> for ScriptError {
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ScriptError::InvalidAddress { builtin, space, access, addr, len } => {
+            ScriptError::InvalidAddress {
+                builtin,
+                space,
+                access,
+                addr,
+                len,
+            } => {
                 let verb = match access {
                     Access::Read => "read",
                     Access::Write => "write",
@@ -107,31 +111,68 @@ impl fmt::Display for ScriptError {
             }
             ScriptError::DivisionByZero => f.write_str("division by zero"),
             ScriptError::BadShift { count } => {
-                write!(f, "invalid shift count {count} (must be less than the operand's width)")
+                write!(
+                    f,
+                    "invalid shift count {count} (must be less than the operand's width)"
+                )
             }
             ScriptError::Unavailable { builtin, reason } => {
                 write!(f, "{}: unavailable: {reason}", builtin.name())
             }
-            ScriptError::ArgCount { builtin, min, max, got } => match max {
+            ScriptError::ArgCount {
+                builtin,
+                min,
+                max,
+                got,
+            } => match max {
                 Some(max) if max == min => {
-                    write!(f, "{}: expects {min} argument(s), got {got}", builtin.name())
+                    write!(
+                        f,
+                        "{}: expects {min} argument(s), got {got}",
+                        builtin.name()
+                    )
                 }
                 Some(max) => {
-                    write!(f, "{}: expects {min} to {max} arguments, got {got}", builtin.name())
+                    write!(
+                        f,
+                        "{}: expects {min} to {max} arguments, got {got}",
+                        builtin.name()
+                    )
                 }
-                None => write!(f, "{}: expects at least {min} argument(s), got {got}", builtin.name()),
+                None => write!(
+                    f,
+                    "{}: expects at least {min} argument(s), got {got}",
+                    builtin.name()
+                ),
             },
-            ScriptError::ArgKind { builtin, index, expected } => {
+            ScriptError::ArgKind {
+                builtin,
+                index,
+                expected,
+            } => {
                 let what = match expected {
                     ArgKind::Value => "a value (string literals are not allowed here)",
                     ArgKind::NarrowStrOrValue => "a narrow string literal or an address",
                     ArgKind::WideStrOrValue => "a wide string literal L\"...\" or an address",
                     ArgKind::Format => "a narrow string literal (the format)",
                 };
-                write!(f, "{}: argument {} must be {what}", builtin.name(), index + 1)
+                write!(
+                    f,
+                    "{}: argument {} must be {what}",
+                    builtin.name(),
+                    index + 1
+                )
             }
-            ScriptError::InvalidArgument { builtin, value, reason } => {
-                write!(f, "{}: invalid argument {value:#x}: {reason}", builtin.name())
+            ScriptError::InvalidArgument {
+                builtin,
+                value,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{}: invalid argument {value:#x}: {reason}",
+                    builtin.name()
+                )
             }
             ScriptError::SpinlockNotAcquired { addr, spins } => write!(
                 f,
@@ -142,11 +183,9 @@ impl fmt::Display for ScriptError {
                 f,
                 "printf: the format has {specifiers} specifier(s) but {args} argument(s) were given"
             ),
-            ScriptError::PrintfFloat { offset } => write!(
-                f,
-                "printf: %f at byte {offset} of the format needs a float argument, and the argument is an integer"
-            ),
-            ScriptError::NotCallable { builtin, reason } => write!(f, "{}: {reason}", builtin.name()),
+            ScriptError::NotCallable { builtin, reason } => {
+                write!(f, "{}: {reason}", builtin.name())
+            }
         }
     }
 }

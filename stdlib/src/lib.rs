@@ -41,7 +41,7 @@ pub use error::{Access, ScriptError, Space};
 pub use memory::MAX_MEMCPY;
 pub use printf::{
     format_printf, parse_format, Conversion, FormatError, FormatErrorKind, FormatSpec, Length,
-    MAX_PRINTF_OUTPUT,
+    MAX_FLOAT_PRECISION, MAX_PRINTF_OUTPUT,
 };
 pub use strings::MAX_STRING_UNITS;
 

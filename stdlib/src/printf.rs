@@ -2,17 +2,29 @@
 //! formatter.
 //!
 //! Accepted specifiers: `%d %i %u %o %x %X` with an optional `h`, `l` or `ll` prefix, `%c`,
-//! `%p`, `%s`, `%ws`/`%ls`, `%f`, and `%%`. Integer widths follow HyperDbg on Windows
-//! (LLP64): no prefix and `l` use the low 32 bits, `h` 16 bits, `ll` 64 bits.
+//! `%p`, `%s`, `%ws`/`%ls`, the floating-point `%f %F %e %E %g %G` with an optional `l`
+//! (`%lf` is `%f`, as in C) and an optional precision (`%.2f`, `%.f`), and `%%`. Integer
+//! widths follow HyperDbg on Windows (LLP64): no prefix and `l` use the low 32 bits, `h` 16
+//! bits, `ll` 64 bits.
+//!
+//! A floating-point conversion takes its argument as the bits of an IEEE-754 `double` (the
+//! compiler promotes a `float`, as C's varargs do, and rejects an integer argument) and
+//! prints it as glibc's `printf` does: exact decimal expansion, rounded half-to-even on the
+//! exact binary value, 6 digits after the point by default, `inf`/`nan` with the sign bit
+//! (`-nan` too), upper case for `%F %E %G`.
 //!
 //! Deviations from HyperDbg, on purpose:
 //! - `%%` prints `%` (HyperDbg does not treat it as an escape; C users expect it);
 //! - `%X` and the `X` forms are accepted (HyperDbg's compile-time count skips them);
-//! - a `%` followed by anything else (flags, width, precision, unknown letters) is a
-//!   [`FormatError`] with its byte offset, where HyperDbg silently miscounts;
+//! - `%lf`, `%F`, `%e`, `%E`, `%g`, `%G` and a precision on them are accepted (HyperDbg only
+//!   knows a bare `%f`);
+//! - a `%` followed by anything else (flags, width, a precision on a non-floating
+//!   conversion, unknown letters) is a [`FormatError`] with its byte offset, where HyperDbg
+//!   silently miscounts;
 //! - `%c` of 0 prints nothing, as HyperDbg's `sprintf` + `strlen` does;
 //! - output beyond [`MAX_PRINTF_OUTPUT`] bytes is cut with a warning (HyperDbg drops it silently).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 
@@ -22,6 +34,10 @@ use crate::strings::append_mem_string;
 
 /// The most bytes one `printf` produces (HyperDbg sends one 4096-byte packet chunk).
 pub const MAX_PRINTF_OUTPUT: usize = 4096;
+
+/// The largest precision a floating-point conversion accepts (`%.4096f`); more digits could
+/// not be printed anyway.
+pub const MAX_FLOAT_PRECISION: u16 = 4096;
 
 /// The length prefix of an integer specifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +84,34 @@ pub enum Conversion {
     Str,
     /// `ws`, `ls`: the NUL-terminated UTF-16 string at the address.
     WStr,
-    /// `f`: a float (reserved for typed floats; an integer argument is a run-time error).
+    /// `f`, `lf`: a `double` in fixed-point notation (`-12.500000`).
     Float,
+    /// `F`, `lF`: as `f`, with `INF` and `NAN` in upper case.
+    FloatUpper,
+    /// `e`, `le`: a `double` in exponent notation (`-1.250000e+01`).
+    Exp,
+    /// `E`, `lE`: as `e`, with `E`, `INF` and `NAN`.
+    ExpUpper,
+    /// `g`, `lg`: the shorter of `f` and `e`, without trailing zeros (`-12.5`).
+    General,
+    /// `G`, `lG`: as `g`, with `E`, `INF` and `NAN`.
+    GeneralUpper,
+}
+
+impl Conversion {
+    /// Whether the conversion prints a floating-point value (its argument is the bits of a
+    /// `double`); every other conversion takes an integer or an address.
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            Conversion::Float
+                | Conversion::FloatUpper
+                | Conversion::Exp
+                | Conversion::ExpUpper
+                | Conversion::General
+                | Conversion::GeneralUpper
+        )
+    }
 }
 
 /// One argument-consuming specifier of a format.
@@ -82,6 +124,18 @@ pub struct FormatSpec {
     pub conv: Conversion,
     /// Meaningful for the integer conversions; [`Length::Int`] otherwise.
     pub length: Length,
+    /// The precision of a floating-point conversion (`%.2f` → `Some(2)`, `%.f` → `Some(0)`),
+    /// at most [`MAX_FLOAT_PRECISION`]; `None` means C's default, 6. Always `None` for the
+    /// other conversions, which take no precision.
+    pub precision: Option<u16>,
+}
+
+impl FormatSpec {
+    /// Whether the argument of this specifier must be a floating-point value (passed as the
+    /// bits of a `double`); if not, it must be an integer or a pointer.
+    pub fn expects_float(&self) -> bool {
+        self.conv.is_float()
+    }
 }
 
 /// What is wrong with a format.
@@ -89,8 +143,11 @@ pub struct FormatSpec {
 pub enum FormatErrorKind {
     /// The format ends right after a `%` (or after its length prefix).
     Incomplete,
-    /// A flag, width or precision, which hvscript (like HyperDbg) does not support.
+    /// A flag, a width, or a precision on a conversion other than `f F e E g G`, which
+    /// hvscript (like HyperDbg) does not support.
     FlagsOrWidth,
+    /// A precision over [`MAX_FLOAT_PRECISION`].
+    PrecisionTooLarge,
     /// Any other character after `%`.
     Unknown,
 }
@@ -102,14 +159,23 @@ pub struct FormatError {
     pub kind: FormatErrorKind,
 }
 
-const SUPPORTED: &str = "supported: %d %i %u %o %x %X (with h, l or ll), %c %p %s %ws %ls %f %%";
+const SUPPORTED: &str = "supported: %d %i %u %o %x %X (with h, l or ll), %c %p %s %ws %ls, \
+     %f %F %e %E %g %G (with l and a precision such as %.2f), %%";
 
 impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
             FormatErrorKind::Incomplete => "incomplete format specifier",
             FormatErrorKind::FlagsOrWidth => {
-                "flags, width and precision are not supported in format specifiers"
+                "flags and width are not supported in format specifiers, nor a precision \
+                 except on %f %F %e %E %g %G"
+            }
+            FormatErrorKind::PrecisionTooLarge => {
+                return write!(
+                    f,
+                    "precision over {MAX_FLOAT_PRECISION} at byte {} ({SUPPORTED})",
+                    self.offset
+                );
             }
             FormatErrorKind::Unknown => "unknown format specifier",
         };
@@ -137,6 +203,15 @@ fn parse_spec(fmt: &[u8], at: usize) -> Result<Piece, FormatError> {
         b'X' => Some(Conversion::HexUpper),
         _ => None,
     };
+    let float_conv = |c: u8| match c {
+        b'f' => Some(Conversion::Float),
+        b'F' => Some(Conversion::FloatUpper),
+        b'e' => Some(Conversion::Exp),
+        b'E' => Some(Conversion::ExpUpper),
+        b'g' => Some(Conversion::General),
+        b'G' => Some(Conversion::GeneralUpper),
+        _ => None,
+    };
     let bad = |c: Option<u8>| match c {
         None => err(FormatErrorKind::Incomplete),
         Some(b'0'..=b'9' | b'-' | b'+' | b' ' | b'#' | b'.' | b'*') => {
@@ -144,42 +219,70 @@ fn parse_spec(fmt: &[u8], at: usize) -> Result<Piece, FormatError> {
         }
         Some(_) => err(FormatErrorKind::Unknown),
     };
-    let spec = |len, conv, length| {
+    let spec = |len, conv, length, precision| {
         Ok(Piece::Spec(FormatSpec {
             offset: at,
             len,
             conv,
             length,
+            precision,
         }))
     };
     match byte(1) {
         Some(b'%') => Ok(Piece::Percent),
+        Some(b'.') => {
+            // A precision: only the floating-point conversions take one. `%.f` is `%.0f`.
+            let mut i = 2;
+            let mut precision: u32 = 0;
+            while let Some(d @ b'0'..=b'9') = byte(i) {
+                precision = (precision * 10 + u32::from(d - b'0')).min(u32::from(u16::MAX));
+                i += 1;
+            }
+            if byte(i) == Some(b'l') {
+                i += 1;
+            }
+            let c = byte(i);
+            match (c, c.and_then(float_conv)) {
+                (_, Some(conv)) => match u16::try_from(precision) {
+                    Ok(p) if p <= MAX_FLOAT_PRECISION => spec(i + 1, conv, Length::Int, Some(p)),
+                    _ => Err(err(FormatErrorKind::PrecisionTooLarge)),
+                },
+                (None, _) => Err(err(FormatErrorKind::Incomplete)),
+                // A precision on an integer, character, pointer or string conversion.
+                (Some(c), None) if int_conv(c).is_some() || b"cpswlh".contains(&c) => {
+                    Err(err(FormatErrorKind::FlagsOrWidth))
+                }
+                (c, None) => Err(bad(c)),
+            }
+        }
         Some(b'h') => match byte(2).and_then(int_conv) {
-            Some(conv) => spec(3, conv, Length::Short),
+            Some(conv) => spec(3, conv, Length::Short, None),
             None => Err(bad(byte(2))),
         },
         Some(b'l') if byte(2) == Some(b'l') => match byte(3).and_then(int_conv) {
-            Some(conv) => spec(4, conv, Length::LongLong),
+            Some(conv) => spec(4, conv, Length::LongLong, None),
             None => Err(bad(byte(3))),
         },
         Some(b'l') => match byte(2) {
-            Some(b's') => spec(3, Conversion::WStr, Length::Int),
-            c => match c.and_then(int_conv) {
-                Some(conv) => spec(3, conv, Length::Long),
-                None => Err(bad(c)),
+            Some(b's') => spec(3, Conversion::WStr, Length::Int, None),
+            c => match (c.and_then(int_conv), c.and_then(float_conv)) {
+                (Some(conv), _) => spec(3, conv, Length::Long, None),
+                // `l` does nothing to a floating-point conversion (C99).
+                (None, Some(conv)) => spec(3, conv, Length::Int, None),
+                (None, None) => Err(bad(c)),
             },
         },
         Some(b'w') => match byte(2) {
-            Some(b's') => spec(3, Conversion::WStr, Length::Int),
+            Some(b's') => spec(3, Conversion::WStr, Length::Int, None),
             c => Err(bad(c)),
         },
-        Some(b'c') => spec(2, Conversion::Char, Length::Int),
-        Some(b'p') => spec(2, Conversion::Pointer, Length::Int),
-        Some(b's') => spec(2, Conversion::Str, Length::Int),
-        Some(b'f') => spec(2, Conversion::Float, Length::Int),
-        c => match c.and_then(int_conv) {
-            Some(conv) => spec(2, conv, Length::Int),
-            None => Err(bad(c)),
+        Some(b'c') => spec(2, Conversion::Char, Length::Int, None),
+        Some(b'p') => spec(2, Conversion::Pointer, Length::Int, None),
+        Some(b's') => spec(2, Conversion::Str, Length::Int, None),
+        c => match (c.and_then(int_conv), c.and_then(float_conv)) {
+            (Some(conv), _) => spec(2, conv, Length::Int, None),
+            (None, Some(conv)) => spec(2, conv, Length::Int, None),
+            (None, None) => Err(bad(c)),
         },
     }
 }
@@ -255,8 +358,100 @@ fn format_int(out: &mut Vec<u8>, conv: Conversion, length: Length, v: u64) {
     };
 }
 
+/// Writes `s` in upper case when `upper`.
+fn push_case(out: &mut Vec<u8>, s: &str, upper: bool) {
+    if upper {
+        out.extend(s.bytes().map(|b| b.to_ascii_uppercase()));
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Rewrites Rust's exponent form (`1.5e-7`, `2e300`) as C's (`1.5e-07`, `2e+300`).
+fn push_c_exp(out: &mut Vec<u8>, rust: &str, upper: bool) {
+    let (mantissa, exp) = rust.split_once('e').unwrap_or((rust, "0"));
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    out.extend_from_slice(mantissa.as_bytes());
+    out.push(if upper { b'E' } else { b'e' });
+    out.push(sign as u8);
+    if digits.len() < 2 {
+        out.push(b'0');
+    }
+    out.extend_from_slice(digits.as_bytes());
+}
+
+/// Drops the trailing zeros of a fraction, and its `.` if nothing is left (`%g`).
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+/// glibc's `%f %F %e %E %g %G` of the `double` with these bits, `precision` defaulting to 6.
+/// `core::fmt` with a precision is exact and rounds half-to-even on the exact binary value,
+/// as glibc does (in the default rounding mode).
+fn format_float(out: &mut Vec<u8>, conv: Conversion, precision: Option<u16>, bits: u64) {
+    let upper = matches!(
+        conv,
+        Conversion::FloatUpper | Conversion::ExpUpper | Conversion::GeneralUpper
+    );
+    // glibc prints the sign bit of every value, NaNs and zeros included.
+    if bits >> 63 == 1 {
+        out.push(b'-');
+    }
+    let x = f64::from_bits(bits & !(1 << 63));
+    if x.is_nan() {
+        return push_case(out, "nan", upper);
+    }
+    if x.is_infinite() {
+        return push_case(out, "inf", upper);
+    }
+    let p = usize::from(precision.unwrap_or(6));
+    let mut s = String::new();
+    // Writing into a String cannot fail.
+    match conv {
+        Conversion::Exp | Conversion::ExpUpper => {
+            let _ = write!(s, "{x:.p$e}");
+            push_c_exp(out, &s, upper);
+        }
+        Conversion::General | Conversion::GeneralUpper => {
+            // C11 7.21.6.1: with P significant digits (0 counts as 1) and X the exponent
+            // `%e` would print, `%f` with precision P-1-X if P > X >= -4, else `%e` with
+            // precision P-1; then trailing zeros go.
+            let p = p.max(1);
+            let _ = write!(s, "{x:.prec$e}", prec = p - 1);
+            let exp = s
+                .split_once('e')
+                .and_then(|(_, e)| e.parse::<i32>().ok())
+                .unwrap_or(0);
+            // p <= MAX_FLOAT_PRECISION, so it fits an i32.
+            let p = p as i32;
+            if exp >= -4 && exp < p {
+                s.clear();
+                let _ = write!(s, "{x:.prec$}", prec = (p - 1 - exp) as usize);
+                out.extend_from_slice(trim_fraction(&s).as_bytes());
+            } else {
+                let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
+                let mut t = String::from(trim_fraction(mantissa));
+                t.push('e');
+                t.push_str(e);
+                push_c_exp(out, &t, upper);
+            }
+        }
+        _ => {
+            let _ = write!(Bytes(out), "{x:.p$}");
+        }
+    }
+}
+
 /// Formats `printf(fmt, args...)`. `%s`/`%ws` arguments are addresses read through `env`;
-/// an unreadable one is an error. The result is at most [`MAX_PRINTF_OUTPUT`] bytes (a
+/// an unreadable one is an error. The argument of a floating-point conversion is the bits
+/// of a `double` (the compiler has checked its type). The result is at most [`MAX_PRINTF_OUTPUT`] bytes (a
 /// longer one is cut, with a warning).
 pub fn format_printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<Vec<u8>, ScriptError> {
     let pieces = pieces(fmt)?;
@@ -292,7 +487,7 @@ pub fn format_printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<Vec<
                         let wide = s.conv == Conversion::WStr;
                         cut |= append_mem_string(env, v, wide, &mut out, MAX_PRINTF_OUTPUT)?;
                     }
-                    Conversion::Float => return Err(ScriptError::PrintfFloat { offset: s.offset }),
+                    conv if conv.is_float() => format_float(&mut out, conv, s.precision, v),
                     conv => format_int(&mut out, conv, s.length, v),
                 }
             }
