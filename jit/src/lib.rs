@@ -7,6 +7,7 @@
 //! - [`codegen`]: IR -> Cranelift IR -> machine code ([`Jit`]).
 //! - [`object`]: the code object and its validated byte format.
 //! - [`memory`]: the loader ([`ExecutableMemory`], [`MmapMemory`], [`LoadedCode`]).
+//! - [`arena`]: the default executable memory, a dual-mapped arena ([`ArenaMemory`]).
 //! - [`layout`]: the `ExecCtx` offsets the generated code uses.
 //! - [`disasm`]: Intel-syntax disassembly for `--dump-asm`.
 //!
@@ -30,23 +31,25 @@
 //!
 //! | level | compile (text -> loaded) | event script run | 1..1000 loop | arith |
 //! |---|---|---|---|---|
-//! | `Fast` (none + single-pass regalloc) | 262 µs | 593 ns | 3.01 µs | 18.0 ns |
-//! | `None` (none + backtracking) | 365 µs | 530 ns | 1.22 µs | 16.2 ns |
-//! | `Speed` (speed + backtracking) | 481 µs | 535 ns | 1.13 µs | 17.5 ns |
+//! | `Fast` (none + single-pass regalloc) | 217 µs | 568 ns | 2.27 µs | 17.2 ns |
+//! | `None` (none + backtracking) | 269 µs | 553 ns | 0.96 µs | 15.9 ns |
+//! | `Speed` (speed + backtracking) | 384 µs | 566 ns | 0.95 µs | 17.2 ns |
 //!
-//! `speed` costs a third more compile time and buys nothing measurable on script code, which
+//! `speed` costs 40% more compile time and buys nothing measurable on script code, which
 //! is dominated by loads, stores and calls through the context; the single-pass allocator
-//! compiles faster but makes loops 2.5x slower, so it is only the choice for run-once
-//! evaluation (`hvscript eval --jit` uses [`OptLevel::Fast`]). About 60 µs of the compile
-//! time is the front end (parse, check, lower) and ~15-20 µs mapping the code (mmap,
-//! mprotect, munmap).
+//! compiles faster but makes loops 2.4x slower, so it is only the choice for run-once
+//! evaluation (`hvscript eval --jit` uses [`OptLevel::Fast`]). About 40 µs of the compile
+//! time is the front end (parse, check, lower); loading costs ~1 µs ([`arena`]: code goes
+//! into a dual-mapped executable arena, no system call per object).
 
+pub mod arena;
 pub mod codegen;
 pub mod disasm;
 pub mod layout;
 pub mod memory;
 pub mod object;
 
+pub use arena::ArenaMemory;
 pub use codegen::{Compiled, Jit, JitError, OptLevel};
 pub use disasm::disassemble;
 pub use memory::{ExecutableMemory, LoadError, LoadedCode, MmapMemory};

@@ -1,10 +1,11 @@
 //! Loading a [`CodeObject`] into executable memory.
 //!
 //! [`ExecutableMemory`] is the one thing a platform must provide: copy code bytes into
-//! memory that can be executed and release it on drop. [`MmapMemory`] is the std-host
-//! implementation (mmap RW, copy, mprotect RX, munmap on drop); the hypervisor core
-//! implements the trait for its own page allocator. [`LoadedCode`] ties the memory to the
-//! object and fills the table of entry points that calls between the script's functions
+//! memory that can be executed and release it on drop. On std hosts [`ArenaMemory`] (the
+//! default: a process-wide arena of dual-mapped regions, no system call per load) and
+//! [`MmapMemory`] (mmap RW, copy, mprotect RX, munmap on drop) implement it; the hypervisor
+//! core implements the trait for its own page allocator. [`LoadedCode`] ties the memory to
+//! the object and fills the table of entry points that calls between the script's functions
 //! go through, so nothing in the code is patched.
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::fmt;
 use hvscript_abi::EntryFn;
 use hvscript_lang::native::NativeImage;
 
+use crate::arena::ArenaMemory;
 use crate::object::{Arch, CodeObject, FormatError};
 
 /// Why a code object could not be loaded.
@@ -41,7 +43,10 @@ impl std::error::Error for LoadError {}
 /// # Safety
 /// Implementations must return from [`ExecutableMemory::map`] a region that holds exactly
 /// the given bytes at [`ExecutableMemory::base`], is executable (and coherent with the
-/// instruction cache), is not writable while mapped, and stays valid until dropped.
+/// instruction cache), is not writable through the addresses it executes from, and stays
+/// valid until dropped. Another, writable mapping of the same memory may exist elsewhere in
+/// the process (as with [`ArenaMemory`]), but nothing may write the region through it while
+/// it is mapped.
 pub unsafe trait ExecutableMemory: Sized {
     fn map(code: &[u8]) -> Result<Self, LoadError>;
     fn base(&self) -> *const u8;
@@ -139,7 +144,7 @@ impl Drop for MmapMemory {
 }
 
 /// A code object in executable memory, ready to run.
-pub struct LoadedCode<M: ExecutableMemory = MmapMemory> {
+pub struct LoadedCode<M: ExecutableMemory = ArenaMemory> {
     memory: M,
     entries: Vec<EntryFn>,
     object: CodeObject,
