@@ -157,6 +157,10 @@ pub fn unary(op: UnaryOp, ty: NumTy, a: u64) -> u64 {
 
 /// Converts a word of type `from` to type `to`.
 pub fn convert(from: ScalarTy, to: ScalarTy, v: u64) -> Result<u64, RunErrorKind> {
+    if from == to {
+        // The identity keeps every bit (a signalling NaN stays signalling).
+        return Ok(v);
+    }
     let as_f64 = |v: u64| match from {
         ScalarTy::F32 => f32::from_bits(v as u32) as f64,
         _ => f64::from_bits(v),
