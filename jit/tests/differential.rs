@@ -37,7 +37,36 @@ struct Gen<'a> {
     budget: u32,
     funcs: usize,
     stage_post: bool,
+    /// Typed `float`/`double` variables (v0.23); integer-typed ones are in `readable`.
+    floats: Vec<String>,
 }
+
+/// Integer types of the typed variables (each has its own width and signedness).
+const INT_TYPES: &[&str] = &[
+    "int",
+    "unsigned int",
+    "char",
+    "unsigned char",
+    "short",
+    "unsigned short",
+    "long",
+    "unsigned long long",
+    "bool",
+];
+const FLOAT_TYPES: &[&str] = &["float", "double"];
+const FLOAT_LITERALS: &[&str] = &[
+    "0.0",
+    "1.5",
+    ".5",
+    "3.",
+    "0.1",
+    "1000000.25",
+    "123456789.125",
+    "0.000001",
+    "65504.0",
+    "16777217.0",
+    "9007199254740993.0",
+];
 
 const INTERESTING: &[&str] = &[
     "0",
@@ -125,11 +154,45 @@ impl Gen<'_> {
                 format!("({lhs} {op} {rhs})")
             }
             9 => self.value_builtin(depth - 1),
+            11 if !self.floats.is_empty() => {
+                // A float converted to an integer type: truncation, or a range error.
+                let t = INT_TYPES[self.pick(INT_TYPES.len())];
+                format!("({t})({})", self.fexpr(depth - 1))
+            }
             10 if self.funcs > 0 => {
                 let f = self.pick(self.funcs);
                 format!("fun{f}({}, {})", self.expr(depth - 1), self.expr(depth - 1))
             }
             _ => self.var(),
+        }
+    }
+
+    /// A floating-point expression over the float variables (IEEE in both back ends; an
+    /// infinite or NaN result, or a division by zero, stops the script).
+    fn fexpr(&mut self, depth: u32) -> String {
+        let n = if depth == 0 { 3 } else { 7 };
+        match self.pick(n) {
+            0 if !self.floats.is_empty() => {
+                let i = self.pick(self.floats.len());
+                self.floats[i].clone()
+            }
+            0 | 1 => {
+                let lit = FLOAT_LITERALS[self.pick(FLOAT_LITERALS.len())];
+                if self.pick(3) == 0 {
+                    format!("-{lit}")
+                } else {
+                    lit.to_string()
+                }
+            }
+            2 => {
+                let t = FLOAT_TYPES[self.pick(2)];
+                format!("({t})({})", self.expr(depth.min(1)))
+            }
+            3 => format!("-({})", self.fexpr(depth - 1)),
+            _ => {
+                let op = ["+", "-", "*", "/"][self.pick(4)];
+                format!("({} {op} {})", self.fexpr(depth - 1), self.fexpr(depth - 1))
+            }
         }
     }
 
@@ -139,7 +202,8 @@ impl Gen<'_> {
         }
         let v = self.var();
         match self.pick(4) {
-            0 => format!("&{v} + 0x{:x}", 8 * self.pick(24)),
+            // Pointer arithmetic counts elements (v0.23): up to 24 slots past the variable.
+            0 => format!("&{v} + 0x{:x}", self.pick(24)),
             _ => format!("&{v}"),
         }
     }
@@ -286,6 +350,29 @@ impl Gen<'_> {
                 let e = self.expr(3);
                 self.line(indent, &format!("test_statement({e});"));
             }
+            15 if !self.floats.is_empty() => match self.pick(3) {
+                0 => {
+                    let e = self.fexpr(2);
+                    self.line(
+                        indent,
+                        &format!("printf(\"%f %.3e %g\\n\", {e}, {e}, {e});"),
+                    );
+                }
+                1 => {
+                    let (a, b) = (self.fexpr(2), self.fexpr(2));
+                    let op = CMPS[self.pick(CMPS.len())];
+                    self.line(
+                        indent,
+                        &format!("if ({a} {op} {b}) {{ print(1); }} else {{ print(2); }}"),
+                    );
+                }
+                _ => {
+                    let i = self.pick(self.floats.len());
+                    let v = self.floats[i].clone();
+                    let e = self.fexpr(3);
+                    self.line(indent, &format!("{v} = {e};"));
+                }
+            },
             _ => {
                 let e = self.expr(2);
                 self.line(indent, &format!("print({e});"));
@@ -306,6 +393,7 @@ fn script(choices: &[u32], stage_post: bool) -> String {
         budget: 40,
         funcs: 0,
         stage_post,
+        floats: Vec::new(),
     };
     // Globals first (a global must be assigned before it is read).
     for i in 0..3 {
@@ -337,6 +425,21 @@ fn script(choices: &[u32], stage_post: bool) -> String {
         g.line(0, &format!("x{v} = {e};"));
         g.readable.push(format!("x{v}"));
         g.writable.push(format!("x{v}"));
+    }
+    // Typed variables (v0.23): integers of every width join the integer expressions (their
+    // stores truncate); floats and doubles get their own expressions and statements.
+    for v in 0..g.pick(4) {
+        let t = INT_TYPES[g.pick(INT_TYPES.len())];
+        let e = g.expr(2);
+        g.line(0, &format!("{t} t{v} = {e};"));
+        g.readable.push(format!("t{v}"));
+        g.writable.push(format!("t{v}"));
+    }
+    for v in 0..g.pick(3) {
+        let t = FLOAT_TYPES[g.pick(2)];
+        let e = g.fexpr(2);
+        g.line(0, &format!("{t} fv{v} = {e};"));
+        g.floats.push(format!("fv{v}"));
     }
     g.budget = 40;
     g.block(0, 14);

@@ -699,10 +699,17 @@ impl Lowerer<'_> {
                 span,
             }),
         }
-        Val {
-            t: dst,
-            ty: p.ty(f),
+        let ty = p.ty(f);
+        // A narrow variable's slot can be rewritten through its address (`ed(&x, v)`
+        // writes 4 bytes, `eq` 8): reading it takes its own width again, so every value
+        // entering an operation is normalised.
+        if let (Place::Local(_), Some(to)) = (p, ty.scalar()) {
+            if to.bits() < 64 && !to.is_float() {
+                let t = self.convert_scalar(f, dst, ScalarTy::U64, to, span);
+                return Val { t, ty };
+            }
         }
+        Val { t: dst, ty }
     }
 
     /// Stores `v`, converted to the place's type (`value_span` locates conversion errors).
