@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::memory::{ExecutableMemory, LoadError, MmapMemory};
+use crate::memory::{page_size, require_coherent_icache, ExecutableMemory, LoadError, MmapMemory};
 
 /// Allocation granule and chunk alignment (one cache line).
 const GRANULE: usize = 64;
@@ -209,16 +209,6 @@ impl Arena {
     }
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
-}
-
 // SAFETY: a chunk is copied through the RW view of its region and executed through the RX
 // view, which maps the same file pages (so it holds exactly the bytes) and is never
 // writable; x86-64 keeps the instruction cache coherent; the chunk is the caller's alone
@@ -226,12 +216,7 @@ fn page_size() -> usize {
 // The fallback is `MmapMemory`, which upholds the contract itself.
 unsafe impl ExecutableMemory for ArenaMemory {
     fn map(code: &[u8]) -> Result<ArenaMemory, LoadError> {
-        if cfg!(not(target_arch = "x86_64")) {
-            // Other architectures need an instruction-cache flush after the copy.
-            return Err(LoadError::Memory(
-                "ArenaMemory supports x86-64 only (no instruction-cache maintenance yet)".into(),
-            ));
-        }
+        require_coherent_icache("ArenaMemory")?;
         let len = code.len().max(1).div_ceil(GRANULE) * GRANULE;
         let mut arena = lock();
         let Some((key, offset)) = arena.alloc(len) else {

@@ -987,17 +987,7 @@ impl Tx<'_, '_, '_> {
 
     /// Truncates a 64-bit word to the integer type `ty` and extends it back.
     fn normalize(&mut self, ty: NumTy, v: Value) -> Value {
-        match ty {
-            NumTy::I32 => {
-                let low = self.b.ins().ireduce(I32, v);
-                self.b.ins().sextend(I64, low)
-            }
-            NumTy::U32 => {
-                let low = self.b.ins().ireduce(I32, v);
-                self.b.ins().uextend(I64, low)
-            }
-            _ => v,
-        }
+        self.normalize_scalar(ty.scalar(), v)
     }
 
     fn unary(&mut self, op: UnaryOp, ty: NumTy, a: Value) -> Value {

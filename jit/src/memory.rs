@@ -67,7 +67,7 @@ unsafe impl Send for MmapMemory {}
 // SAFETY: as above; shared access only reads or executes the code.
 unsafe impl Sync for MmapMemory {}
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 {
@@ -77,16 +77,23 @@ fn page_size() -> usize {
     }
 }
 
+/// Code copied into memory may only run without an instruction-cache flush on x86-64, the
+/// one architecture the loaders support.
+pub(crate) fn require_coherent_icache(loader: &str) -> Result<(), LoadError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(())
+    } else {
+        Err(LoadError::Memory(format!(
+            "{loader} supports x86-64 only (no instruction-cache maintenance yet)"
+        )))
+    }
+}
+
 // SAFETY: `map` copies the bytes into fresh private pages and flips them to RX before
 // returning; x86-64 keeps the instruction cache coherent; `Drop` unmaps them.
 unsafe impl ExecutableMemory for MmapMemory {
     fn map(code: &[u8]) -> Result<MmapMemory, LoadError> {
-        if cfg!(not(target_arch = "x86_64")) {
-            // Other architectures need an instruction-cache flush after the copy.
-            return Err(LoadError::Memory(
-                "MmapMemory supports x86-64 only (no instruction-cache maintenance yet)".into(),
-            ));
-        }
+        require_coherent_icache("MmapMemory")?;
         let page = page_size();
         let len = code.len().max(1).div_ceil(page) * page;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing

@@ -98,19 +98,16 @@ pub enum NumTy {
 
 impl NumTy {
     pub fn is_float(self) -> bool {
-        matches!(self, NumTy::F32 | NumTy::F64)
+        self.scalar().is_float()
     }
 
     pub fn is_signed(self) -> bool {
-        matches!(self, NumTy::I32 | NumTy::I64)
+        self.scalar().is_signed()
     }
 
     /// Width in bits.
     pub fn bits(self) -> u32 {
-        match self {
-            NumTy::I32 | NumTy::U32 | NumTy::F32 => 32,
-            NumTy::I64 | NumTy::U64 | NumTy::F64 => 64,
-        }
+        self.scalar().bits()
     }
 
     /// The storage type of the same values.
@@ -127,11 +124,7 @@ impl NumTy {
 
     /// Normalises a 64-bit word to this type (integers only; floats are returned as is).
     pub fn normalize(self, v: u64) -> u64 {
-        match self {
-            NumTy::I32 => v as u32 as i32 as i64 as u64,
-            NumTy::U32 => v as u32 as u64,
-            _ => v,
-        }
+        self.scalar().normalize(v)
     }
 }
 

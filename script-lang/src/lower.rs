@@ -657,7 +657,7 @@ impl Lowerer<'_> {
                 operand,
             } => {
                 let addr = self.value(f, operand);
-                let addr = self.address_word(f, addr, operand.span);
+                let addr = self.address_word(addr, operand.span);
                 Some(Place::Memory(addr))
             }
             ExprKind::Index { .. } | ExprKind::Member { .. } => {
@@ -755,7 +755,7 @@ impl Lowerer<'_> {
             ));
             return v.t;
         };
-        if (v.ty.is_pointer() && to.is_float()) || (v.ty.is_float() && to.is_pointer()) {
+        if mixes_pointer_and_float(&v.ty, to) {
             self.error(Diagnostic::error(
                 format!("a `{}` cannot be converted to `{to}`", v.ty),
                 span,
@@ -769,7 +769,7 @@ impl Lowerer<'_> {
             );
             return v.t;
         }
-        if to.is_pointer() && !v.ty.is_pointer() && !self.is_constant(f, v.t, 0) {
+        if to.is_pointer() && !v.ty.is_pointer() && f.constant_value(v.t) != Some(0) {
             self.error(
                 Diagnostic::error(format!("an integer is not a `{to}`"), span)
                     .with_help(format!("cast it: ({to}) value")),
@@ -782,10 +782,7 @@ impl Lowerer<'_> {
     /// An explicit cast `(to) v`: also integer <-> pointer.
     fn cast(&mut self, f: &mut FnBuilder, v: Val, to: &Type, span: Span) -> Temp {
         match (v.ty.scalar(), to.scalar()) {
-            (Some(from), Some(to_s))
-                if !((v.ty.is_pointer() && to.is_float())
-                    || (v.ty.is_float() && to.is_pointer())) =>
-            {
+            (Some(from), Some(to_s)) if !mixes_pointer_and_float(&v.ty, to) => {
                 self.convert_scalar(f, v.t, from, to_s, span)
             }
             _ => {
@@ -846,10 +843,6 @@ impl Lowerer<'_> {
         dst
     }
 
-    fn is_constant(&self, f: &FnBuilder, t: Temp, value: u64) -> bool {
-        f.constant_value(t) == Some(value)
-    }
-
     /// The promoted arithmetic type of `v`, or an error for `void`.
     fn arith_type(&mut self, v: &Val, span: Span) -> NumTy {
         match v.ty.promoted() {
@@ -871,14 +864,13 @@ impl Lowerer<'_> {
 
     /// An address operand (for `*p`, `poi` ...): pointers and integers are words; a float
     /// is refused.
-    fn address_word(&mut self, f: &mut FnBuilder, v: Val, span: Span) -> Temp {
+    fn address_word(&mut self, v: Val, span: Span) -> Temp {
         if v.ty.is_float() {
             self.error(
                 Diagnostic::error(format!("a `{}` is not an address", v.ty), span)
                     .with_help("cast it to an integer first: (unsigned long long) value"),
             );
         }
-        let _ = f;
         v.t
     }
 
@@ -1038,7 +1030,7 @@ impl Lowerer<'_> {
             }
             (Type::Pointer(_), _, _) | (_, Type::Pointer(_), _) if !irop.is_comparison() => {
                 self.error(Diagnostic::error(
-                    format!("`{}` {} `{}` is not defined", a.ty, op_text(op), b.ty),
+                    format!("`{}` {} `{}` is not defined", a.ty, op.symbol(), b.ty),
                     span,
                 ));
                 return Val {
@@ -1057,7 +1049,7 @@ impl Lowerer<'_> {
         };
         if ty.is_float() && !irop.works_on_floats() {
             self.error(Diagnostic::error(
-                format!("`{}` is not defined on floating-point values", op_text(op)),
+                format!("`{}` is not defined on floating-point values", op.symbol()),
                 span,
             ));
         }
@@ -1130,7 +1122,7 @@ impl Lowerer<'_> {
             UnOp::AddrOf => self.address_of(f, operand),
             UnOp::Deref => {
                 let v = self.value(f, operand);
-                let addr = self.address_word(f, v, operand.span);
+                let addr = self.address_word(v, operand.span);
                 let dst = f.temp();
                 f.emit(Inst::CallBuiltin {
                     dst: Some(dst),
@@ -1154,7 +1146,7 @@ impl Lowerer<'_> {
     fn unary_value(&mut self, f: &mut FnBuilder, op: UnOp, v: Val, span: Span) -> Val {
         if v.ty.is_pointer() && op != UnOp::LogNot {
             self.error(Diagnostic::error(
-                format!("`{}` is not defined on `{}`", unop_text(op), v.ty),
+                format!("`{}` is not defined on `{}`", op.symbol(), v.ty),
                 span,
             ));
         }
@@ -1217,7 +1209,7 @@ impl Lowerer<'_> {
                 operand: inner,
             } => {
                 let v = self.value(f, inner);
-                let t = self.address_word(f, v, inner.span);
+                let t = self.address_word(v, inner.span);
                 return Val {
                     t,
                     ty: Type::Pointer(Box::new(Type::ULONGLONG)),
@@ -1516,45 +1508,16 @@ impl Lowerer<'_> {
     }
 }
 
+/// Pointers and floats never convert into each other, not even with a cast.
+fn mixes_pointer_and_float(a: &Type, b: &Type) -> bool {
+    (a.is_pointer() && b.is_float()) || (a.is_float() && b.is_pointer())
+}
+
 fn scalar_name(t: ScalarTy) -> &'static str {
     match t {
         ScalarTy::F32 => "float",
         ScalarTy::F64 => "double",
         _ => "an integer type",
-    }
-}
-
-fn op_text(op: BinOp) -> &'static str {
-    match op {
-        BinOp::Mul => "*",
-        BinOp::Div => "/",
-        BinOp::Mod => "%",
-        BinOp::Add => "+",
-        BinOp::Sub => "-",
-        BinOp::Shl => "<<",
-        BinOp::Shr => ">>",
-        BinOp::BitAnd => "&",
-        BinOp::BitXor => "^",
-        BinOp::BitOr => "|",
-        BinOp::Eq => "==",
-        BinOp::Ne => "!=",
-        BinOp::Lt => "<",
-        BinOp::Gt => ">",
-        BinOp::Le => "<=",
-        BinOp::Ge => ">=",
-        BinOp::LogAnd => "&&",
-        BinOp::LogOr => "||",
-    }
-}
-
-fn unop_text(op: UnOp) -> &'static str {
-    match op {
-        UnOp::Neg => "-",
-        UnOp::Plus => "+",
-        UnOp::BitNot => "~",
-        UnOp::LogNot => "!",
-        UnOp::Deref => "*",
-        UnOp::AddrOf => "&",
     }
 }
 
