@@ -11,7 +11,10 @@
 //! - calls between the script's own functions go through [`ExecCtx::functions`], the
 //!   table of entry points the loader fills;
 //! - string literals are records in the code object's read-only data at
-//!   [`ExecCtx::rodata`].
+//!   [`ExecCtx::rodata`];
+//! - typed loads and stores reach the part of the local stack handed out this run inline
+//!   and everything else (global slots, the rest of the stack, guest memory) through
+//!   [`ExecCtx::memory`], a [`MemoryFn`].
 //!
 //! Errors do not unwind the native stack: the failing code stores an [`ExecError`] kind,
 //! the error-site id (an index into the code object's table of source spans) and a value
@@ -35,6 +38,49 @@ pub type EntryFn = unsafe extern "C" fn(ctx: *mut ExecCtx) -> u64;
 /// records the error in the context ([`ExecError::Builtin`] + the site) and returns 0;
 /// compiled code checks [`ExecCtx::error_kind`] after every call.
 pub type BuiltinFn = unsafe extern "C" fn(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64;
+
+/// The runtime's side of a typed load or store that compiled code does not serve inline:
+/// `(ctx, access, addr, value)`.
+///
+/// `access` describes the access (see [`memory_access`]): bits 0..8 the width in bytes
+/// (1, 2, 4 or 8), bit 8 set for a write, bits 32..64 the error-site id. A read returns
+/// the `width` bytes at `addr` as a little-endian number, zero-extended (compiled code
+/// normalises it to the loaded type); a write stores the low `width` bytes of `value`,
+/// little-endian, and returns 0. On failure the function records the error in the
+/// context ([`ExecError::Memory`], the site, the address in [`ExecCtx::error_value`],
+/// whatever else the runtime needs in its own state) and returns 0; compiled code checks
+/// [`ExecCtx::error_kind`] after every call. A write that lands in the local stack must
+/// raise [`ExecCtx::stack_high`] over it, or the next run would not find it zeroed.
+pub type MemoryFn =
+    unsafe extern "C" fn(ctx: *mut ExecCtx, access: u64, addr: u64, value: u64) -> u64;
+
+/// Bit of a [`MemoryFn`] access word set for a write.
+pub const MEMORY_WRITE: u64 = 1 << 8;
+
+/// The access word of a [`MemoryFn`] call: `site << 32 | write << 8 | width`.
+pub const fn memory_access(site: u32, width: u8, write: bool) -> u64 {
+    (site as u64) << 32 | if write { MEMORY_WRITE } else { 0 } | width as u64
+}
+
+/// A decoded [`MemoryFn`] access word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryAccess {
+    /// The error-site id reported when the access fails.
+    pub site: u32,
+    /// Bytes accessed: 1, 2, 4 or 8 in words compiled code passes.
+    pub width: u8,
+    pub write: bool,
+}
+
+impl MemoryAccess {
+    pub const fn decode(access: u64) -> MemoryAccess {
+        MemoryAccess {
+            site: (access >> 32) as u32,
+            width: access as u8,
+            write: access & MEMORY_WRITE != 0,
+        }
+    }
+}
 
 /// Argument tag in a [`call_record`]: a 64-bit value.
 pub const ARG_VALUE: u8 = 0;
@@ -104,6 +150,9 @@ pub enum ExecError {
     /// A float that does not fit the integer type it is converted to; the value holds
     /// the target type's code (the IR's `ScalarTy` code).
     FloatConversion = 11,
+    /// A typed load or store at an address that cannot be accessed; the value holds the
+    /// address (the runtime's [`MemoryFn`] keeps the rest, e.g. why).
+    Memory = 12,
 }
 
 impl ExecError {
@@ -121,6 +170,7 @@ impl ExecError {
             9 => ExecError::ShiftCount32,
             10 => ExecError::FloatRange,
             11 => ExecError::FloatConversion,
+            12 => ExecError::Memory,
             _ => return None,
         })
     }
@@ -167,6 +217,10 @@ pub struct ExecCtx {
     /// Index into the code object's error-site table.
     pub error_site: u32,
     pub error_value: u64,
+    /// Typed loads and stores outside `stack[..stack_high]`. `None` (as in
+    /// [`ExecCtx::empty`]) means there is no other memory: compiled code stops such an
+    /// access with [`ExecError::Memory`] itself, the address as the value.
+    pub memory: Option<MemoryFn>,
 }
 
 impl ExecCtx {
@@ -192,6 +246,7 @@ impl ExecCtx {
             error_kind: 0,
             error_site: 0,
             error_value: 0,
+            memory: None,
         }
     }
 }

@@ -12,6 +12,6 @@ pub mod pseudo;
 pub mod regs;
 
 pub use builtins::{ArgKind, Builtin, BuiltinInfo, CallShape};
-pub use exec::{BuiltinFn, CallRecord, EntryFn, ExecCtx, ExecError};
+pub use exec::{BuiltinFn, CallRecord, EntryFn, ExecCtx, ExecError, MemoryAccess, MemoryFn};
 pub use pseudo::{PseudoReg, PseudoValues};
 pub use regs::{GuestRegs, RegField, Register, GUEST_REG_SLOTS};

@@ -77,8 +77,17 @@ pub enum StmtKind {
     },
     /// A call standing as a statement.
     Call(Expr),
-    /// `int x = e;`
+    /// `int x = e;`, `int t[2][3] = {...};`, `struct Point p = {1, 2};`
     Decl(VarDecl),
+    /// `struct Tag { members };`, or `struct Tag;` (a forward declaration: `members` is
+    /// `None`).
+    StructDef(StructDef),
+    /// `typedef unsigned short word;`, `typedef struct Tag *PTag;`
+    Typedef {
+        ty: TypeName,
+        name: Name,
+        dims: Vec<ArrayDim>,
+    },
     If {
         arms: Vec<CondArm>,
         otherwise: Option<Block>,
@@ -117,7 +126,62 @@ pub struct CondArm {
 pub struct VarDecl {
     pub ty: TypeName,
     pub name: Name,
-    pub init: Expr,
+    /// Array dimensions, outermost first (`t[3][4]`: 3 then 4).
+    pub dims: Vec<ArrayDim>,
+    /// `None` only where the grammar allows it (struct variables and struct pointers).
+    pub init: Option<Init>,
+}
+
+/// One `[N]` of an array declarator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayDim {
+    pub len: u64,
+    pub span: Span,
+}
+
+/// An initializer: an expression, or a brace list (arrays and structs), whose items may
+/// themselves be brace lists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    Expr(Expr),
+    List { items: Vec<Init>, span: Span },
+}
+
+impl Init {
+    pub fn span(&self) -> Span {
+        match self {
+            Init::Expr(e) => e.span,
+            Init::List { span, .. } => *span,
+        }
+    }
+
+    /// Every expression of the initializer, in source order.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        let mut out = Vec::new();
+        fn walk<'a>(i: &'a Init, out: &mut Vec<&'a Expr>) {
+            match i {
+                Init::Expr(e) => out.push(e),
+                Init::List { items, .. } => items.iter().for_each(|i| walk(i, out)),
+            }
+        }
+        walk(self, &mut out);
+        out
+    }
+}
+
+/// A struct definition or forward declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StructDef {
+    pub tag: Name,
+    pub members: Option<Vec<Member>>,
+}
+
+/// One member of a struct: `unsigned short right;`, `struct Node *next;`, `char name[16];`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub ty: TypeName,
+    pub name: Name,
+    pub dims: Vec<ArrayDim>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -141,16 +205,33 @@ pub struct Name {
     pub span: Span,
 }
 
-/// A C type as written: type words and pointer stars (`unsigned long long *`).
+/// A C type as written: type words and pointer stars (`unsigned long long *`), or a
+/// struct tag or typedef name and stars (`struct Node *`, `PNODE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TypeName {
+    /// Empty when `named` is set.
     pub words: Vec<TypeWord>,
+    pub named: Option<NamedType>,
     pub pointers: u8,
     pub span: Span,
 }
 
+/// A type named by the script itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedType {
+    /// `struct Tag`
+    Struct(Name),
+    /// A name declared by `typedef`.
+    Typedef(Name),
+}
+
 impl fmt::Display for TypeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.named {
+            Some(NamedType::Struct(tag)) => write!(f, "struct {}", tag.text)?,
+            Some(NamedType::Typedef(name)) => f.write_str(&name.text)?,
+            None => {}
+        }
         for (i, w) in self.words.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;

@@ -40,7 +40,11 @@ fn stmt_(s: &Stmt, errors: &mut Vec<Diagnostic>) {
         }
         StmtKind::IncDec { target, .. } => expr(target, errors),
         StmtKind::Call(call) => call_(call, true, errors),
-        StmtKind::Decl(d) => expr(&d.init, errors),
+        StmtKind::Decl(d) => {
+            for e in d.init.iter().flat_map(|i| i.exprs()) {
+                expr(e, errors);
+            }
+        }
         StmtKind::If { arms, otherwise } => {
             for arm in arms {
                 expr(&arm.cond, errors);
@@ -72,7 +76,9 @@ fn stmt_(s: &Stmt, errors: &mut Vec<Diagnostic>) {
         StmtKind::Break
         | StmtKind::Continue
         | StmtKind::Return(None)
-        | StmtKind::Include { .. } => {}
+        | StmtKind::Include { .. }
+        | StmtKind::StructDef(_)
+        | StmtKind::Typedef { .. } => {}
     }
 }
 

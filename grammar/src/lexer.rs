@@ -31,6 +31,8 @@ pub enum Tok<'s> {
     Register(Register),
     Pseudo(PseudoReg),
     Ident(&'s str),
+    /// A name declared by `typedef` earlier in the script (see [`crate::typedef_names`]).
+    TypedefName(&'s str),
     Global(&'s str),
     Symbol(&'s str),
     Builtin(Builtin),
@@ -101,6 +103,7 @@ impl Tok<'_> {
         matches!(
             self,
             Tok::Ident(_)
+                | Tok::TypedefName(_)
                 | Tok::Global(_)
                 | Tok::Register(_)
                 | Tok::Pseudo(_)
@@ -122,6 +125,7 @@ impl fmt::Display for Tok<'_> {
             Tok::Register(r) => write!(f, "register @{}", r.name()),
             Tok::Pseudo(p) => write!(f, "pseudo-register ${}", p.name()),
             Tok::Ident(s) => write!(f, "name `{s}`"),
+            Tok::TypedefName(s) => write!(f, "type name `{s}`"),
             Tok::Global(s) => write!(f, "global `.{s}`"),
             Tok::Symbol(s) => write!(f, "symbol `{s}`"),
             Tok::Builtin(b) => write!(f, "built-in `{}`", b.name()),

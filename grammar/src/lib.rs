@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod lexer;
 pub mod portability;
 pub mod print;
+pub mod typedef_names;
 
 lalrpop_util::lalrpop_mod!(
     #[allow(clippy::all, clippy::pedantic, unused_parens, dead_code)]
@@ -29,7 +30,8 @@ use ast::Script;
 /// Parses a script (statements, optionally in `{ }`, optionally as a `?` command).
 /// Stops at the first syntax error.
 pub fn parse(src: &str) -> Result<Script, Diagnostic> {
-    let tokens = lexer::Lexer::new(src).map(|t| t.map_err(SyntaxError::from));
+    let tokens = typedef_names::TypedefNames::new(lexer::Lexer::new(src))
+        .map(|t| t.map_err(SyntaxError::from));
     script::ScriptParser::new()
         .parse(tokens)
         .map_err(|e| diagnostic::from_parse_error(e, src))

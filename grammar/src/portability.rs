@@ -38,7 +38,11 @@ fn stmt(s: &Stmt, src: &str, w: &mut Vec<Diagnostic>) {
         }
         StmtKind::IncDec { target, .. } => expr(target, false, src, w),
         StmtKind::Call(e) | StmtKind::Return(Some(e)) => expr(e, false, src, w),
-        StmtKind::Decl(d) => expr(&d.init, false, src, w),
+        StmtKind::Decl(d) => {
+            for e in d.init.iter().flat_map(|i| i.exprs()) {
+                expr(e, false, src, w);
+            }
+        }
         StmtKind::If { arms, otherwise } => {
             for a in arms {
                 expr(&a.cond, true, src, w);
@@ -69,7 +73,9 @@ fn stmt(s: &Stmt, src: &str, w: &mut Vec<Diagnostic>) {
         StmtKind::Break
         | StmtKind::Continue
         | StmtKind::Return(None)
-        | StmtKind::Include { .. } => {}
+        | StmtKind::Include { .. }
+        | StmtKind::StructDef(_)
+        | StmtKind::Typedef { .. } => {}
     }
 }
 

@@ -50,7 +50,30 @@ fn stmt(s: &Stmt, depth: usize, out: &mut String) {
             let _ = writeln!(out, "{}", expr(c));
         }
         StmtKind::Decl(d) => {
-            let _ = writeln!(out, "(decl {} {} {})", d.ty, d.name.text, expr(&d.init));
+            let dims: String = d.dims.iter().map(|n| format!("[{}]", n.len)).collect();
+            let init = d
+                .init
+                .as_ref()
+                .map(|i| format!(" {}", init(i)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "(decl {} {}{dims}{init})", d.ty, d.name.text);
+        }
+        StmtKind::StructDef(def) => match &def.members {
+            None => {
+                let _ = writeln!(out, "(struct {})", def.tag.text);
+            }
+            Some(members) => {
+                let _ = write!(out, "(struct {}", def.tag.text);
+                for m in members {
+                    let dims: String = m.dims.iter().map(|n| format!("[{}]", n.len)).collect();
+                    let _ = write!(out, " ({} {}{dims})", m.ty, m.name.text);
+                }
+                out.push_str(")\n");
+            }
+        },
+        StmtKind::Typedef { ty, name, dims } => {
+            let dims: String = dims.iter().map(|n| format!("[{}]", n.len)).collect();
+            let _ = writeln!(out, "(typedef {ty} {}{dims})", name.text);
         }
         StmtKind::If { arms, otherwise } => {
             for (i, arm) in arms.iter().enumerate() {
@@ -128,6 +151,16 @@ fn stmt(s: &Stmt, depth: usize, out: &mut String) {
         }
         StmtKind::Include { path } => {
             let _ = writeln!(out, "(include {:?})", String::from_utf8_lossy(path));
+        }
+    }
+}
+
+fn init(i: &Init) -> String {
+    match i {
+        Init::Expr(e) => expr(e),
+        Init::List { items, .. } => {
+            let items: Vec<String> = items.iter().map(init).collect();
+            format!("{{{}}}", items.join(" "))
         }
     }
 }

@@ -128,3 +128,19 @@ fn diagnostic_unterminated_comment_and_unknown_character() {
 fn diagnostic_assignment_to_a_pseudo_register() {
     insta::assert_snapshot!(diagnostics("$context = 1;"));
 }
+
+#[test]
+fn ast_structs_arrays_and_typedefs() {
+    insta::assert_snapshot!(ast(r#"
+struct Node;
+struct Node { unsigned long long value; struct Node *next, *prev; char name[10]; };
+typedef struct Node *PNODE;
+typedef unsigned short word;
+word w1 = 5;
+PNODE head = (PNODE) @rcx;
+struct Node local = {1, 0, 0, {0x41, 0x42,}};
+int grid[2][3] = {{1, 2, 3}, {4}};
+head->next->value = grid[1][0] + local.name[1];
+printf("%d\n", sizeof(struct Node) + sizeof(word) + sizeof head->name);
+"#));
+}

@@ -12,6 +12,12 @@
 //! and value in the context and return 0; callers check the context's error kind after
 //! every call and return too. Nothing refers to an absolute address, and the compile fails
 //! if Cranelift reports a relocation.
+//!
+//! Typed loads and stores (`Inst::Load`, `Inst::Store`) whose address falls inside
+//! `stack[..stack_high]` (the part of the local stack this run has handed out, so already
+//! zeroed and cleared again after the run) are plain memory accesses; any other address
+//! (a global slot, the rest of the stack, guest memory) goes through the context's
+//! [`hvscript_abi::MemoryFn`], which routes it as built-ins' memory accesses are routed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +26,7 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I16, I32, I64, I8};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Function as ClifFunction, InstBuilder, MemFlagsData, Signature,
+    AbiParam, BlockArg, Endianness, Function as ClifFunction, InstBuilder, MemFlagsData, Signature,
     StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetFrontendConfig};
@@ -28,7 +34,9 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use hvscript_abi::exec::{call_record_head, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::exec::{
+    call_record_head, memory_access, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR,
+};
 use hvscript_abi::{ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
@@ -307,6 +315,25 @@ fn builtin_signature(call_conv: CallConv) -> Signature {
     sig
 }
 
+/// [`hvscript_abi::MemoryFn`]: `(ctx, access, addr, value) -> u64`.
+fn memory_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for t in [I64, I64, I64, I64] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// The function's reference to a signature, imported on first use.
+fn imported(
+    b: &mut FunctionBuilder<'_>,
+    sig: &mut Option<cranelift_codegen::ir::SigRef>,
+    make: impl FnOnce() -> Signature,
+) -> cranelift_codegen::ir::SigRef {
+    *sig.get_or_insert_with(|| b.import_signature(make()))
+}
+
 /// State shared by the functions of one program.
 struct Shared<'p> {
     /// String records, then the call-site records translation appends.
@@ -359,6 +386,14 @@ fn mem_const() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly()
 }
 
+/// A typed access inside the local stack: in bounds (checked first) but at any
+/// alignment, in the byte order the interpreter's `from_le_bytes` gives the bytes.
+fn mem_typed() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_notrap()
+        .with_endianness(Endianness::Little)
+}
+
 /// Per-function translation state.
 struct Tx<'a, 'b, 'p> {
     b: FunctionBuilder<'a>,
@@ -381,6 +416,8 @@ struct Tx<'a, 'b, 'p> {
     globals: Value,
     builtins: Value,
     functions: Value,
+    /// The local stack's address (when the function has a frame or typed accesses).
+    stack: Value,
     /// This function's frame base (slot index) and its address.
     fp: Value,
     frame: Value,
@@ -391,6 +428,7 @@ struct Tx<'a, 'b, 'p> {
     args_slot: Option<cranelift_codegen::ir::StackSlot>,
     builtin_sig: Option<cranelift_codegen::ir::SigRef>,
     entry_sig: Option<cranelift_codegen::ir::SigRef>,
+    memory_sig: Option<cranelift_codegen::ir::SigRef>,
 }
 
 fn translate(
@@ -421,11 +459,11 @@ fn translate(
     let globals = load_ptr(&mut b, uses.globals, off::GLOBALS);
     let builtins = load_ptr(&mut b, uses.builtins, off::BUILTINS);
     let functions = load_ptr(&mut b, uses.calls, off::FUNCTIONS);
+    let stack = load_ptr(&mut b, uses.frame || uses.memory, off::STACK);
     let (fp, frame) = if uses.frame {
-        let stack_base = b.ins().load(I64, mem_const(), ctx, off::STACK);
         let fp = b.ins().load(I64, mem(), ctx, off::SP);
         let fp_bytes = b.ins().ishl_imm_s(fp, 3);
-        (fp, b.ins().iadd(stack_base, fp_bytes))
+        (fp, b.ins().iadd(stack, fp_bytes))
     } else {
         (zero, zero)
     };
@@ -492,6 +530,7 @@ fn translate(
         globals,
         builtins,
         functions,
+        stack,
         fp,
         frame,
         raise,
@@ -499,6 +538,7 @@ fn translate(
         args_slot: None,
         builtin_sig: None,
         entry_sig: None,
+        memory_sig: None,
     };
     for (i, block) in func.blocks.iter().enumerate() {
         if targets[i] == i {
@@ -532,6 +572,8 @@ struct Uses {
     calls: bool,
     /// The local frame (locals, their addresses, calls).
     frame: bool,
+    /// Typed loads and stores (the stack's address, for the inline path).
+    memory: bool,
 }
 
 impl Uses {
@@ -548,6 +590,7 @@ impl Uses {
                     u.frame |= locals_in_memory
                 }
                 Inst::CallBuiltin { .. } => u.builtins = true,
+                Inst::Load { .. } | Inst::Store { .. } => u.memory = true,
                 Inst::CallUser { .. } => {
                     u.calls = true;
                     u.frame = true;
@@ -649,6 +692,14 @@ fn check_function(program: &Program, func: &Function) -> Result<(), JitError> {
                     local(*slot)?
                 }
                 Inst::LoadGlobal { dst, .. } | Inst::AddrGlobal { dst, .. } => temp(*dst)?,
+                Inst::Load { dst, addr, .. } => {
+                    temp(*dst)?;
+                    temp(*addr)?
+                }
+                Inst::Store { addr, src, .. } => {
+                    temp(*addr)?;
+                    temp(*src)?
+                }
                 Inst::Binary {
                     dst,
                     op,
@@ -912,6 +963,25 @@ impl Tx<'_, '_, '_> {
                 let a = self.get(*src);
                 let v = self.convert(*from, *to, a, *span);
                 self.set(*dst, v);
+            }
+            Inst::Load {
+                dst,
+                addr,
+                ty,
+                span,
+            } => {
+                let a = self.get(*addr);
+                let v = self.typed_load(*ty, a, *span);
+                self.set(*dst, v);
+            }
+            Inst::Store {
+                addr,
+                src,
+                ty,
+                span,
+            } => {
+                let (a, v) = (self.get(*addr), self.get(*src));
+                self.typed_store(*ty, a, v, *span);
             }
             Inst::CallBuiltin {
                 dst,
@@ -1349,6 +1419,109 @@ impl Tx<'_, '_, '_> {
         }
     }
 
+    /// Whether `[addr, addr + width)` lies inside `stack[..stack_high]`. `stack_high` is
+    /// read at every access: calls and the memory function raise it.
+    fn in_handed_out_stack(&mut self, addr: Value, width: usize) -> Value {
+        let offset = self.b.ins().isub(addr, self.stack);
+        let high = self.b.ins().load(I64, mem(), self.ctx, off::STACK_HIGH);
+        let high_bytes = self.b.ins().ishl_imm_s(high, 3);
+        // `offset < high_bytes` bounds the offset, so adding the width cannot wrap; it also
+        // rejects everything when nothing is handed out (`stack_high == 0`).
+        let starts_inside = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThan, offset, high_bytes);
+        let end = self.b.ins().iadd_imm_s(offset, width as i64);
+        let ends_inside = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, end, high_bytes);
+        self.b.ins().band(starts_inside, ends_inside)
+    }
+
+    /// Calls the context's memory function (see [`hvscript_abi::MemoryFn`]) and returns
+    /// at once if it recorded an error. Without a memory function there is no memory
+    /// beyond the inline path: the access fails here, with the address as the value.
+    fn call_memory(&mut self, access: u64, site: u32, addr: Value, value: Value) -> Value {
+        let f = self.b.ins().load(I64, mem_const(), self.ctx, off::MEMORY);
+        let missing = self.b.ins().icmp_imm_s(IntCC::Equal, f, 0);
+        self.raise_if(missing, ExecError::Memory, site, addr);
+        let call_conv = self.shared.call_conv;
+        let sig = imported(&mut self.b, &mut self.memory_sig, || {
+            memory_signature(call_conv)
+        });
+        let access = self.b.ins().iconst(I64, access as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(sig, f, &[self.ctx, access, addr, value]);
+        let v = self.b.inst_results(call)[0];
+        self.unwind_on_error();
+        v
+    }
+
+    /// `Inst::Load`: the `ty`-wide bytes at `addr`, normalised to `ty`.
+    fn typed_load(&mut self, ty: ScalarTy, addr: Value, span: Span) -> Value {
+        let width = ty.bytes();
+        let site = self.shared.site(span);
+        let inside = self.in_handed_out_stack(addr, width);
+        let (inline, outside, join) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        // Both paths deliver the bytes zero-extended, so one normalisation after the join
+        // serves both.
+        self.b.append_block_param(join, I64);
+        self.b.ins().brif(inside, inline, &[], outside, &[]);
+
+        self.b.switch_to_block(inline);
+        let raw = match width {
+            1 => self.b.ins().uload8(I64, mem_typed(), addr, 0),
+            2 => self.b.ins().uload16(I64, mem_typed(), addr, 0),
+            4 => self.b.ins().uload32(mem_typed(), addr, 0),
+            _ => self.b.ins().load(I64, mem_typed(), addr, 0),
+        };
+        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
+
+        self.b.switch_to_block(outside);
+        let zero = self.b.ins().iconst(I64, 0);
+        let raw = self.call_memory(memory_access(site, width as u8, false), site, addr, zero);
+        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
+
+        self.b.switch_to_block(join);
+        let raw = self.b.block_params(join)[0];
+        self.normalize_scalar(ty, raw)
+    }
+
+    /// `Inst::Store`: the low `ty`-wide bytes of `value` at `addr`.
+    fn typed_store(&mut self, ty: ScalarTy, addr: Value, value: Value, span: Span) {
+        let width = ty.bytes();
+        let site = self.shared.site(span);
+        let inside = self.in_handed_out_stack(addr, width);
+        let (inline, outside, join) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().brif(inside, inline, &[], outside, &[]);
+
+        self.b.switch_to_block(inline);
+        match width {
+            1 => self.b.ins().istore8(mem_typed(), value, addr, 0),
+            2 => self.b.ins().istore16(mem_typed(), value, addr, 0),
+            4 => self.b.ins().istore32(mem_typed(), value, addr, 0),
+            _ => self.b.ins().store(mem_typed(), value, addr, 0),
+        };
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(outside);
+        self.call_memory(memory_access(site, width as u8, true), site, addr, value);
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(join);
+    }
+
     fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Result<Value, JitError> {
         let site = self.shared.site(span);
         self.shared.builtins.push(id);
@@ -1377,16 +1550,10 @@ impl Tx<'_, '_, '_> {
             base
         };
         let record = self.shared.call_record(site, id, &tags)?;
-        let sig = match self.builtin_sig {
-            Some(s) => s,
-            None => {
-                let s = self
-                    .b
-                    .import_signature(builtin_signature(self.shared.call_conv));
-                self.builtin_sig = Some(s);
-                s
-            }
-        };
+        let call_conv = self.shared.call_conv;
+        let sig = imported(&mut self.b, &mut self.builtin_sig, || {
+            builtin_signature(call_conv)
+        });
         let fnptr = self
             .b
             .ins()
@@ -1480,16 +1647,10 @@ impl Tx<'_, '_, '_> {
         self.b.ins().store(mem(), new_fp, self.ctx, off::SP);
         let deeper = self.b.ins().iadd_imm_s(depth, 1);
         self.b.ins().store(mem(), deeper, self.ctx, off::DEPTH);
-        let sig = match self.entry_sig {
-            Some(s) => s,
-            None => {
-                let s = self
-                    .b
-                    .import_signature(entry_signature(self.shared.call_conv));
-                self.entry_sig = Some(s);
-                s
-            }
-        };
+        let call_conv = self.shared.call_conv;
+        let sig = imported(&mut self.b, &mut self.entry_sig, || {
+            entry_signature(call_conv)
+        });
         let entry = self
             .b
             .ins()

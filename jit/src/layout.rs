@@ -17,6 +17,7 @@ pub const DEPTH_LIMIT: i32 = 116;
 pub const ERROR_KIND: i32 = 120;
 pub const ERROR_SITE: i32 = 124;
 pub const ERROR_VALUE: i32 = 128;
+pub const MEMORY: i32 = 136;
 
 #[cfg(test)]
 mod tests {
@@ -25,7 +26,7 @@ mod tests {
 
     #[test]
     fn offsets_match_the_abi_definition() {
-        let table: [(i32, usize, &str); 15] = [
+        let table: [(i32, usize, &str); 16] = [
             (super::REGS, offset_of!(ExecCtx, regs), "regs"),
             (super::PSEUDO, offset_of!(ExecCtx, pseudo), "pseudo"),
             (super::GLOBALS, offset_of!(ExecCtx, globals), "globals"),
@@ -73,6 +74,7 @@ mod tests {
                 offset_of!(ExecCtx, error_value),
                 "error_value",
             ),
+            (super::MEMORY, offset_of!(ExecCtx, memory), "memory"),
         ];
         for (ours, abi, name) in table {
             assert_eq!(ours as usize, abi, "offset of ExecCtx::{name}");
@@ -83,5 +85,13 @@ mod tests {
         assert_eq!(core::mem::size_of_val(&c.depth), 4);
         assert_eq!(core::mem::size_of_val(&c.error_kind), 4);
         assert_eq!(core::mem::size_of_val(&c.error_site), 4);
+        // `None` must be the null pointer compiled code tests for.
+        assert_eq!(core::mem::size_of_val(&c.memory), 8);
+        assert_eq!(
+            // SAFETY: `Option<MemoryFn>` has the size of a pointer (checked above) and
+            // `None` is its null value, so its bits are a valid `usize`.
+            unsafe { core::mem::transmute::<Option<hvscript_abi::MemoryFn>, usize>(c.memory) },
+            0
+        );
     }
 }

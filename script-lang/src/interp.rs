@@ -10,7 +10,7 @@
 use hvscript_abi::{GuestRegs, PseudoValues};
 use hvscript_grammar::ast::Span;
 use hvscript_grammar::Diagnostic;
-use hvscript_stdlib::{Arg, Env, ScriptError};
+use hvscript_stdlib::{Arg, Env, MemFault, ScriptError};
 
 use crate::globals::Globals;
 use crate::ir::*;
@@ -68,6 +68,14 @@ pub enum RunErrorKind {
     },
     /// `% << >> & | ^ ~` on a float: never produced by the compiler (a corrupt program).
     InvalidFloatOperation,
+    /// A typed read or write ([`Inst::Load`], [`Inst::Store`]) at an address that cannot be
+    /// accessed; `reason` says why when the memory is unreachable in this context.
+    Memory {
+        addr: u64,
+        len: u8,
+        write: bool,
+        reason: Option<&'static str>,
+    },
     FuelExhausted(u64),
     CallDepth(u32),
     StackExhausted(usize),
@@ -100,6 +108,19 @@ impl RunError {
             }
             RunErrorKind::InvalidFloatOperation => {
                 "operation not defined on floating-point values".into()
+            }
+            RunErrorKind::Memory {
+                addr,
+                len,
+                write,
+                reason,
+            } => {
+                let verb = if *write { "write" } else { "read" };
+                let unit = if *len == 1 { "byte" } else { "bytes" };
+                match reason {
+                    Some(r) => format!("cannot {verb} {len} {unit} at 0x{addr:x}: {r}"),
+                    None => format!("cannot {verb} {len} {unit} at 0x{addr:x} (invalid address)"),
+                }
             }
             RunErrorKind::FuelExhausted(f) => {
                 format!("fuel exhausted: {f} loop iterations and calls without finishing")
@@ -173,7 +194,38 @@ impl Interpreter {
     }
 }
 
+/// The error of a failed [`Inst::Load`] or [`Inst::Store`].
+pub(crate) fn memory_error(
+    addr: u64,
+    len: usize,
+    write: bool,
+    fault: MemFault,
+    span: Span,
+) -> RunError {
+    RunError {
+        kind: RunErrorKind::Memory {
+            addr,
+            len: len as u8,
+            write,
+            reason: match fault {
+                MemFault::Invalid => None,
+                MemFault::Unavailable(u) => Some(u.0),
+            },
+        },
+        span,
+    }
+}
+
 impl Machine<'_, '_, '_> {
+    /// The script's memory as typed accesses and built-ins see it.
+    fn memory(&mut self) -> ScriptMemory<'_> {
+        ScriptMemory {
+            stack: &mut *self.stack,
+            globals: self.inv.globals.slots(),
+            host: &mut *self.inv.host,
+        }
+    }
+
     fn burn(&mut self, span: Span) -> Result<(), RunError> {
         if self.fuel_used >= self.inv.limits.fuel {
             return Err(RunError {
@@ -276,6 +328,33 @@ impl Machine<'_, '_, '_> {
             } => {
                 t[*dst as usize] = semantics::binary(*op, *ty, t[*lhs as usize], t[*rhs as usize])
                     .map_err(|kind| RunError { kind, span: *span })?
+            }
+            Inst::Load {
+                dst,
+                addr,
+                ty,
+                span,
+            } => {
+                let addr = t[*addr as usize];
+                let mut bytes = [0u8; 8];
+                let len = ty.bytes();
+                self.memory()
+                    .read(addr, &mut bytes[..len])
+                    .map_err(|fault| memory_error(addr, len, false, fault, *span))?;
+                t[*dst as usize] = ty.normalize(u64::from_le_bytes(bytes));
+            }
+            Inst::Store {
+                addr,
+                src,
+                ty,
+                span,
+            } => {
+                let addr = t[*addr as usize];
+                let len = ty.bytes();
+                let bytes = t[*src as usize].to_le_bytes();
+                self.memory()
+                    .write(addr, &bytes[..len])
+                    .map_err(|fault| memory_error(addr, len, true, fault, *span))?;
             }
             Inst::CallBuiltin {
                 dst,

@@ -194,6 +194,11 @@ impl ScalarTy {
         )
     }
 
+    /// Width in bytes in memory (a `bool` is one byte).
+    pub fn bytes(self) -> usize {
+        self.bits() as usize / 8
+    }
+
     /// Width in bits (a `bool` is one byte).
     pub fn bits(self) -> u32 {
         match self {
@@ -382,6 +387,25 @@ pub enum Inst {
         to: ScalarTy,
         span: Span,
     },
+    /// Reads `ty`'s width (one byte for `bool`) at `addr` and normalises it to `ty` (a
+    /// `float` arrives as its binary32 bits, upper half zero). `addr` may point into the
+    /// script's own local stack or global slots, or anywhere in guest memory through the
+    /// host; an address that cannot be read stops the script. This is how typed places
+    /// are read: array elements, struct members, anything behind a typed pointer.
+    Load {
+        dst: Temp,
+        addr: Temp,
+        ty: ScalarTy,
+        span: Span,
+    },
+    /// Writes the low `ty`-width bytes of `src` at `addr` (same memory as [`Inst::Load`]);
+    /// an address that cannot be written stops the script.
+    Store {
+        addr: Temp,
+        src: Temp,
+        ty: ScalarTy,
+        span: Span,
+    },
     /// A built-in; `dst` is `None` when the value is discarded.
     CallBuiltin {
         dst: Option<Temp>,
@@ -493,6 +517,8 @@ impl fmt::Display for DisplayInst<'_> {
             Inst::Convert {
                 dst, src, from, to, ..
             } => write!(f, "t{dst} = convert.{from}.{to} t{src}"),
+            Inst::Load { dst, addr, ty, .. } => write!(f, "t{dst} = load.{ty} [t{addr}]"),
+            Inst::Store { addr, src, ty, .. } => write!(f, "store.{ty} [t{addr}], t{src}"),
             Inst::CallBuiltin {
                 dst: Some(d),
                 builtin,

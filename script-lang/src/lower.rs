@@ -22,7 +22,9 @@ use hvscript_grammar::Diagnostic;
 use crate::globals::Globals;
 use crate::ir::*;
 use crate::semantics;
-use crate::types::{common, Type};
+use crate::types::{common, StructId, StructTable, Type};
+
+mod aggregates;
 
 /// In which calling stages the script will run; decides whether `event_sc` is allowed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +58,9 @@ pub fn compile(
         string_ids: HashMap::new(),
         global_slots: BTreeMap::new(),
         errors: Vec::new(),
+        structs: StructTable::default(),
+        struct_tags: HashMap::new(),
+        typedefs: HashMap::new(),
     };
     let mut main = FnBuilder::new("main".into(), Type::Void, true);
     for stmt in &script.stmts {
@@ -121,6 +126,10 @@ struct Lowerer<'a> {
     /// Globals this program uses, with provisional slot numbers (patched after binding).
     global_slots: BTreeMap<String, u32>,
     errors: Vec<Diagnostic>,
+    /// The script's structs (tags and typedefs are per script, defined before use).
+    structs: StructTable,
+    struct_tags: HashMap<String, StructId>,
+    typedefs: HashMap<String, Type>,
 }
 
 struct LoopTargets {
@@ -225,6 +234,20 @@ impl FnBuilder {
         self.current = block;
     }
 
+    /// A new local of aggregate type `ty` taking `slots` consecutive slots (its bytes are
+    /// packed in them, as HyperDbg keeps arrays and structs in its script stack).
+    fn aggregate_local(&mut self, name: &str, ty: Type, slots: u32) -> u32 {
+        let slot = self.local_types.len() as u32;
+        self.locals.insert(name.to_string(), slot);
+        self.local_types.push(ty);
+        self.implicit.push(false);
+        for _ in 1..slots.max(1) {
+            self.local_types.push(Type::ULONGLONG);
+            self.implicit.push(false);
+        }
+        slot
+    }
+
     /// The slot of local `name`, created with type `ty` when it is new.
     fn local(&mut self, name: &str, ty: Type) -> u32 {
         if let Some(&slot) = self.locals.get(name) {
@@ -289,7 +312,15 @@ enum Place {
     Local(u32),
     Global(u32),
     Register(hvscript_abi::Register),
+    /// HyperDbg's `*addr` on an address that is not a typed pointer: 8 bytes, like `poi`.
     Memory(Temp),
+    /// A typed place in memory: an array element, a struct member, a local aggregate,
+    /// anything behind a typed pointer. Scalars are read and written with their width;
+    /// an aggregate's value is its address.
+    Typed {
+        addr: Temp,
+        ty: Type,
+    },
 }
 
 impl Place {
@@ -298,6 +329,7 @@ impl Place {
     fn ty(&self, f: &FnBuilder) -> Type {
         match self {
             Place::Local(slot) => f.local_types[*slot as usize].clone(),
+            Place::Typed { ty, .. } => ty.clone(),
             Place::Global(_) | Place::Memory(_) => Type::ULONGLONG,
             Place::Register(_) => Type::LONG,
         }
@@ -374,28 +406,9 @@ impl Lowerer<'_> {
             StmtKind::Call(e) => {
                 self.call(f, e, false);
             }
-            StmtKind::Decl(d) => {
-                let ty = self.resolve_type(&d.ty, false).unwrap_or(Type::ULONGLONG);
-                let v = self.value(f, &d.init);
-                if self.function_index.contains_key(&d.name.text) {
-                    self.error(Diagnostic::error(
-                        format!("`{}` is a function", d.name.text),
-                        d.name.span,
-                    ));
-                }
-                // A declaration with another type makes a new variable from here on
-                // (HyperDbg's scoping is textual: `for (int i = 0; ...)` after an
-                // implicit `i` is fine).
-                if f.locals
-                    .get(&d.name.text)
-                    .is_some_and(|&slot| f.local_types[slot as usize] != ty)
-                {
-                    f.locals.remove(&d.name.text);
-                }
-                let slot = f.local(&d.name.text, ty.clone());
-                let src = self.convert(f, v, &ty, d.init.span);
-                f.emit(Inst::StoreLocal { slot, src });
-            }
+            StmtKind::Decl(d) => self.declare(f, d),
+            StmtKind::StructDef(def) => self.define_struct(def),
+            StmtKind::Typedef { ty, name, dims } => self.define_typedef(ty, name, dims),
             StmtKind::If { arms, otherwise } => {
                 let end = f.new_block();
                 for arm in arms {
@@ -559,7 +572,17 @@ impl Lowerer<'_> {
     /// The type a type name denotes; reports an error and returns `None` when it denotes
     /// none (or `void` where a value is needed).
     fn resolve_type(&mut self, name: &ast::TypeName, allow_void: bool) -> Option<Type> {
-        match Type::from_name(name) {
+        let resolved = match &name.named {
+            Some(named) => {
+                let mut t = self.named_type(named, name.pointers > 0)?;
+                for _ in 0..name.pointers {
+                    t = Type::Pointer(Box::new(t));
+                }
+                Ok(t)
+            }
+            None => Type::from_name(name),
+        };
+        match resolved {
             Ok(Type::Void) if !allow_void => {
                 self.error(Diagnostic::error(
                     "`void` is not a type for a value",
@@ -579,6 +602,7 @@ impl Lowerer<'_> {
 
     fn function(&mut self, def: &ast::FuncDef, span: Span) {
         let ret = self.resolve_type(&def.ret, true).unwrap_or(Type::LONG);
+        let ret = self.by_value_check(ret, def.ret.span);
         if self.function_index.contains_key(&def.name.text) {
             self.error(Diagnostic::error(
                 format!("function `{}` is already defined", def.name.text),
@@ -589,7 +613,10 @@ impl Lowerer<'_> {
         let params: Vec<Type> = def
             .params
             .iter()
-            .map(|p| self.resolve_type(&p.ty, false).unwrap_or(Type::LONG))
+            .map(|p| {
+                let ty = self.resolve_type(&p.ty, false).unwrap_or(Type::LONG);
+                self.by_value_check(ty, p.ty.span)
+            })
             .collect();
         let id = self.functions.len() as FuncId;
         self.functions.push(None);
@@ -630,6 +657,12 @@ impl Lowerer<'_> {
                     return None;
                 }
                 match f.locals.get(name) {
+                    Some(&s) if f.local_types[s as usize].is_aggregate() => {
+                        let addr = f.temp();
+                        f.emit(Inst::AddrLocal { dst: addr, slot: s });
+                        let ty = f.local_types[s as usize].clone();
+                        Some(Place::Typed { addr, ty })
+                    }
                     Some(&s) => Some(Place::Local(s)),
                     // A variable created by assignment is `unsigned long long` (HyperDbg's
                     // implicit type).
@@ -657,12 +690,21 @@ impl Lowerer<'_> {
                 operand,
             } => {
                 let addr = self.value(f, operand);
-                let addr = self.address_word(addr, operand.span);
-                Some(Place::Memory(addr))
+                match addr.ty {
+                    // A typed pointer reads and writes what it points to, as in C.
+                    Type::Pointer(to) if *to != Type::Void => Some(Place::Typed {
+                        addr: addr.t,
+                        ty: *to,
+                    }),
+                    _ => {
+                        let addr = self.address_word(addr, operand.span);
+                        Some(Place::Memory(addr))
+                    }
+                }
             }
-            ExprKind::Index { .. } | ExprKind::Member { .. } => {
-                self.unsupported_aggregate(e.span);
-                None
+            ExprKind::Index { base, index } => self.index_place(f, base, index, e.span),
+            ExprKind::Member { base, arrow, field } => {
+                self.member_place(f, base, *arrow, field, e.span)
             }
             _ => {
                 self.error(Diagnostic::error("this cannot be assigned", e.span));
@@ -679,13 +721,6 @@ impl Lowerer<'_> {
         );
     }
 
-    fn unsupported_aggregate(&mut self, span: Span) {
-        self.error(Diagnostic::error(
-            "arrays, structures and member access are part of the v0.23 type system, not supported yet",
-            span,
-        ));
-    }
-
     fn load(&mut self, f: &mut FnBuilder, p: &Place, span: Span) -> Val {
         let dst = f.temp();
         match *p {
@@ -698,6 +733,43 @@ impl Lowerer<'_> {
                 args: vec![Operand::Temp(addr)],
                 span,
             }),
+            Place::Typed { addr, ref ty } => {
+                return match ty {
+                    // An array is used as the address of its first element.
+                    Type::Array { elem, .. } => Val {
+                        t: addr,
+                        ty: Type::Pointer(elem.clone()),
+                    },
+                    Type::Struct { .. } => Val {
+                        t: addr,
+                        ty: ty.clone(),
+                    },
+                    _ => match ty.scalar() {
+                        Some(s) => {
+                            f.emit(Inst::Load {
+                                dst,
+                                addr,
+                                ty: s,
+                                span,
+                            });
+                            Val {
+                                t: dst,
+                                ty: ty.clone(),
+                            }
+                        }
+                        None => {
+                            self.error(Diagnostic::error(
+                                format!("a `{ty}` has no value to read"),
+                                span,
+                            ));
+                            Val {
+                                t: addr,
+                                ty: Type::ULONGLONG,
+                            }
+                        }
+                    },
+                };
+            }
         }
         let ty = p.ty(f);
         // A narrow variable's slot can be rewritten through its address (`ed(&x, v)`
@@ -718,8 +790,15 @@ impl Lowerer<'_> {
         // Implicit variables, globals, registers and memory words take a pointer as is.
         let takes_pointer = match p {
             Place::Local(slot) => f.implicit[slot as usize],
+            Place::Typed { .. } => false,
             _ => true,
         };
+        if let Place::Typed { addr, ty } = &p {
+            if ty.is_aggregate() {
+                self.store_aggregate(f, *addr, ty, v, value_span);
+                return;
+            }
+        }
         let src = if takes_pointer && v.ty.is_pointer() {
             v.t
         } else {
@@ -736,6 +815,16 @@ impl Lowerer<'_> {
                 args: vec![Operand::Temp(addr), Operand::Temp(src)],
                 span,
             }),
+            Place::Typed { addr, ty } => {
+                if let Some(s) = ty.scalar() {
+                    f.emit(Inst::Store {
+                        addr,
+                        src,
+                        ty: s,
+                        span,
+                    });
+                }
+            }
         }
     }
 
@@ -847,8 +936,15 @@ impl Lowerer<'_> {
     fn arith_type(&mut self, v: &Val, span: Span) -> NumTy {
         match v.ty.promoted() {
             Some(t) => t,
-            None => {
+            None if v.ty == Type::Void => {
                 self.error(Diagnostic::error("a `void` value has no value", span));
+                NumTy::I64
+            }
+            None => {
+                self.error(
+                    Diagnostic::error(format!("a `{}` is not a number", v.ty), span)
+                        .with_help("use one of its members (s.x), or its address (&s)"),
+                );
                 NumTy::I64
             }
         }
@@ -973,22 +1069,36 @@ impl Lowerer<'_> {
                 // The operand is typed but not evaluated: lower it into a scratch copy of
                 // the function and throw the code away.
                 let mut scratch = f.scratch();
-                let v = self.value(&mut scratch, operand);
-                let size = self.size_of(&v.ty, e.span);
+                let ty = self.type_of_unevaluated(&mut scratch, operand);
+                let size = self.size_of(&ty, e.span);
                 Val {
                     t: f.constant(size),
                     ty: Type::ULONGLONG,
                 }
             }
-            ExprKind::Index { .. } | ExprKind::Member { .. } => {
-                self.unsupported_aggregate(e.span);
-                long(f.constant(0))
-            }
+            ExprKind::Index { .. } | ExprKind::Member { .. } => match self.place(f, e, false) {
+                Some(p) => self.load(f, &p, e.span),
+                None => long(f.constant(0)),
+            },
         }
     }
 
+    /// The type of `e` as `sizeof` sees it: an array stays an array.
+    fn type_of_unevaluated(&mut self, f: &mut FnBuilder, e: &Expr) -> Type {
+        let is_place = matches!(
+            e.kind,
+            ExprKind::Local(_) | ExprKind::Index { .. } | ExprKind::Member { .. }
+        );
+        if is_place {
+            if let Some(p) = self.place(f, e, false) {
+                return p.ty(f);
+            }
+        }
+        self.value(f, e).ty
+    }
+
     fn size_of(&mut self, ty: &Type, span: Span) -> u64 {
-        match ty.size() {
+        match self.structs.size(ty) {
             Some(n) => n,
             None => {
                 self.error(Diagnostic::error(format!("`{ty}` has no size"), span));
@@ -1023,7 +1133,7 @@ impl Lowerer<'_> {
                     ));
                 }
                 let bytes = self.emit_binary(f, BinaryOp::Sub, NumTy::I64, a.t, b.t, span);
-                let size = p.size().unwrap_or(1).max(1);
+                let size = self.structs.size(p).unwrap_or(1).max(1);
                 let size = f.constant(size);
                 let t = self.emit_binary(f, BinaryOp::Div, NumTy::I64, bytes, size, span);
                 return Val { t, ty: Type::LONG };
@@ -1074,7 +1184,7 @@ impl Lowerer<'_> {
     /// `n * sizeof(to)` as an unsigned 64-bit byte offset.
     fn scaled(&mut self, f: &mut FnBuilder, n: &Val, to: &Type, span: Span) -> Temp {
         let n64 = self.convert_to_num(f, n, NumTy::I64, span);
-        match to.size() {
+        match self.structs.size(to) {
             Some(1) => n64,
             Some(size) => {
                 let size = f.constant(size);
@@ -1122,6 +1232,15 @@ impl Lowerer<'_> {
             UnOp::AddrOf => self.address_of(f, operand),
             UnOp::Deref => {
                 let v = self.value(f, operand);
+                if let Type::Pointer(to) = &v.ty {
+                    if **to != Type::Void {
+                        let p = Place::Typed {
+                            addr: v.t,
+                            ty: (**to).clone(),
+                        };
+                        return self.load(f, &p, span);
+                    }
+                }
                 let addr = self.address_word(v, operand.span);
                 let dst = f.temp();
                 f.emit(Inst::CallBuiltin {
@@ -1202,13 +1321,34 @@ impl Lowerer<'_> {
                     f.emit(Inst::AddrLocal { dst, slot })
                 }
                 Some(Place::Global(slot)) => f.emit(Inst::AddrGlobal { dst, slot }),
+                Some(Place::Typed { addr, ty }) => {
+                    return Val {
+                        t: addr,
+                        ty: Type::Pointer(Box::new(ty)),
+                    }
+                }
                 _ => f.emit(Inst::Const { dst, value: 0 }),
             },
+            ExprKind::Index { .. } | ExprKind::Member { .. } => {
+                return match self.place(f, operand, false) {
+                    Some(Place::Typed { addr, ty }) => Val {
+                        t: addr,
+                        ty: Type::Pointer(Box::new(ty)),
+                    },
+                    _ => Val {
+                        t: f.constant(0),
+                        ty: Type::ULONGLONG,
+                    },
+                };
+            }
             ExprKind::Unary {
                 op: UnOp::Deref,
                 operand: inner,
             } => {
                 let v = self.value(f, inner);
+                if matches!(&v.ty, Type::Pointer(to) if **to != Type::Void) {
+                    return v;
+                }
                 let t = self.address_word(v, inner.span);
                 return Val {
                     t,
@@ -1460,6 +1600,13 @@ impl Lowerer<'_> {
             }
             _ if v.ty == Type::Void => {
                 self.error(Diagnostic::error("a `void` value has no value", span));
+                v.t
+            }
+            _ if v.ty.is_aggregate() => {
+                self.error(
+                    Diagnostic::error(format!("a `{}` is not a value here", v.ty), span)
+                        .with_help("pass one of its members (s.x), or its address (&s)"),
+                );
                 v.t
             }
             _ => v.t,

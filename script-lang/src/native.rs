@@ -5,7 +5,8 @@
 //! side of that contract for std hosts: it builds an `ExecCtx` from an [`Invocation`],
 //! provides the table of built-ins compiled code calls ([`builtin_table`]: one trampoline
 //! that decodes the arguments and calls `hvscript_stdlib::call` with the same
-//! [`ScriptMemory`] routing as the interpreter), runs a loaded image, and turns the error
+//! [`ScriptMemory`] routing as the interpreter; and the [`MemoryFn`] serving typed loads
+//! and stores the same way), runs a loaded image, and turns the error
 //! state compiled code leaves in the context into the same [`RunError`] the interpreter
 //! produces. It lives here, not in the JIT: compiled code reaches the stdlib only through
 //! the table a runtime hands it (DESIGN.md), and hv-core provides its own.
@@ -15,11 +16,11 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 
 use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
-use hvscript_abi::{Builtin, BuiltinFn, EntryFn, ExecCtx, ExecError};
+use hvscript_abi::{Builtin, BuiltinFn, EntryFn, ExecCtx, ExecError, MemoryAccess, MemoryFn};
 use hvscript_grammar::ast::Span;
-use hvscript_stdlib::{Arg, Env, ScriptError};
+use hvscript_stdlib::{Arg, Env, MemFault, ScriptError};
 
-use crate::interp::{Invocation, RunError, RunErrorKind, RunStats};
+use crate::interp::{memory_error, Invocation, RunError, RunErrorKind, RunStats};
 use crate::ir::{NumTy, ScalarTy};
 use crate::script_memory::ScriptMemory;
 
@@ -90,6 +91,17 @@ struct HostState<'a> {
     rodata: &'a [u8],
     /// The error of the built-in that failed, for [`ExecError::Builtin`].
     error: Option<ScriptError>,
+    /// The typed access that failed, for [`ExecError::Memory`].
+    memory_fault: Option<MemoryFault>,
+}
+
+/// A failed typed load or store, as [`memory_error`] needs it.
+#[derive(Clone, Copy)]
+struct MemoryFault {
+    addr: u64,
+    len: usize,
+    write: bool,
+    fault: MemFault,
 }
 
 /// Reusable state of native runs (the local stack), so repeated runs do not allocate.
@@ -157,6 +169,7 @@ impl NativeRunner {
             globals,
             rodata: image.rodata,
             error: None,
+            memory_fault: None,
         };
         let mut ctx = ExecCtx {
             regs: &mut *inv.regs,
@@ -178,6 +191,7 @@ impl NativeRunner {
             error_kind: 0,
             error_site: 0,
             error_value: 0,
+            memory: Some(memory_access as MemoryFn),
         };
         // SAFETY: `NativeImage::new`'s contract makes `main` compiled code for this
         // context layout. Every pointer in `ctx` is valid for the whole call: registers,
@@ -214,6 +228,16 @@ impl NativeRunner {
                 None => {
                     return Err(NativeError::Incompatible(format!(
                         "unknown conversion target {}",
+                        ctx.error_value
+                    )))
+                }
+            },
+            Some(ExecError::Memory) => match host.memory_fault.take() {
+                // The span is filled in from the site below.
+                Some(f) => memory_error(f.addr, f.len, f.write, f.fault, main_span).kind,
+                None => {
+                    return Err(NativeError::Incompatible(format!(
+                        "a memory access at {:#x} failed without an error",
                         ctx.error_value
                     )))
                 }
@@ -341,6 +365,70 @@ unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64
         Err(e) => {
             drop(decoded);
             record_error(ctx, host, site, e)
+        }
+    }
+}
+
+/// The context's [`MemoryFn`]: a typed load or store outside the part of the local stack
+/// compiled code serves inline, routed through [`ScriptMemory`] exactly as the
+/// interpreter routes [`crate::ir::Inst::Load`] and [`crate::ir::Inst::Store`].
+///
+/// # Safety
+/// Called by compiled code only, with the context of a run started by
+/// [`NativeRunner::run`].
+unsafe extern "C" fn memory_access(ctx: *mut ExecCtx, access: u64, addr: u64, value: u64) -> u64 {
+    // SAFETY: compiled code passes the context `NativeRunner::run` made; no other
+    // reference to it is live while compiled code is suspended in this call.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `ctx.host` is the `HostState` on `NativeRunner::run`'s frame, alive for the
+    // whole run and not otherwise borrowed while compiled code runs.
+    let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
+    let MemoryAccess { site, width, write } = MemoryAccess::decode(access);
+    let len = width as usize;
+    if !matches!(len, 1 | 2 | 4 | 8) {
+        // Corrupt code: reported as an incompatible image (no fault recorded).
+        ctx.error_kind = ExecError::Memory as u32;
+        ctx.error_site = site;
+        ctx.error_value = addr;
+        return 0;
+    }
+    // SAFETY: the stack is `NativeRunner::stack`, `stack_slots` long; compiled code does
+    // not touch it while suspended in this call, so this is the only live reference.
+    let stack = unsafe { std::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
+    let mut mem = ScriptMemory {
+        stack,
+        globals: host.globals,
+        host: &mut *host.env,
+    };
+    let mut bytes = value.to_le_bytes();
+    let result = if write {
+        mem.write(addr, &bytes[..len])
+    } else {
+        bytes = [0; 8];
+        mem.read(addr, &mut bytes[..len])
+    };
+    match result {
+        Ok(()) if write => {
+            // Compiled code only zeroes what it handed out; a write above that must be
+            // cleared before the next run too.
+            let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
+            if (stack_lo..stack_hi).contains(&addr) {
+                ctx.stack_high = ctx.stack_slots;
+            }
+            0
+        }
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(fault) => {
+            host.memory_fault = Some(MemoryFault {
+                addr,
+                len,
+                write,
+                fault,
+            });
+            ctx.error_kind = ExecError::Memory as u32;
+            ctx.error_site = site;
+            ctx.error_value = addr;
+            0
         }
     }
 }

@@ -6,8 +6,15 @@
 //! and symbols are `long` (signed 64-bit); a variable created by plain assignment is
 //! `unsigned long long`; built-ins return `unsigned long long`; comparisons and `! && ||`
 //! give `int`; a float literal is `double`. `long` is 8 bytes (LP64), `char` is signed.
+//!
+//! Aggregates (v0.23): arrays and structs laid out as C does on x64 (each member at the
+//! next multiple of its alignment, the struct's size a multiple of its largest member
+//! alignment). A struct type is its [`StructId`] in the script's [`StructTable`], which
+//! knows its members and layout, so types stay small and a forward-declared struct is
+//! completed in one place.
 
 use std::fmt;
+use std::rc::Rc;
 
 use hvscript_grammar::ast::{TypeName, TypeWord};
 
@@ -26,6 +33,133 @@ pub enum Type {
     Float,
     Double,
     Pointer(Box<Type>),
+    /// `elem name[len]`; `int t[3][4]` is an array of 3 arrays of 4 `int`s.
+    Array {
+        elem: Box<Type>,
+        len: u64,
+    },
+    /// `struct tag`: the layout is in the script's [`StructTable`].
+    Struct {
+        id: StructId,
+        tag: Rc<str>,
+    },
+}
+
+pub type StructId = u32;
+
+/// One member of a struct, at its offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub ty: Type,
+    pub offset: u64,
+}
+
+/// A struct's members and layout; `members` is `None` while it is only declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StructLayout {
+    pub tag: Rc<str>,
+    pub members: Option<Vec<Field>>,
+    pub size: u64,
+    pub align: u64,
+}
+
+/// The structs a script defines, by id.
+#[derive(Clone, Debug, Default)]
+pub struct StructTable {
+    pub structs: Vec<StructLayout>,
+}
+
+impl StructTable {
+    /// Size in bytes (`sizeof`); `None` for `void` and incomplete structs.
+    pub fn size(&self, ty: &Type) -> Option<u64> {
+        match ty {
+            Type::Array { elem, len } => self.size(elem)?.checked_mul(*len),
+            Type::Struct { id, .. } => {
+                let s = self.structs.get(*id as usize)?;
+                s.members.as_ref().map(|_| s.size)
+            }
+            other => other.size(),
+        }
+    }
+
+    /// Alignment in bytes (natural alignment, as C on x64).
+    pub fn align(&self, ty: &Type) -> Option<u64> {
+        match ty {
+            Type::Array { elem, .. } => self.align(elem),
+            Type::Struct { id, .. } => {
+                let s = self.structs.get(*id as usize)?;
+                s.members.as_ref().map(|_| s.align)
+            }
+            other => other.size(),
+        }
+    }
+
+    /// Lays out `members` (name, type) as C does; `Err` names the member whose type has no
+    /// size (an incomplete struct or `void`).
+    pub fn layout(&self, members: &[(String, Type)]) -> Result<(Vec<Field>, u64, u64), usize> {
+        let mut fields = Vec::with_capacity(members.len());
+        let (mut offset, mut max_align) = (0u64, 1u64);
+        for (i, (name, ty)) in members.iter().enumerate() {
+            let (Some(size), Some(align)) = (self.size(ty), self.align(ty)) else {
+                return Err(i);
+            };
+            let align = align.max(1);
+            offset = offset.div_ceil(align) * align;
+            fields.push(Field {
+                name: name.clone(),
+                ty: ty.clone(),
+                offset,
+            });
+            offset += size;
+            max_align = max_align.max(align);
+        }
+        Ok((fields, offset.div_ceil(max_align) * max_align, max_align))
+    }
+
+    pub fn field(&self, id: StructId, name: &str) -> Option<&Field> {
+        self.structs
+            .get(id as usize)?
+            .members
+            .as_ref()?
+            .iter()
+            .find(|f| f.name == name)
+    }
+
+    pub fn is_complete(&self, id: StructId) -> bool {
+        self.structs
+            .get(id as usize)
+            .is_some_and(|s| s.members.is_some())
+    }
+
+    /// The scalar pieces of a value of type `ty` in memory order: (offset, type). An
+    /// initializer list fills them in this order (HyperDbg flattens nested braces).
+    pub fn leaves(&self, ty: &Type, base: u64, out: &mut Vec<(u64, Type)>) {
+        match ty {
+            Type::Array { elem, len } => {
+                let size = self.size(elem).unwrap_or(0);
+                for i in 0..*len {
+                    self.leaves(elem, base + i * size, out);
+                }
+            }
+            Type::Struct { id, .. } => {
+                if let Some(members) = self
+                    .structs
+                    .get(*id as usize)
+                    .and_then(|s| s.members.as_ref())
+                {
+                    for f in members {
+                        self.leaves(&f.ty, base + f.offset, out);
+                    }
+                }
+            }
+            other => {
+                if other.scalar().is_some() {
+                    out.push((base, other.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl Type {
@@ -42,7 +176,8 @@ impl Type {
         signed: true,
     };
 
-    /// The type a type name denotes, or why it denotes none.
+    /// The type built-in type words denote (struct tags and typedef names are resolved by
+    /// the lowering, which knows the script's definitions), or why they denote none.
     pub fn from_name(name: &TypeName) -> Result<Type, String> {
         let base = from_words(&name.words)?;
         let mut ty = base;
@@ -52,10 +187,11 @@ impl Type {
         Ok(ty)
     }
 
-    /// Size in bytes (`sizeof`); `void` has none.
+    /// Size in bytes of a scalar type; `void` and aggregates (see [`StructTable::size`])
+    /// have none here.
     pub fn size(&self) -> Option<u64> {
         Some(match self {
-            Type::Void => return None,
+            Type::Void | Type::Array { .. } | Type::Struct { .. } => return None,
             Type::Bool => 1,
             Type::Int { bits, .. } => *bits as u64 / 8,
             Type::Float => 4,
@@ -75,10 +211,23 @@ impl Type {
         matches!(self, Type::Bool | Type::Int { .. })
     }
 
+    pub fn is_aggregate(&self) -> bool {
+        matches!(self, Type::Array { .. } | Type::Struct { .. })
+    }
+
+    /// The struct behind arrays and pointers, if any (`struct Node *[4]` -> `Node`).
+    pub fn innermost_struct(&self) -> Option<StructId> {
+        match self {
+            Type::Struct { id, .. } => Some(*id),
+            Type::Array { elem: t, .. } | Type::Pointer(t) => t.innermost_struct(),
+            _ => None,
+        }
+    }
+
     /// How values of this type are stored (pointers as 64-bit unsigned addresses).
     pub fn scalar(&self) -> Option<ScalarTy> {
         Some(match self {
-            Type::Void => return None,
+            Type::Void | Type::Array { .. } | Type::Struct { .. } => return None,
             Type::Bool => ScalarTy::Bool,
             Type::Int { bits, signed } => match (bits, signed) {
                 (8, true) => ScalarTy::I8,
@@ -100,7 +249,7 @@ impl Type {
     /// pointers compute as unsigned 64-bit.
     pub fn promoted(&self) -> Option<NumTy> {
         Some(match self {
-            Type::Void => return None,
+            Type::Void | Type::Array { .. } | Type::Struct { .. } => return None,
             Type::Bool => NumTy::I32,
             Type::Int { bits, signed } => match (bits, signed) {
                 (8 | 16, _) | (32, true) => NumTy::I32,
@@ -165,7 +314,20 @@ impl fmt::Display for Type {
             }
             Type::Float => f.write_str("float"),
             Type::Double => f.write_str("double"),
-            Type::Pointer(t) => write!(f, "{t} *"),
+            Type::Pointer(t) => match &**t {
+                Type::Pointer(_) => write!(f, "{t}*"),
+                _ => write!(f, "{t} *"),
+            },
+            Type::Array { .. } => {
+                let mut dims = String::new();
+                let mut t = self;
+                while let Type::Array { elem, len } = t {
+                    dims.push_str(&format!("[{len}]"));
+                    t = elem;
+                }
+                write!(f, "{t}{dims}")
+            }
+            Type::Struct { tag, .. } => write!(f, "struct {tag}"),
         }
     }
 }
@@ -234,6 +396,7 @@ mod tests {
             .collect();
         Type::from_name(&TypeName {
             words,
+            named: None,
             pointers: 0,
             span: Span::new(0, 0),
         })
