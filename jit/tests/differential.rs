@@ -39,6 +39,8 @@ struct Gen<'a> {
     stage_post: bool,
     /// Typed `float`/`double` variables (v0.23); integer-typed ones are in `readable`.
     floats: Vec<String>,
+    /// `ar0`, a local array of four elements, exists (v0.23).
+    has_array: bool,
 }
 
 /// Integer types of the typed variables (each has its own width and signedness).
@@ -117,6 +119,12 @@ impl Gen<'_> {
     fn var(&mut self) -> String {
         if self.readable.is_empty() {
             return self.constant();
+        }
+        // An array element at a computed index (kept inside the array: the elements' own
+        // loads and stores are what is compared, not faults).
+        if self.has_array && self.pick(6) == 0 {
+            let e = self.expr(0);
+            return format!("ar0[({e}) & 3]");
         }
         let i = self.pick(self.readable.len());
         self.readable[i].clone()
@@ -394,6 +402,7 @@ fn script(choices: &[u32], stage_post: bool) -> String {
         funcs: 0,
         stage_post,
         floats: Vec::new(),
+        has_array: false,
     };
     // Globals first (a global must be assigned before it is read).
     for i in 0..3 {
@@ -440,6 +449,43 @@ fn script(choices: &[u32], stage_post: bool) -> String {
         let e = g.fexpr(2);
         g.line(0, &format!("{t} fv{v} = {e};"));
         g.floats.push(format!("fv{v}"));
+    }
+    // Aggregates (v0.23): an array of one integer type and a struct with members of
+    // several widths (packed with padding), read and written through indexes, `.`, `->`
+    // and pointers to elements; their elements join the integer places.
+    if g.pick(2) == 0 {
+        let t = INT_TYPES[g.pick(INT_TYPES.len())];
+        let n = g.pick(5);
+        let vals: Vec<String> = (0..n).map(|_| g.expr(1)).collect();
+        g.line(0, &format!("{t} ar0[4] = {{{}}};", vals.join(", ")));
+        g.has_array = true;
+        for place in ["ar0[0]", "ar0[3]", "*(ar0 + 2)"] {
+            g.readable.push(place.into());
+            g.writable.push(place.into());
+        }
+    }
+    if g.pick(2) == 0 {
+        g.line(
+            0,
+            "struct Rec { char m0; int m1; short m2[3]; unsigned long long m3; bool m4; };",
+        );
+        let n = g.pick(8);
+        let vals: Vec<String> = (0..n).map(|_| g.expr(1)).collect();
+        g.line(0, &format!("struct Rec rec = {{{}}};", vals.join(", ")));
+        // `->` through `(&rec)`, not a pointer variable: `eb(&x + k, ..)` may overwrite any
+        // stack slot, and a corrupted pointer would fault or not depending on where each
+        // back end's stack happens to sit in host memory.
+        for place in [
+            "rec.m0",
+            "(&rec)->m1",
+            "rec.m2[1]",
+            "(&rec)->m2[2]",
+            "rec.m3",
+            "(&rec)->m4",
+        ] {
+            g.readable.push(place.into());
+            g.writable.push(place.into());
+        }
     }
     g.budget = 40;
     g.block(0, 14);

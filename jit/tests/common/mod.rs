@@ -110,7 +110,9 @@ pub fn run_program(
     // The script-visible addresses of local variables are each back end's own stack, so a
     // fault just past the stack names a different host address; compare those as equal.
     if let Err(RunError {
-        kind: RunErrorKind::Builtin(ScriptError::InvalidAddress { addr, .. }),
+        kind:
+            RunErrorKind::Builtin(ScriptError::InvalidAddress { addr, .. })
+            | RunErrorKind::Memory { addr, .. },
         ..
     }) = &mut result
     {
