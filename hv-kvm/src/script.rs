@@ -43,10 +43,36 @@ fn limits() -> Limits {
     }
 }
 
-fn failure(e: &hvscript_lang::RunError) -> ScriptFailure {
+/// Where a script came from: its command line and the script's offset in it, so a run-time
+/// error names the line and column of the failing expression as a compile error would.
+#[derive(Clone, Debug)]
+pub struct ScriptOrigin {
+    command: Arc<str>,
+    offset: usize,
+}
+
+impl ScriptOrigin {
+    pub fn new(command: &str, offset: usize) -> ScriptOrigin {
+        ScriptOrigin {
+            command: command.into(),
+            offset,
+        }
+    }
+
+    /// `line:col: message` for an error at `span` of the script.
+    fn locate(&self, span: Span, message: &str) -> String {
+        let (line, col) = hvscript_grammar::diagnostic::line_col(
+            &self.command,
+            self.offset + span.start as usize,
+        );
+        format!("{line}:{col}: {message}")
+    }
+}
+
+fn failure(e: &hvscript_lang::RunError, origin: &ScriptOrigin) -> ScriptFailure {
     match e.kind {
         RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
-        _ => ScriptFailure::Error(e.message()),
+        _ => ScriptFailure::Error(origin.locate(e.span, &e.message())),
     }
 }
 
@@ -85,6 +111,7 @@ pub struct JitScript {
     code: hvscript_jit::LoadedCode,
     globals: Arc<Globals>,
     uses_sc: bool,
+    origin: ScriptOrigin,
 }
 
 thread_local! {
@@ -93,7 +120,11 @@ thread_local! {
 }
 
 impl JitScript {
-    pub fn new(program: &Program, globals: Arc<Globals>) -> Result<JitScript, String> {
+    pub fn new(
+        program: &Program,
+        globals: Arc<Globals>,
+        origin: ScriptOrigin,
+    ) -> Result<JitScript, String> {
         let object = hvscript_jit::Jit::new()
             .and_then(|mut jit| jit.compile(program))
             .map_err(|e| format!("the JIT failed: {e}"))?;
@@ -103,6 +134,7 @@ impl JitScript {
             code,
             globals,
             uses_sc: calls_event_sc(program),
+            origin,
         })
     }
 }
@@ -124,7 +156,7 @@ impl Script for JitScript {
         let image = self.code.image();
         let result = with_thread_engine(&RUNNER, |runner| runner.run(&image, &mut invocation));
         result.map(|_| ()).map_err(|e| match e {
-            hvscript_lang::native::NativeError::Run(e) => failure(&e),
+            hvscript_lang::native::NativeError::Run(e) => failure(&e, &self.origin),
             other => ScriptFailure::Error(other.to_string()),
         })
     }
@@ -139,6 +171,7 @@ pub struct InterpScript {
     program: Program,
     globals: Arc<Globals>,
     uses_sc: bool,
+    origin: ScriptOrigin,
 }
 
 thread_local! {
@@ -147,11 +180,12 @@ thread_local! {
 }
 
 impl InterpScript {
-    pub fn new(program: Program, globals: Arc<Globals>) -> InterpScript {
+    pub fn new(program: Program, globals: Arc<Globals>, origin: ScriptOrigin) -> InterpScript {
         InterpScript {
             uses_sc: calls_event_sc(&program),
             program,
             globals,
+            origin,
         }
     }
 }
@@ -173,7 +207,7 @@ impl Script for InterpScript {
         let result = with_thread_engine(&INTERPRETER, |interp| {
             interp.run(&self.program, &mut invocation)
         });
-        result.map(|_| ()).map_err(|e| failure(&e))
+        result.map(|_| ()).map_err(|e| failure(&e, &self.origin))
     }
 
     fn uses_short_circuit(&self) -> bool {
@@ -297,12 +331,15 @@ pub fn compile_event_with(
             let program = compile_source(text, globals, &options).map_err(|ds| EventError {
                 diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
             })?;
+            let origin = ScriptOrigin::new(line, *offset);
             let script: Arc<dyn Script> = match backend {
                 ScriptBackend::Jit => Arc::new(
-                    JitScript::new(&program, globals.clone())
+                    JitScript::new(&program, globals.clone(), origin)
                         .map_err(|e| EventError::at(e, *offset, *offset + text.len(), None))?,
                 ),
-                ScriptBackend::Interp => Arc::new(InterpScript::new(program, globals.clone())),
+                ScriptBackend::Interp => {
+                    Arc::new(InterpScript::new(program, globals.clone(), origin))
+                }
             };
             Some(script)
         }
