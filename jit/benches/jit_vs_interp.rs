@@ -30,6 +30,17 @@ const PRINTF: &str = "printf(\"rax=%d rbx=%x rcx=%llx\\n\", @rax, @rbx, @rcx);";
 const MEMORY: &str =
     "x = dq(0x1000); y = eq(0x1008, x + 1); z = dq(0x1008) + dq(0x1010); @rax = z + y;";
 
+/// A local array filled and summed: typed stores and loads on the inline (stack) path.
+const ARRAY: &str = "int ar[40] = {0};
+for (i = 0; i < 40; i++) { ar[i] = i * 3; }
+s = 0; for (i = 0; i < 40; i++) { s = s + ar[i]; } @rax = s;";
+/// Four struct records in guest memory read member by member and one member written: typed
+/// accesses through the runtime's memory function.
+const STRUCT_GUEST: &str = "struct Rec { unsigned int kind; unsigned short len; unsigned char attrs; unsigned long long next; };
+struct Rec *r = (struct Rec *) 0x1000;
+s = 0; for (i = 0; i < 4; i++) { s = s + r[i].kind + r[i].len + r[i].attrs + r[i].next; }
+r[3].len = 5; @rax = s;";
+
 /// A typical 20-line event script (the EFER example, grown).
 const EVENT_SCRIPT: &str = include_str!("event_script.ds");
 
@@ -100,6 +111,8 @@ fn runs(c: &mut Criterion) {
         ("if_elsif", IF_CHAIN),
         ("printf3", PRINTF),
         ("dq_eq", MEMORY),
+        ("array_64", ARRAY),
+        ("struct_guest_4", STRUCT_GUEST),
     ] {
         run_group(c, name, src, Limits::default());
     }
