@@ -1460,20 +1460,35 @@ impl Tx<'_, '_, '_> {
         v
     }
 
-    /// `Inst::Load`: the `ty`-wide bytes at `addr`, normalised to `ty`.
-    fn typed_load(&mut self, ty: ScalarTy, addr: Value, span: Span) -> Value {
-        let width = ty.bytes();
-        let site = self.shared.site(span);
+    /// Ends the current block with a branch on whether a `width`-byte access at `addr` is
+    /// served inline; returns the (inline, memory function, join) blocks.
+    fn branch_on_stack(
+        &mut self,
+        addr: Value,
+        width: usize,
+    ) -> (
+        cranelift_codegen::ir::Block,
+        cranelift_codegen::ir::Block,
+        cranelift_codegen::ir::Block,
+    ) {
         let inside = self.in_handed_out_stack(addr, width);
-        let (inline, outside, join) = (
+        let blocks = (
             self.b.create_block(),
             self.b.create_block(),
             self.b.create_block(),
         );
+        self.b.ins().brif(inside, blocks.0, &[], blocks.1, &[]);
+        blocks
+    }
+
+    /// `Inst::Load`: the `ty`-wide bytes at `addr`, normalised to `ty`.
+    fn typed_load(&mut self, ty: ScalarTy, addr: Value, span: Span) -> Value {
+        let width = ty.bytes();
+        let site = self.shared.site(span);
+        let (inline, outside, join) = self.branch_on_stack(addr, width);
         // Both paths deliver the bytes zero-extended, so one normalisation after the join
         // serves both.
         self.b.append_block_param(join, I64);
-        self.b.ins().brif(inside, inline, &[], outside, &[]);
 
         self.b.switch_to_block(inline);
         let raw = match width {
@@ -1498,13 +1513,7 @@ impl Tx<'_, '_, '_> {
     fn typed_store(&mut self, ty: ScalarTy, addr: Value, value: Value, span: Span) {
         let width = ty.bytes();
         let site = self.shared.site(span);
-        let inside = self.in_handed_out_stack(addr, width);
-        let (inline, outside, join) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().brif(inside, inline, &[], outside, &[]);
+        let (inline, outside, join) = self.branch_on_stack(addr, width);
 
         self.b.switch_to_block(inline);
         match width {
