@@ -688,20 +688,7 @@ impl Lowerer<'_> {
             ExprKind::Unary {
                 op: UnOp::Deref,
                 operand,
-            } => {
-                let addr = self.value(f, operand);
-                match addr.ty {
-                    // A typed pointer reads and writes what it points to, as in C.
-                    Type::Pointer(to) if *to != Type::Void => Some(Place::Typed {
-                        addr: addr.t,
-                        ty: *to,
-                    }),
-                    _ => {
-                        let addr = self.address_word(addr, operand.span);
-                        Some(Place::Memory(addr))
-                    }
-                }
-            }
+            } => Some(self.deref_place(f, operand)),
             ExprKind::Index { base, index } => self.index_place(f, base, index, e.span),
             ExprKind::Member { base, arrow, field } => {
                 self.member_place(f, base, *arrow, field, e.span)
@@ -1227,32 +1214,22 @@ impl Lowerer<'_> {
         dst
     }
 
+    /// The place `*operand` names: what a typed pointer points to, read and written with
+    /// its width as in C, or for any other address HyperDbg's 8-byte memory word.
+    fn deref_place(&mut self, f: &mut FnBuilder, operand: &Expr) -> Place {
+        let v = self.value(f, operand);
+        match v.ty {
+            Type::Pointer(to) if *to != Type::Void => Place::Typed { addr: v.t, ty: *to },
+            _ => Place::Memory(self.address_word(v, operand.span)),
+        }
+    }
+
     fn unary(&mut self, f: &mut FnBuilder, op: UnOp, operand: &Expr, span: Span) -> Val {
         match op {
             UnOp::AddrOf => self.address_of(f, operand),
             UnOp::Deref => {
-                let v = self.value(f, operand);
-                if let Type::Pointer(to) = &v.ty {
-                    if **to != Type::Void {
-                        let p = Place::Typed {
-                            addr: v.t,
-                            ty: (**to).clone(),
-                        };
-                        return self.load(f, &p, span);
-                    }
-                }
-                let addr = self.address_word(v, operand.span);
-                let dst = f.temp();
-                f.emit(Inst::CallBuiltin {
-                    dst: Some(dst),
-                    builtin: Builtin::Poi,
-                    args: vec![Operand::Temp(addr)],
-                    span,
-                });
-                Val {
-                    t: dst,
-                    ty: Type::ULONGLONG,
-                }
+                let p = self.deref_place(f, operand);
+                self.load(f, &p, span)
             }
             UnOp::Plus | UnOp::Neg | UnOp::BitNot | UnOp::LogNot => {
                 let v = self.value(f, operand);
@@ -1329,30 +1306,25 @@ impl Lowerer<'_> {
                 }
                 _ => f.emit(Inst::Const { dst, value: 0 }),
             },
-            ExprKind::Index { .. } | ExprKind::Member { .. } => {
+            ExprKind::Index { .. }
+            | ExprKind::Member { .. }
+            | ExprKind::Unary {
+                op: UnOp::Deref, ..
+            } => {
                 return match self.place(f, operand, false) {
                     Some(Place::Typed { addr, ty }) => Val {
                         t: addr,
                         ty: Type::Pointer(Box::new(ty)),
                     },
+                    // `&*addr` of an untyped address is the address of a memory word.
+                    Some(Place::Memory(addr)) => Val {
+                        t: addr,
+                        ty: Type::Pointer(Box::new(Type::ULONGLONG)),
+                    },
                     _ => Val {
                         t: f.constant(0),
                         ty: Type::ULONGLONG,
                     },
-                };
-            }
-            ExprKind::Unary {
-                op: UnOp::Deref,
-                operand: inner,
-            } => {
-                let v = self.value(f, inner);
-                if matches!(&v.ty, Type::Pointer(to) if **to != Type::Void) {
-                    return v;
-                }
-                let t = self.address_word(v, inner.span);
-                return Val {
-                    t,
-                    ty: Type::Pointer(Box::new(Type::ULONGLONG)),
                 };
             }
             ExprKind::Register(_) => {

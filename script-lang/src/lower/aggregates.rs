@@ -297,7 +297,7 @@ impl Lowerer<'_> {
         };
         let holds_struct = ty.innermost_struct().is_some();
         if d.init.is_none() && !holds_struct {
-            let dims: String = d.dims.iter().map(|n| format!("[{}]", n.len)).collect();
+            let dims = dims_text(&d.dims);
             self.error(Diagnostic::error(
                 format!(
                     "array `{}` is declared without an initializer (`{} {}{dims} = {{0}};`)",
@@ -342,7 +342,7 @@ impl Lowerer<'_> {
                 self.structs.leaves(&ty, 0, &mut leaves);
                 let exprs = list.exprs();
                 if exprs.len() > leaves.len() {
-                    let dims: String = d.dims.iter().map(|n| format!("[{}]", n.len)).collect();
+                    let dims = dims_text(&d.dims);
                     self.error(Diagnostic::error(
                         format!(
                             "too many initializers for `{} {}{dims}` ({} given)",
@@ -356,7 +356,7 @@ impl Lowerer<'_> {
                 for ((offset, leaf_ty), e) in leaves.into_iter().zip(exprs) {
                     let v = self.value(f, e);
                     let src = self.convert(f, v, &leaf_ty, e.span);
-                    let addr = offset_address(f, base, offset, e.span);
+                    let addr = self.offset_address(f, base, offset, e.span);
                     if let Some(s) = leaf_ty.scalar() {
                         f.emit(Inst::Store {
                             addr,
@@ -384,7 +384,7 @@ impl Lowerer<'_> {
         match ty {
             Type::Struct { .. } if v.ty == *ty => {
                 let size = self.structs.size(ty).unwrap_or(0);
-                copy_bytes(f, dst, v.t, size, span);
+                self.copy_bytes(f, dst, v.t, size, span);
             }
             Type::Array { .. } => self.error(
                 Diagnostic::error(format!("an array (`{ty}`) cannot be assigned"), span)
@@ -443,13 +443,17 @@ impl Lowerer<'_> {
         span: Span,
     ) -> Option<Place> {
         let b = self.value(f, base);
-        let id = match (&b.ty, arrow) {
-            (Type::Struct { id, .. }, false) => *id,
-            (Type::Pointer(to), true) if matches!(**to, Type::Struct { .. }) => match **to {
-                Type::Struct { id, .. } => id,
-                _ => return None,
+        let pointee = match &b.ty {
+            Type::Pointer(to) => match **to {
+                Type::Struct { id, .. } => Some(id),
+                _ => None,
             },
-            (Type::Struct { .. }, true) => {
+            _ => None,
+        };
+        let id = match (&b.ty, pointee, arrow) {
+            (Type::Struct { id, .. }, _, false) => *id,
+            (_, Some(id), true) => id,
+            (Type::Struct { .. }, _, true) => {
                 self.error(Diagnostic::error(
                     format!(
                         "`->` needs a pointer to a struct, but {} is a `{}` (use `.`)",
@@ -460,7 +464,7 @@ impl Lowerer<'_> {
                 ));
                 return None;
             }
-            (Type::Pointer(to), false) if matches!(**to, Type::Struct { .. }) => {
+            (_, Some(_), false) => {
                 self.error(Diagnostic::error(
                     format!(
                         "{} is a pointer (`{}`): use `->` to reach `{}`",
@@ -472,7 +476,7 @@ impl Lowerer<'_> {
                 ));
                 return None;
             }
-            (other, _) => {
+            (other, _, _) => {
                 self.error(Diagnostic::error(
                     format!(
                         "{} is not a struct (it is `{other}`): it has no member `{}`",
@@ -499,57 +503,53 @@ impl Lowerer<'_> {
             ));
             return None;
         };
-        let addr = offset_address(f, b.t, m.offset, span);
+        let addr = self.offset_address(f, b.t, m.offset, span);
         Some(Place::Typed { addr, ty: m.ty })
     }
-}
 
-/// `base + offset` as an address.
-fn offset_address(f: &mut FnBuilder, base: Temp, offset: u64, span: Span) -> Temp {
-    if offset == 0 {
-        return base;
+    /// `base + offset` as an address.
+    fn offset_address(&mut self, f: &mut FnBuilder, base: Temp, offset: u64, span: Span) -> Temp {
+        if offset == 0 {
+            return base;
+        }
+        let off = f.constant(offset);
+        self.emit_binary(f, BinaryOp::Add, NumTy::U64, base, off, span)
     }
-    let off = f.constant(offset);
-    let dst = f.temp();
-    f.emit(Inst::Binary {
-        dst,
-        op: BinaryOp::Add,
-        ty: NumTy::U64,
-        lhs: base,
-        rhs: off,
-        span,
-    });
-    dst
-}
 
-/// Copies `size` bytes from `src` to `dst` (struct assignment), widest pieces first.
-fn copy_bytes(f: &mut FnBuilder, dst: Temp, src: Temp, size: u64, span: Span) {
-    let mut at = 0;
-    for (width, ty) in [
-        (8, ScalarTy::U64),
-        (4, ScalarTy::U32),
-        (2, ScalarTy::U16),
-        (1, ScalarTy::U8),
-    ] {
-        while size - at >= width {
-            let from = offset_address(f, src, at, span);
-            let to = offset_address(f, dst, at, span);
-            let t = f.temp();
-            f.emit(Inst::Load {
-                dst: t,
-                addr: from,
-                ty,
-                span,
-            });
-            f.emit(Inst::Store {
-                addr: to,
-                src: t,
-                ty,
-                span,
-            });
-            at += width;
+    /// Copies `size` bytes from `src` to `dst` (struct assignment), widest pieces first.
+    fn copy_bytes(&mut self, f: &mut FnBuilder, dst: Temp, src: Temp, size: u64, span: Span) {
+        let mut at = 0;
+        for (width, ty) in [
+            (8, ScalarTy::U64),
+            (4, ScalarTy::U32),
+            (2, ScalarTy::U16),
+            (1, ScalarTy::U8),
+        ] {
+            while size - at >= width {
+                let from = self.offset_address(f, src, at, span);
+                let to = self.offset_address(f, dst, at, span);
+                let t = f.temp();
+                f.emit(Inst::Load {
+                    dst: t,
+                    addr: from,
+                    ty,
+                    span,
+                });
+                f.emit(Inst::Store {
+                    addr: to,
+                    src: t,
+                    ty,
+                    span,
+                });
+                at += width;
+            }
         }
     }
+}
+
+/// `[3][4]`: array dimensions as a message shows them.
+fn dims_text(dims: &[ArrayDim]) -> String {
+    dims.iter().map(|n| format!("[{}]", n.len)).collect()
 }
 
 /// How an error names the expression it is about.
