@@ -336,12 +336,12 @@ impl Machine<'_, '_, '_> {
                 span,
             } => {
                 let addr = t[*addr as usize];
-                let mut bytes = [0u8; 8];
                 let len = ty.bytes();
-                self.memory()
-                    .read(addr, &mut bytes[..len])
+                let raw = self
+                    .memory()
+                    .read_le(addr, len)
                     .map_err(|fault| memory_error(addr, len, false, fault, *span))?;
-                t[*dst as usize] = ty.normalize(u64::from_le_bytes(bytes));
+                t[*dst as usize] = ty.normalize(raw);
             }
             Inst::Store {
                 addr,
@@ -351,9 +351,8 @@ impl Machine<'_, '_, '_> {
             } => {
                 let addr = t[*addr as usize];
                 let len = ty.bytes();
-                let bytes = t[*src as usize].to_le_bytes();
                 self.memory()
-                    .write(addr, &bytes[..len])
+                    .write_le(addr, len, t[*src as usize])
                     .map_err(|fault| memory_error(addr, len, true, fault, *span))?;
             }
             Inst::CallBuiltin {

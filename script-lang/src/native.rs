@@ -400,15 +400,13 @@ unsafe extern "C" fn memory_access(ctx: *mut ExecCtx, access: u64, addr: u64, va
         globals: host.globals,
         host: &mut *host.env,
     };
-    let mut bytes = value.to_le_bytes();
     let result = if write {
-        mem.write(addr, &bytes[..len])
+        mem.write_le(addr, len, value).map(|()| 0)
     } else {
-        bytes = [0; 8];
-        mem.read(addr, &mut bytes[..len])
+        mem.read_le(addr, len)
     };
     match result {
-        Ok(()) if write => {
+        Ok(_) if write => {
             // Compiled code only zeroes what it handed out; a write above that must be
             // cleared before the next run too.
             let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
@@ -417,7 +415,7 @@ unsafe extern "C" fn memory_access(ctx: *mut ExecCtx, access: u64, addr: u64, va
             }
             0
         }
-        Ok(()) => u64::from_le_bytes(bytes),
+        Ok(raw) => raw,
         Err(fault) => {
             host.memory_fault = Some(MemoryFault {
                 addr,

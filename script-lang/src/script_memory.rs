@@ -83,6 +83,22 @@ impl ScriptMemory<'_> {
     }
 }
 
+impl ScriptMemory<'_> {
+    /// A typed load's bytes: `len` (at most 8) bytes at `addr`, little-endian,
+    /// zero-extended. Both back ends read [`crate::ir::Inst::Load`] through this.
+    pub fn read_le(&mut self, addr: u64, len: usize) -> Result<u64, MemFault> {
+        let mut bytes = [0u8; 8];
+        self.read(addr, &mut bytes[..len])?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// A typed store's bytes: the low `len` (at most 8) bytes of `value` at `addr`,
+    /// little-endian.
+    pub fn write_le(&mut self, addr: u64, len: usize, value: u64) -> Result<(), MemFault> {
+        self.write(addr, &value.to_le_bytes()[..len])
+    }
+}
+
 impl Env for ScriptMemory<'_> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         match self.area(addr, buf.len()).ok_or(MemFault::Invalid)? {
