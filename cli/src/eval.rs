@@ -271,10 +271,8 @@ fn host_pseudo_values(env: &mut HostEnv) -> PseudoValues {
     env.memory.load(HOST_INFO_PAGE, name);
     p.set(PseudoReg::Pname, HOST_INFO_PAGE);
     if let Some(t) = env.local_time() {
-        let date = format!("{:04}-{:02}-{:02}\0", t.year, t.month, t.day);
-        let time = format!("{:02}:{:02}:00.000\0", t.hour, t.minute);
-        env.memory.load(HOST_INFO_PAGE + 0x100, date.as_bytes());
-        env.memory.load(HOST_INFO_PAGE + 0x200, time.as_bytes());
+        env.memory.load(HOST_INFO_PAGE + 0x100, &t.date_string());
+        env.memory.load(HOST_INFO_PAGE + 0x200, &t.time_string());
         p.set(PseudoReg::Date, HOST_INFO_PAGE + 0x100);
         p.set(PseudoReg::Time, HOST_INFO_PAGE + 0x200);
     }

@@ -66,6 +66,10 @@ pub struct Args {
     /// Run event scripts on the interpreter instead of compiling them with the JIT.
     #[arg(long)]
     interp: bool,
+    /// Name an address for event arguments and scripts: NAME=ADDR or MODULE!NAME=ADDR
+    /// (repeatable), e.g. `--sym counter=0x3000` then `!monitor w counter counter+7`.
+    #[arg(long = "sym", value_name = "NAME=ADDR")]
+    symbols: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -178,13 +182,26 @@ pub fn run(args: Args) -> ExitCode {
         );
     }
 
+    match parse_symbols(&args.symbols) {
+        Ok(symbols) => vm.add_symbols(symbols),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // Commands run in order before the guest starts: event commands, `? SCRIPT` (whose
+    // globals every later event shares), `output ...`, `events ...`.
     let mut failed = false;
     for s in &sources {
         let line = &s.text[s.start..s.end];
-        if let Err(err) = vm.add_event(line) {
-            failed = true;
-            for d in &err.diagnostics {
-                eprint!("{}", d.clone().offset_by(s.start).render(&s.name, &s.text));
+        match vm.command(line) {
+            Ok(_) if line.trim_start().starts_with('!') => {}
+            Ok(text) => print!("{}", with_newline(&text)),
+            Err(err) => {
+                failed = true;
+                for d in &err.diagnostics {
+                    eprint!("{}", d.clone().offset_by(s.start).render(&s.name, &s.text));
+                }
             }
         }
     }
@@ -359,6 +376,28 @@ pub fn attach(args: AttachArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--sym NAME=ADDR` arguments (ADDR in HyperDbg's number syntax: hex by default).
+fn parse_symbols(args: &[String]) -> Result<Vec<(String, u64)>, String> {
+    args.iter()
+        .map(|a| {
+            let (name, value) = a
+                .split_once('=')
+                .ok_or_else(|| format!("--sym {a}: expected NAME=ADDR"))?;
+            let value = hv_core::number::parse_number(value.trim())
+                .ok_or_else(|| format!("--sym {a}: `{value}` is not a number"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+fn with_newline(text: &str) -> String {
+    if text.is_empty() || text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
     }
 }
 

@@ -23,6 +23,9 @@ use crate::guest::GuestAccess;
 use crate::output::OutputSink;
 use crate::script::{Script, ScriptFailure};
 
+/// Where `$time`'s string starts after `$date`'s in an execution's clock strings.
+const CLOCK_TIME: usize = 16;
+
 /// One VM exit, as the exit handler describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
@@ -122,6 +125,9 @@ fn matches(e: &Event, exit: &Exit) -> bool {
         } => (exit.access.0 & access.0) != 0 && exit.context >= *from && exit.context <= *to,
         Filter::ControlRegister { cr, mask } => {
             u64::from(*cr) == exit.context && mask.is_none_or(|m| m & exit.changed_bits != 0)
+        }
+        Filter::Mode { user, kernel } => {
+            (*user && exit.context == 3) || (*kernel && exit.context == 0)
         }
     }
 }
@@ -400,7 +406,20 @@ impl Engine {
         if let Some(b) = &event.buffer {
             pseudo.set(PseudoReg::Buffer, b.lock().as_ptr() as u64);
         }
+        let mut clock = [0u8; CLOCK_TIME + 13];
+        let mut clock_len = 0;
+        if script.reads_pseudo(PseudoReg::Date) || script.reads_pseudo(PseudoReg::Time) {
+            if let Some(t) = guest.local_time() {
+                clock[..11].copy_from_slice(&t.date_string());
+                clock[CLOCK_TIME..].copy_from_slice(&t.time_string());
+                clock_len = clock.len();
+                let base = clock.as_ptr() as u64;
+                pseudo.set(PseudoReg::Date, base);
+                pseudo.set(PseudoReg::Time, base + CLOCK_TIME as u64);
+            }
+        }
         let mut env = ExecutionEnv {
+            clock: &clock[..clock_len],
             guest,
             event,
             stage,

@@ -33,6 +33,10 @@ pub enum EventKind {
     Dr,
     CrWrite,
     Xsetbv,
+    /// `!mode u|k|uk`: the guest moved between user and kernel mode.
+    Mode,
+    /// `!trace step-in|step-out|instrument-step`: a step of instrumentation tracing.
+    Trace,
 }
 
 impl EventKind {
@@ -55,6 +59,8 @@ impl EventKind {
         EventKind::Dr,
         EventKind::CrWrite,
         EventKind::Xsetbv,
+        EventKind::Mode,
+        EventKind::Trace,
     ];
 
     /// The command name, without `!`.
@@ -78,16 +84,30 @@ impl EventKind {
             EventKind::Dr => "dr",
             EventKind::CrWrite => "crwrite",
             EventKind::Xsetbv => "xsetbv",
+            EventKind::Mode => "mode",
+            EventKind::Trace => "trace",
         }
     }
 
+    /// The kind a command name raises. HyperDbg's `!syscall2`/`!sysret2` differ from
+    /// `!syscall`/`!sysret` only in how its hypervisor recognises the instruction (every
+    /// #UD by a RIP heuristic instead of the instruction's bytes); an engine that
+    /// recognises SYSCALL one way raises the same event for both spellings.
     pub fn from_command(name: &str) -> Option<EventKind> {
-        EventKind::ALL.iter().copied().find(|k| k.command() == name)
+        match name {
+            "syscall2" => Some(EventKind::Syscall),
+            "sysret2" => Some(EventKind::Sysret),
+            _ => EventKind::ALL.iter().copied().find(|k| k.command() == name),
+        }
     }
 
-    /// Whether the event has an emulation to stage (every kind but the EPT hooks).
+    /// Whether the event has an emulation to stage: not the EPT hooks, nor `!mode` and
+    /// `!trace`, which HyperDbg never calls in a post stage.
     pub fn has_stages(self) -> bool {
-        !matches!(self, EventKind::EptHook | EventKind::EptHook2)
+        !matches!(
+            self,
+            EventKind::EptHook | EventKind::EptHook2 | EventKind::Mode | EventKind::Trace
+        )
     }
 }
 
@@ -154,6 +174,16 @@ pub enum Filter {
     Address(u64),
     /// `!crwrite`: the control register and the bits watched (all when `None`).
     ControlRegister { cr: u8, mask: Option<u64> },
+    /// `!mode`: which arrivals (`$context` 3 = reached user mode, 0 = reached kernel mode,
+    /// HyperDbg's values).
+    Mode { user: bool, kernel: bool },
+}
+
+/// `!trace` types, HyperDbg's `DEBUGGER_EVENT_TRACE_TYPE` values.
+pub mod trace_type {
+    pub const STEP_IN: u64 = 1;
+    pub const STEP_OUT: u64 = 2;
+    pub const INSTRUMENT_STEP: u64 = 3;
 }
 
 /// The options common to every event command.

@@ -26,6 +26,8 @@ pub(crate) struct ExecutionEnv<'a> {
     pub requests: &'a mut Vec<EventRequest>,
     /// Whether an event id exists in the table this exit uses.
     pub known_id: &'a dyn Fn(u64) -> bool,
+    /// The strings `$date` and `$time` point to (read-only to the script).
+    pub clock: &'a [u8],
 }
 
 impl ExecutionEnv<'_> {
@@ -41,6 +43,15 @@ impl ExecutionEnv<'_> {
 
 impl Env for ExecutionEnv<'_> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let clock = self.clock.as_ptr() as u64;
+        if !self.clock.is_empty()
+            && addr >= clock
+            && addr.saturating_add(buf.len() as u64) <= clock + self.clock.len() as u64
+        {
+            let off = (addr - clock) as usize;
+            buf.copy_from_slice(&self.clock[off..off + buf.len()]);
+            return Ok(());
+        }
         if let Some(off) = self.in_buffer(addr, buf.len()) {
             if let Some(b) = &self.event.buffer {
                 buf.copy_from_slice(&b.lock()[off..off + buf.len()]);
@@ -132,6 +143,14 @@ impl Env for ExecutionEnv<'_> {
             }
         }
         Ok(())
+    }
+
+    fn microsleep(&mut self, us: u64) -> Result<(), Unavailable> {
+        self.guest.microsleep(us)
+    }
+
+    fn local_time(&mut self) -> Option<hvscript_stdlib::LocalTime> {
+        self.guest.local_time()
     }
 
     fn event_inject(

@@ -2,7 +2,7 @@
 //! where the platform can, physical) and interruption injection. The exit handlers pass
 //! an implementation to [`crate::Engine::handle_exit`].
 
-use hvscript_stdlib::{AtomicRmw, MemFault, Unavailable};
+use hvscript_stdlib::{AtomicRmw, LocalTime, MemFault, Unavailable};
 
 pub trait GuestAccess {
     /// Reads guest-virtual memory.
@@ -54,6 +54,16 @@ pub trait GuestAccess {
         Err(Unavailable(
             "this hypervisor does not translate guest addresses for scripts",
         ))
+    }
+
+    /// Busy-waits or sleeps `us` microseconds (`microsleep`); the hypervisor bounds it.
+    fn microsleep(&mut self, _us: u64) -> Result<(), Unavailable> {
+        Err(Unavailable("this hypervisor does not let scripts sleep"))
+    }
+
+    /// The wall-clock time `$date` and `$time` show, if the hypervisor has a clock.
+    fn local_time(&mut self) -> Option<LocalTime> {
+        None
     }
 
     fn inject(

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod argument;
 pub mod command;
 pub mod engine;
 pub mod event;
@@ -19,7 +20,11 @@ pub mod number;
 pub mod output;
 pub mod script;
 
-pub use command::{parse_command, parse_event_command, Command, CommandError, Target};
+pub use argument::{NoSymbols, SymbolMap, Symbols};
+pub use command::{
+    parse_command, parse_command_with, parse_event_command, parse_event_command_with, Command,
+    CommandError, OutputCommand, OutputKind, Target,
+};
 pub use engine::{Engine, EngineError, EventTable, Exit, ExitOutcome, Listing};
 pub use event::{
     Access, CounterValues, Event, EventKind, EventOptions, EventSpec, Filter, Stage, StageMode,

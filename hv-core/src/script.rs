@@ -5,7 +5,7 @@
 //! hv-core supplies the environment each execution sees (guest memory, output, the
 //! short-circuit flag, event requests) as a [`hvscript_stdlib::Env`].
 
-use hvscript_abi::{GuestRegs, PseudoValues};
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
 use hvscript_stdlib::Env;
 
 /// Why an execution ended early.
@@ -30,6 +30,12 @@ pub trait Script: Send + Sync {
 
     /// Whether the script can call `event_sc` (used to refuse `stage post` scripts that do).
     fn uses_short_circuit(&self) -> bool {
+        true
+    }
+
+    /// Whether the script can read `$reg`: the engine prepares the costly ones (`$date`,
+    /// `$time`) only for scripts that read them.
+    fn reads_pseudo(&self, _reg: PseudoReg) -> bool {
         true
     }
 }

@@ -9,7 +9,7 @@ fn err(line: &str) -> (String, String) {
 
 #[test]
 fn the_common_options() {
-    let s = parse_event_command("!msrread 0xc0000080 pid 4 core 2 imm no sc on stage pre buffer 100 output {a, b} script { @rax = 1; }").unwrap();
+    let s = parse_event_command("!msrread 0xc0000080 pid 4 core 2 sc on stage pre buffer 100 output {a, b} script { @rax = 1; }").unwrap();
     assert_eq!(s.kind, EventKind::MsrRead);
     assert_eq!(s.filter, Filter::Value(0xc0000080));
     let o = &s.options;
@@ -22,12 +22,18 @@ fn the_common_options() {
             o.stage,
             o.buffer
         ),
-        (Some(4), Some(2), false, true, StageMode::Pre, Some(0x100))
+        (Some(4), Some(2), true, true, StageMode::Pre, Some(0x100))
     );
     assert_eq!(o.output, vec!["a".to_string(), "b".to_string()]);
     let (text, offset) = s.script.unwrap();
     assert_eq!(text, " @rax = 1; ");
     assert_eq!(offset, s.text.find("{ @rax").unwrap() + 1);
+    assert!(
+        !parse_event_command("!cpuid imm no")
+            .unwrap()
+            .options
+            .immediate
+    );
     let s = parse_event_command("!cpuid").unwrap();
     assert_eq!(
         (s.filter, s.options.stage, s.options.immediate),
@@ -75,13 +81,176 @@ fn kind_specific_arguments() {
     assert_eq!(f("!tsc stage all"), Filter::Any);
 }
 
+/// HyperDbg evaluates address and number arguments (issue 14, item 10).
+#[test]
+fn arguments_are_expressions_with_symbols() {
+    let f = |l: &str| parse_event_command(l).map(|s| s.filter);
+    assert_eq!(
+        f("!monitor w 2000 2000+8"),
+        Ok(Filter::Range {
+            access: Access::WRITE,
+            physical: false,
+            from: 0x2000,
+            to: 0x2008
+        })
+    );
+    assert_eq!(
+        f("!monitor w 7ff71f118210 7ff71f118210+4"),
+        Ok(Filter::Range {
+            access: Access::WRITE,
+            physical: false,
+            from: 0x7ff71f118210,
+            to: 0x7ff71f118214
+        })
+    );
+    let mut symbols = SymbolMap::default();
+    symbols
+        .0
+        .insert("nt!Kd_DEFAULT_Mask".into(), 0xfffff800_12340000);
+    symbols.0.insert("hello!counter".into(), 0x4c6010);
+    let g = |l: &str| parse_event_command_with(l, &symbols).map(|s| s.filter);
+    assert_eq!(
+        g("!monitor rw nt!Kd_DEFAULT_Mask nt!Kd_DEFAULT_Mask+4"),
+        Ok(Filter::Range {
+            access: Access(3),
+            physical: false,
+            from: 0xfffff800_12340000,
+            to: 0xfffff800_12340004
+        })
+    );
+    assert_eq!(
+        g("!monitor w counter l 0n4"),
+        Ok(Filter::Range {
+            access: Access::WRITE,
+            physical: false,
+            from: 0x4c6010,
+            to: 0x4c6013
+        })
+    );
+    assert_eq!(
+        g("!epthook hello!counter+(2*8)"),
+        Ok(Filter::Address(0x4c6020))
+    );
+    let line = "!epthook nt!ExAllocatePoolWithTag+@rcx+5";
+    let e = parse_event_command_with(line, &symbols).unwrap_err();
+    assert_eq!(&line[e.start..e.end], "nt!ExAllocatePoolWithTag");
+    let line = "!monitor w counter cuonter+3";
+    let e = parse_event_command_with(line, &symbols).unwrap_err();
+    assert_eq!(&line[e.start..e.end], "cuonter");
+    assert_eq!(e.help.unwrap(), "did you mean `hello!counter`?");
+    let line = "!ioin 1+@rdx";
+    let e = parse_event_command(line).unwrap_err();
+    assert_eq!(&line[e.start..e.end], "@rdx");
+    assert!(e.message.contains("no value when an event is defined"));
+}
+
+/// HyperDbg's `output` command, and what this engine refuses with a reason (item 6).
+#[test]
+fn output_sources_and_refused_blocks() {
+    assert_eq!(
+        parse_command("output create MyOutputName1 file c:\\users\\sina\\desktop\\output.txt"),
+        Ok(Command::Output(OutputCommand::Create {
+            name: "MyOutputName1".into(),
+            kind: OutputKind::File,
+            address: "c:\\users\\sina\\desktop\\output.txt".into()
+        }))
+    );
+    assert_eq!(
+        parse_command("output create t tcp 127.0.0.1:8080"),
+        Ok(Command::Output(OutputCommand::Create {
+            name: "t".into(),
+            kind: OutputKind::Tcp,
+            address: "127.0.0.1:8080".into()
+        }))
+    );
+    assert_eq!(
+        parse_command("output open t"),
+        Ok(Command::Output(OutputCommand::Open("t".into())))
+    );
+    assert_eq!(
+        parse_command("output close t"),
+        Ok(Command::Output(OutputCommand::Close("t".into())))
+    );
+    assert_eq!(
+        parse_command("output"),
+        Ok(Command::Output(OutputCommand::List))
+    );
+    let line = "output create x pigeon there";
+    let e = parse_command(line).unwrap_err();
+    assert_eq!(&line[e.start..e.end], "pigeon");
+    let line = "output open";
+    assert!(parse_command(line).unwrap_err().message.contains("name"));
+    for (line, word) in [
+        ("!ioin 510 condition { 90 90 }", "condition"),
+        ("!ioin 510 code { 90 90 }", "code"),
+        ("!ioin 510 asm code { nop }", "asm"),
+    ] {
+        let e = parse_event_command(line).unwrap_err();
+        assert_eq!(&line[e.start..e.end], word);
+        assert!(
+            e.message.contains("never guest-supplied machine code"),
+            "{e:?}"
+        );
+    }
+    let line = "!ioin 510 imm no output {a}";
+    let e = parse_event_command(line).unwrap_err();
+    assert_eq!(&line[e.start..e.end], "imm");
+}
+
+/// `!mode`, `!trace`, and `!syscall2`/`!sysret2` as `!syscall`/`!sysret` (item 13).
+#[test]
+fn mode_trace_and_the_alternate_syscall_hooks() {
+    let s = parse_event_command("!mode u pid 4").unwrap();
+    assert_eq!(
+        (s.kind, s.filter),
+        (
+            EventKind::Mode,
+            Filter::Mode {
+                user: true,
+                kernel: false
+            }
+        )
+    );
+    assert_eq!(
+        parse_event_command("!mode uk").unwrap().filter,
+        Filter::Mode {
+            user: true,
+            kernel: true
+        }
+    );
+    assert_eq!(err("!mode x").1, "x");
+    assert!(err("!mode u stage post").0.contains("no calling stages"));
+    assert_eq!(
+        parse_event_command("!trace step-out").unwrap().filter,
+        Filter::Value(hv_core::event::trace_type::STEP_OUT)
+    );
+    assert!(err("!trace").0.contains("needs a trace type"));
+    let s = parse_event_command("!syscall2 0x55 stage all").unwrap();
+    assert_eq!(
+        (s.kind, s.filter, s.text.as_str()),
+        (
+            EventKind::Syscall,
+            Filter::Value(0x55),
+            "!syscall2 0x55 stage all"
+        )
+    );
+    assert_eq!(
+        parse_event_command("!sysret2").unwrap().kind,
+        EventKind::Sysret
+    );
+}
+
 #[test]
 fn errors_point_at_the_word() {
     assert_eq!(err("!nope 1").1, "!nope");
     assert!(err("!nope 1").0.contains("unknown event"));
     assert_eq!(
         err("!msrread zz"),
-        ("`zz` is not a number".into(), "zz".into())
+        ("unknown symbol `zz`".into(), "zz".into())
+    );
+    assert_eq!(
+        err("!msrread 9z"),
+        ("`9z` is not a number".into(), "9z".into())
     );
     assert_eq!(err("!cpuid pid").0, "missing value after `pid`");
     assert_eq!(

@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hv_core::{parse_command, Command, OutputSink, Stage, Target};
-use hvscript_stdlib::EventOp;
+use hv_core::{OutputSink, Stage};
 
 use crate::vmm::Vm;
 
@@ -125,61 +124,10 @@ impl OutputSink for Fanout {
     }
 }
 
-/// Runs one command line against the VM; `Ok` is the text of the result.
+/// Runs one command line against the VM; `Ok` is the text of the result, `Err` the
+/// rendered error.
 pub fn execute(vm: &Vm, line: &str) -> Result<String, String> {
-    let command = parse_command(line).map_err(|e| {
-        let d = hvscript_grammar::Diagnostic::error(
-            e.message.clone(),
-            hvscript_grammar::ast::Span::new(e.start, e.end.max(e.start + 1)),
-        );
-        let d = match e.help {
-            Some(h) => d.with_help(h),
-            None => d,
-        };
-        d.render("attach", line)
-    })?;
-    let target_text = |t: Target| match t {
-        Target::All => "all events".to_string(),
-        Target::Id(id) => format!("event {id:#x}"),
-    };
-    let apply = |op: EventOp, t: Target, what: &str| {
-        vm.apply(op, t)
-            .map(|n| format!("{what} {} ({n})", target_text(t)))
-            .map_err(|e| e.to_string())
-    };
-    match command {
-        Command::Event(_) => vm
-            .add_event(line)
-            .map(|id| format!("event {id:#x} added"))
-            .map_err(|e| e.render("attach", line)),
-        Command::List => {
-            let mut out = String::new();
-            for l in vm.engine().list() {
-                let c = l.counters;
-                out.push_str(&format!(
-                    "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
-                    l.id,
-                    if l.enabled { "enabled" } else { "disabled" },
-                    l.text,
-                    c.pre_runs,
-                    c.post_runs,
-                    c.short_circuits,
-                    c.script_errors
-                ));
-            }
-            if out.is_empty() {
-                out.push_str("no events\n");
-            }
-            Ok(out)
-        }
-        Command::Enable(t) => apply(EventOp::Enable, t, "enabled"),
-        Command::Disable(t) => apply(EventOp::Disable, t, "disabled"),
-        Command::Clear(t) => apply(EventOp::Clear, t, "cleared"),
-        Command::ShortCircuit(_) => {
-            Err("`events sc` applies to an execution the debugger is stopped in; hv-kvm never stops in one".into())
-        }
-        Command::Eval(..) => Err("`?` evaluation is not available over the control socket; use `hvscript eval`".into()),
-    }
+    vm.command(line).map_err(|e| e.render("attach", line))
 }
 
 /// Serves the control socket at `path` until `stop` is set. Replaces a stale socket

@@ -14,11 +14,14 @@
 //! and cleared while the guest runs, over a unix socket ([`control`]).
 
 pub mod boot;
+mod commands;
 pub mod control;
 pub mod demo;
 pub mod memory;
 pub mod monitor;
+pub mod output;
 pub mod script;
+pub mod script_checks;
 pub mod vmm;
 
 pub use demo::{GuestCounters, COUNTER_PORT, DATA_PORT, DEMO_MSR, EXIT_PORT};

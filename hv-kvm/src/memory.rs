@@ -148,10 +148,48 @@ impl Drop for GuestMemory {
 }
 
 /// Guest memory as one exit's scripts see it: virtual addresses through the page tables
-/// of the vCPU's CR3 at the exit.
+/// of the vCPU's CR3 at the exit; also what else a script may ask of the platform during
+/// the exit (sleeping, injecting an interruption).
 pub struct GuestView<'a> {
     pub mem: &'a GuestMemory,
     pub cr3: u64,
+    /// `microsleep` time spent in this exit.
+    slept: std::time::Duration,
+}
+
+/// The most `microsleep` may wait in one exit: a script never holds a vCPU longer.
+pub const MAX_SLEEP_PER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An interruption a script asked for with `event_inject` / `event_inject_error_code`:
+/// HyperDbg's interruption type (0 external interrupt, 2 NMI, 3 hardware exception,
+/// 4 software interrupt, 5 privileged software exception, 6 software exception), vector,
+/// error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Injection {
+    pub kind: u8,
+    pub vector: u8,
+    pub error_code: Option<u32>,
+}
+
+thread_local! {
+    /// The injection this vCPU thread's scripts asked for, taken by the vCPU loop before
+    /// it enters the guest again (scripts run on their vCPU's thread).
+    static PENDING_INJECTION: std::cell::Cell<Option<Injection>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes the injection the scripts of this thread's last exit asked for.
+pub fn take_injection() -> Option<Injection> {
+    PENDING_INJECTION.with(|p| p.take())
+}
+
+impl<'a> GuestView<'a> {
+    pub fn new(mem: &'a GuestMemory, cr3: u64) -> GuestView<'a> {
+        GuestView {
+            mem,
+            cr3,
+            slept: std::time::Duration::ZERO,
+        }
+    }
 }
 
 impl GuestView<'_> {
@@ -188,6 +226,48 @@ impl GuestView<'_> {
 }
 
 impl GuestAccess for GuestView<'_> {
+    /// Sleeps on the vCPU's thread (the guest's vCPU waits, as HyperDbg's core does), at
+    /// most [`MAX_SLEEP_PER_EXIT`] in all per exit.
+    fn microsleep(&mut self, us: u64) -> Result<(), Unavailable> {
+        let want = std::time::Duration::from_micros(us);
+        let left = MAX_SLEEP_PER_EXIT.saturating_sub(self.slept);
+        std::thread::sleep(want.min(left));
+        self.slept += want.min(left);
+        if want > left {
+            return Err(Unavailable(
+                "microsleep: one exit may sleep at most one second in all; the rest is skipped",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queued for the vCPU's next entry (`KVM_SET_VCPU_EVENTS`); a later request in the
+    /// same exit replaces an earlier one, as only one event can be injected at a time.
+    fn inject(&mut self, kind: u8, vector: u8, error_code: Option<u32>) -> Result<(), Unavailable> {
+        if !matches!(kind, 0 | 2..=6) {
+            return Err(Unavailable("this interruption type cannot be injected"));
+        }
+        PENDING_INJECTION.with(|p| {
+            p.set(Some(Injection {
+                kind,
+                vector,
+                error_code,
+            }))
+        });
+        Ok(())
+    }
+
+    /// The host's clock, UTC (hvscript has no time-zone database).
+    fn local_time(&mut self) -> Option<hvscript_stdlib::LocalTime> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(hvscript_stdlib::LocalTime::from_unix(
+            now.as_secs(),
+            now.subsec_millis() as u16,
+        ))
+    }
+
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let mem = self.mem;
         self.pieces(addr, buf.len(), |pa, at, n| {

@@ -11,8 +11,10 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use hv_core::{parse_event_command, EventKind, EventSpec, Script, ScriptFailure, StageMode};
-use hvscript_abi::{GuestRegs, PseudoValues};
+use hv_core::{
+    parse_event_command_with, EventKind, EventSpec, Script, ScriptFailure, StageMode, SymbolMap,
+};
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
 use hvscript_grammar::ast::Span;
 use hvscript_grammar::Diagnostic;
 use hvscript_lang::{
@@ -88,6 +90,11 @@ fn with_thread_engine<E: Default + 'static, R>(
     })
 }
 
+/// Whether a compiled program reads `$date` or `$time`.
+fn uses_clock(program: &Program) -> bool {
+    reads_pseudo(program, PseudoReg::Date) || reads_pseudo(program, PseudoReg::Time)
+}
+
 /// Whether a compiled program calls `event_sc` anywhere.
 fn calls_event_sc(program: &Program) -> bool {
     program
@@ -111,6 +118,7 @@ pub struct JitScript {
     code: hvscript_jit::LoadedCode,
     globals: Arc<Globals>,
     uses_sc: bool,
+    uses_clock: bool,
     origin: ScriptOrigin,
 }
 
@@ -134,6 +142,7 @@ impl JitScript {
             code,
             globals,
             uses_sc: calls_event_sc(program),
+            uses_clock: uses_clock(program),
             origin,
         })
     }
@@ -164,6 +173,10 @@ impl Script for JitScript {
     fn uses_short_circuit(&self) -> bool {
         self.uses_sc
     }
+
+    fn reads_pseudo(&self, reg: PseudoReg) -> bool {
+        !matches!(reg, PseudoReg::Date | PseudoReg::Time) || self.uses_clock
+    }
 }
 
 /// A script run by script-lang's interpreter (the reference back end).
@@ -171,6 +184,7 @@ pub struct InterpScript {
     program: Program,
     globals: Arc<Globals>,
     uses_sc: bool,
+    uses_clock: bool,
     origin: ScriptOrigin,
 }
 
@@ -183,6 +197,7 @@ impl InterpScript {
     pub fn new(program: Program, globals: Arc<Globals>, origin: ScriptOrigin) -> InterpScript {
         InterpScript {
             uses_sc: calls_event_sc(&program),
+            uses_clock: uses_clock(&program),
             program,
             globals,
             origin,
@@ -213,6 +228,10 @@ impl Script for InterpScript {
     fn uses_short_circuit(&self) -> bool {
         self.uses_sc
     }
+
+    fn reads_pseudo(&self, reg: PseudoReg) -> bool {
+        !matches!(reg, PseudoReg::Date | PseudoReg::Time) || self.uses_clock
+    }
 }
 
 /// A rejected event command: what and where in the line.
@@ -222,7 +241,7 @@ pub struct EventError {
 }
 
 impl EventError {
-    fn at(message: impl Into<String>, start: usize, end: usize, help: Option<String>) -> Self {
+    pub fn at(message: impl Into<String>, start: usize, end: usize, help: Option<String>) -> Self {
         let mut d = Diagnostic::error(message, Span::new(start, end));
         if let Some(h) = help {
             d = d.with_help(h);
@@ -270,6 +289,15 @@ pub fn refusal(kind: EventKind) -> Option<&'static str> {
         CrWrite => "MOV to CR0/CR4 is handled inside KVM: no exit reaches the VMM",
         Xsetbv => "XSETBV is handled inside KVM: no exit reaches the VMM",
         Interrupt => "external interrupts are delivered inside KVM: no exit reaches the VMM",
+        Mode => {
+            "user/kernel mode changes happen inside KVM here (IRETQ, interrupts and exceptions \
+             change CPL without an exit); the VMM sees only the changes it makes itself, so \
+             !mode would miss transitions"
+        }
+        Trace => {
+            "instrumentation tracing steps every instruction, and single-stepping works only \
+             in guest kernel code on this KVM (KVM_GUESTDBG_SINGLESTEP does nothing at CPL3)"
+        }
     })
 }
 
@@ -283,6 +311,31 @@ pub fn raised_kinds() -> String {
     names.join(", ")
 }
 
+/// The byte range of the option word `name` in `line`, before the script block (which
+/// starts at `script_at`) so a `pid` inside the script is not taken for it.
+fn option_word(line: &str, name: &str, script_at: Option<usize>) -> (usize, usize) {
+    let head = &line[..script_at.unwrap_or(line.len()).min(line.len())];
+    let mut at = 0;
+    for word in head.split_ascii_whitespace() {
+        let start = at + head[at..].find(word).unwrap_or(0);
+        at = start + word.len();
+        if word == name {
+            return (start, at);
+        }
+    }
+    (0, line.trim_end().len().max(1))
+}
+
+/// Whether a compiled program reads `$reg` anywhere.
+fn reads_pseudo(program: &Program, reg: hvscript_abi::PseudoReg) -> bool {
+    program
+        .functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.insts)
+        .any(|i| matches!(i, hvscript_lang::ir::Inst::ReadPseudo { reg: r, .. } if *r == reg))
+}
+
 /// A parsed, checked, compiled event command.
 pub struct CompiledEvent {
     pub spec: EventSpec,
@@ -292,7 +345,12 @@ pub struct CompiledEvent {
 /// Parses `line` as an event command, refuses what this KVM cannot intercept, and
 /// compiles its script. `globals` is the session's table of global variables.
 pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent, EventError> {
-    compile_event_with(line, globals, ScriptBackend::default())
+    compile_event_with(
+        line,
+        globals,
+        ScriptBackend::default(),
+        &SymbolMap::default(),
+    )
 }
 
 /// [`compile_event`] with a chosen back end.
@@ -300,8 +358,9 @@ pub fn compile_event_with(
     line: &str,
     globals: &Arc<Globals>,
     backend: ScriptBackend,
+    symbols: &SymbolMap,
 ) -> Result<CompiledEvent, EventError> {
-    let spec = parse_event_command(line).map_err(|e| {
+    let spec = parse_event_command_with(line, symbols).map_err(|e| {
         // An error at the very end of the line still needs one character to point at.
         let end = e.end.max(e.start + usize::from(e.start == e.end));
         EventError::at(e.message, e.start, end, e.help)
@@ -316,6 +375,15 @@ pub fn compile_event_with(
             Some(format!("hv-kvm raises {} from real exits", raised_kinds())),
         ));
     }
+    if spec.options.pid.is_some() {
+        let (start, end) = option_word(line, "pid", spec.script.as_ref().map(|s| s.1));
+        return Err(EventError::at(
+            "`pid` cannot filter on hv-kvm's demo guest: it has no processes",
+            start,
+            end,
+            Some("use `core N` to filter by vCPU".into()),
+        ));
+    }
     let script = match &spec.script {
         None => None,
         Some((text, offset)) => {
@@ -326,11 +394,17 @@ pub fn compile_event_with(
             };
             let options = CompileOptions {
                 stage,
-                ..Default::default()
+                symbols: symbols.0.clone(),
             };
             let program = compile_source(text, globals, &options).map_err(|ds| EventError {
                 diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
             })?;
+            let refused = crate::script_checks::check(spec.kind, text);
+            if !refused.is_empty() {
+                return Err(EventError {
+                    diagnostics: refused.into_iter().map(|d| d.offset_by(*offset)).collect(),
+                });
+            }
             let origin = ScriptOrigin::new(line, *offset);
             let script: Arc<dyn Script> = match backend {
                 ScriptBackend::Jit => Arc::new(

@@ -138,7 +138,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hv_core::{Access, Engine, EventKind, Exit, Filter, OutputSink, Target};
+use hv_core::{Access, Engine, EventKind, Exit, Filter, OutputSink, SymbolMap, Target};
 use hvscript_abi::GuestRegs;
 use hvscript_lang::Globals;
 use hvscript_stdlib::EventOp;
@@ -161,6 +161,7 @@ use crate::demo::{
 };
 use crate::memory::{GuestMemory, GuestView};
 use crate::monitor::{self, Slot, Watch};
+use crate::output::OutputRouter;
 use crate::script::{compile_event_with, EventError, ScriptBackend};
 
 /// MSRs the VMM models itself.
@@ -347,6 +348,10 @@ pub struct Vm {
     mem: GuestMemory,
     engine: Arc<Engine>,
     globals: Arc<Globals>,
+    /// Where event messages go (console, output sources, `imm no` buffers).
+    output: Arc<OutputRouter>,
+    /// Names usable in event arguments and scripts (`--sym`).
+    symbols: RwLock<SymbolMap>,
     /// Interpret event scripts instead of compiling them (`Vm::set_interpreted`).
     interpreted: AtomicBool,
     config: VmConfig,
@@ -485,13 +490,16 @@ impl Vm {
             }
             vcpus.push(vcpu);
         }
+        let output = Arc::new(OutputRouter::new(sink));
         let vm = Vm {
             vcpus: Mutex::new(vcpus),
             vm,
             _kvm: kvm,
             mem,
-            engine: Arc::new(Engine::new(sink)),
+            engine: Arc::new(Engine::new(output.clone())),
             globals: Arc::new(Globals::default()),
+            output,
+            symbols: RwLock::new(SymbolMap::default()),
             interpreted: AtomicBool::new(false),
             config,
             image,
@@ -526,6 +534,38 @@ impl Vm {
         &self.engine
     }
 
+    /// The session's global variables, shared by every event and `?`.
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.globals
+    }
+
+    /// The output router: sources, `imm no` buffers, the console.
+    pub fn output(&self) -> &Arc<OutputRouter> {
+        &self.output
+    }
+
+    /// The names usable in event arguments and scripts.
+    pub fn symbols(&self) -> SymbolMap {
+        self.symbols
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds names (`--sym NAME=ADDR`) for later commands.
+    pub fn add_symbols(&self, names: impl IntoIterator<Item = (String, u64)>) {
+        self.symbols
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .extend(names);
+    }
+
+    /// CR3 of the guest's boot page tables (every vCPU starts with it).
+    pub fn boot_cr3(&self) -> u64 {
+        boot::PML4_ADDR
+    }
+
     pub fn memory(&self) -> &GuestMemory {
         &self.mem
     }
@@ -545,7 +585,7 @@ impl Vm {
         } else {
             ScriptBackend::Jit
         };
-        let compiled = compile_event_with(line, &self.globals, backend)?;
+        let compiled = compile_event_with(line, &self.globals, backend, &self.symbols())?;
         let whole_line = |msg: String| EventError {
             diagnostics: vec![hvscript_grammar::Diagnostic::error(
                 msg,
@@ -569,6 +609,17 @@ impl Vm {
             self.hook_check(*addr)
                 .map_err(|why| whole_line(format!("!{name} cannot hook {addr:#x}: {why}")))?;
         }
+        let outputs = compiled.spec.options.output.clone();
+        let immediate = compiled.spec.options.immediate;
+        if let Err(why) = self.output.check_names(&outputs) {
+            let at = line.find("output").unwrap_or(0);
+            return Err(EventError::at(
+                why,
+                at,
+                at + "output".len(),
+                Some("output create NAME file|tcp|namedpipe ADDRESS, then output open NAME".into()),
+            ));
+        }
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
         let kind = compiled.spec.kind;
         let post = compiled.spec.options.stage.runs_post();
@@ -586,6 +637,7 @@ impl Vm {
                     hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
                 )],
             })?;
+        self.output.route(id, &outputs, immediate);
         if let Err(e) = self
             .update_msr_filter()
             .and_then(|()| self.update_watches())
@@ -607,7 +659,15 @@ impl Vm {
     /// `events e|d|c`: enables, disables or clears events.
     pub fn apply(&self, op: EventOp, target: Target) -> Result<usize, hv_core::EngineError> {
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let before: Vec<u64> = match (op, target) {
+            (EventOp::Clear, Target::All) => self.engine.list().iter().map(|l| l.id).collect(),
+            (EventOp::Clear, Target::Id(id)) => vec![id],
+            _ => Vec::new(),
+        };
         let n = self.engine.apply(op, target)?;
+        for id in before {
+            self.output.unroute(id);
+        }
         let _ = self.update_msr_filter();
         let _ = self.update_watches();
         let _ = self.update_hooks();
@@ -1078,6 +1138,10 @@ impl Vm {
                 .collect::<Vec<_>>()
         });
         self.running.store(false, Ordering::SeqCst);
+        // `imm no` messages still buffered, and output sources' queues, go out before the
+        // caller prints its summary.
+        self.output.flush_all();
+        self.output.close_all();
         let mut reports = reports;
         if self.kill_requested.load(Ordering::SeqCst) {
             for r in &mut reports {
@@ -1179,6 +1243,31 @@ impl VcpuThread<'_> {
         }
     }
 
+    /// Queues a script's `event_inject` for the next entry (KVM_SET_VCPU_EVENTS).
+    fn inject(&mut self, i: crate::memory::Injection) -> Result<(), String> {
+        let mut events = self
+            .vcpu
+            .get_vcpu_events()
+            .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+        match i.kind {
+            0 | 4 => {
+                events.interrupt.injected = 1;
+                events.interrupt.nr = i.vector;
+                events.interrupt.soft = u8::from(i.kind == 4);
+            }
+            2 => events.nmi.injected = 1,
+            _ => {
+                events.exception.injected = 1;
+                events.exception.nr = i.vector;
+                events.exception.has_error_code = u8::from(i.error_code.is_some());
+                events.exception.error_code = i.error_code.unwrap_or(0);
+            }
+        }
+        self.vcpu
+            .set_vcpu_events(&events)
+            .map_err(|e| format!("KVM_SET_VCPU_EVENTS (event_inject): {e}"))
+    }
+
     /// Waits while the VMM has the vCPUs parked (memory slot changes).
     fn park_if_asked(&self) {
         let park = &self.vm.park;
@@ -1261,6 +1350,11 @@ impl VcpuThread<'_> {
             }
             if let Flow::Stop(reason) = self.sync_debug() {
                 return reason;
+            }
+            if let Some(injection) = crate::memory::take_injection() {
+                if let Err(e) = self.inject(injection) {
+                    return StopReason::Error(e);
+                }
             }
             let decoded = match self.vcpu.run() {
                 Ok(exit) => {
@@ -1447,6 +1541,7 @@ impl VcpuThread<'_> {
     }
 
     fn write_regs(&mut self, g: &GuestRegs) -> Result<(), String> {
+        self.write_special(g)?;
         if self.vm.sync_regs {
             let run = self.vcpu.get_kvm_run();
             // SAFETY: `s.regs` is the sync-regs area; KVM reads it on entry because of the
@@ -1465,6 +1560,64 @@ impl VcpuThread<'_> {
                 .set_regs(&r)
                 .map_err(|e| format!("KVM_SET_REGS: {e}"))
         }
+    }
+
+    /// Applies the scripts' writes to CR0/CR2/CR3/CR4/CR8 and the GDTR/IDTR bases, if any
+    /// differ from the vCPU's (one `KVM_GET_SREGS`/`KVM_SET_SREGS` pair then; nothing when
+    /// they are unchanged, which the sync-regs copy shows without an ioctl). A value KVM
+    /// refuses (a CR0 with PG but not PE, reserved CR4 bits ...) is reported as the
+    /// event's output and the vCPU keeps its registers: a script never loses the guest.
+    fn write_special(&mut self, g: &GuestRegs) -> Result<(), String> {
+        let current = if self.vm.sync_regs {
+            let run = self.vcpu.get_kvm_run();
+            // SAFETY: kvm_valid_regs asked KVM to fill `s.regs` (sregs included) on every
+            // exit; nothing else writes it between the exit and here.
+            let sregs = unsafe { run.s.regs.sregs };
+            to_guest_regs(&kvm_regs::default(), &sregs)
+        } else {
+            let sregs = self
+                .vcpu
+                .get_sregs()
+                .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+            to_guest_regs(&kvm_regs::default(), &sregs)
+        };
+        if special_regs(g) == special_regs(&current) {
+            return Ok(());
+        }
+        let mut sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        let before = sregs;
+        sregs.cr0 = g.cr0;
+        sregs.cr2 = g.cr2;
+        sregs.cr3 = g.cr3;
+        sregs.cr4 = g.cr4;
+        sregs.cr8 = g.cr8;
+        sregs.gdt.base = g.gdtr;
+        sregs.idt.base = g.idtr;
+        if let Err(e) = self.vcpu.set_sregs(&sregs) {
+            let _ = self.vcpu.set_sregs(&before);
+            self.vm.output.output(
+                0,
+                hv_core::Stage::Pre,
+                self.cpu as u32,
+                format!(
+                    "warning: vCPU {}: KVM refused the scripts' control registers \
+                     (cr0 {:#x} cr3 {:#x} cr4 {:#x}): {e}; they keep their values\n",
+                    self.cpu, g.cr0, g.cr3, g.cr4
+                )
+                .as_bytes(),
+            );
+            return Ok(());
+        }
+        if self.vm.sync_regs {
+            let run = self.vcpu.get_kvm_run();
+            // Keep the copy current so a later comparison sees the
+            // applied values (KVM refreshes it at the next exit anyway).
+            run.s.regs.sregs = sregs;
+        }
+        Ok(())
     }
 
     /// Completes the pending instruction inside KVM without running the guest
@@ -1614,7 +1767,7 @@ impl VcpuThread<'_> {
         let mut completed: Option<GuestRegs> = None;
         let mut error = None;
         let outcome = {
-            let mut view = GuestView { mem, cr3 };
+            let mut view = GuestView::new(mem, cr3);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 let out_value = (!input).then_some(regs.rax as u32);
                 let (f, last_in) = self.io_device(port, size, count, input, data_offset, out_value);
@@ -1768,7 +1921,7 @@ impl VcpuThread<'_> {
         let mut error = None;
         let mut completed: Option<GuestRegs> = None;
         let outcome = {
-            let mut view = GuestView { mem, cr3 };
+            let mut view = GuestView::new(mem, cr3);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 let v = regs.dr0;
                 if write {
@@ -1883,7 +2036,7 @@ impl VcpuThread<'_> {
         let mut error = None;
         let mut completed = None;
         let outcome = {
-            let mut view = GuestView { mem, cr3 };
+            let mut view = GuestView::new(mem, cr3);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 match self.step_one(regs) {
                     Ok(after) => {
@@ -1947,7 +2100,7 @@ impl VcpuThread<'_> {
             let exit = Exit::new(EventKind::Exception, self.cpu as u32, vector as u64);
             let vm: &Vm = self.vm;
             let engine = vm.engine.clone();
-            let mut view = GuestView { mem: &vm.mem, cr3 };
+            let mut view = GuestView::new(&vm.mem, cr3);
             // Delivery is the stub's call of the guest handler (the reply below); post
             // runs once it is arranged, still seeing the interrupted context.
             short_circuited = engine
@@ -2081,7 +2234,7 @@ impl VcpuThread<'_> {
             let exit = Exit::new(kind, self.cpu as u32, context);
             let vm: &Vm = self.vm;
             let engine = vm.engine.clone();
-            let mut view = GuestView { mem: &vm.mem, cr3 };
+            let mut view = GuestView::new(&vm.mem, cr3);
             short_circuited = engine
                 .handle_exit(&exit, &mut regs, &mut view, |r, _| {
                     emulate_sys(insn, r, &msrs)
@@ -2137,7 +2290,7 @@ impl VcpuThread<'_> {
         let vm: &Vm = self.vm;
         let engine = vm.engine.clone();
         let outcome = {
-            let mut view = GuestView { mem: &vm.mem, cr3 };
+            let mut view = GuestView::new(&vm.mem, cr3);
             engine.handle_exit(&exit, &mut regs, &mut view, |r, _| {
                 emulate_sys(insn, r, &msrs)
             })
@@ -2188,7 +2341,7 @@ impl VcpuThread<'_> {
                 let exit = Exit::new(kind, self.cpu as u32, addr);
                 let vm: &Vm = self.vm;
                 let engine = vm.engine.clone();
-                let mut view = GuestView { mem: &vm.mem, cr3 };
+                let mut view = GuestView::new(&vm.mem, cr3);
                 // No emulation to skip: the instruction always runs (an `event_sc` in
                 // a hook script has no effect).
                 engine.handle_exit(&exit, &mut regs, &mut view, |_, _| {});
@@ -2317,7 +2470,7 @@ impl VcpuThread<'_> {
         let mut completed: Option<GuestRegs> = None;
         let mut error = None;
         let outcome = {
-            let mut view = GuestView { mem, cr3 };
+            let mut view = GuestView::new(mem, cr3);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 // Pre-stage register writes are the emulation's inputs: MSR @ecx.
                 self.msr_emulate(write, regs.rcx as u32, regs);
@@ -2443,7 +2596,13 @@ fn same_applied(a: &GuestRegs, b: &GuestRegs) -> bool {
     let (mut x, mut y) = (kvm_regs::default(), kvm_regs::default());
     from_guest_regs(&mut x, a);
     from_guest_regs(&mut y, b);
-    x == y
+    x == y && special_regs(a) == special_regs(b)
+}
+
+/// The special registers a script may write and hv-kvm applies through `KVM_SET_SREGS`
+/// (crate::script_checks refuses the rest when the event is defined).
+fn special_regs(g: &GuestRegs) -> [u64; 7] {
+    [g.cr0, g.cr2, g.cr3, g.cr4, g.cr8, g.gdtr, g.idtr]
 }
 
 fn size_mask(size: usize) -> u32 {
@@ -2502,8 +2661,8 @@ fn to_guest_regs(r: &kvm_regs, s: &kvm_sregs) -> GuestRegs {
     }
 }
 
-/// Only the general registers, RIP and RFLAGS go back to the vCPU: segment, control and
-/// debug register writes by scripts are not applied by hv-kvm.
+/// The general registers, RIP and RFLAGS (the special registers go through
+/// [`VcpuThread::write_special`]).
 fn from_guest_regs(r: &mut kvm_regs, g: &GuestRegs) {
     r.rax = g.rax;
     r.rcx = g.rcx;

@@ -193,19 +193,13 @@ impl Env for HostEnv {
     }
 
     fn local_time(&mut self) -> Option<LocalTime> {
-        let secs = std::time::SystemTime::now()
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        Some(LocalTime {
-            year: year as u16,
-            month,
-            day,
-            hour: (rem / 3600) as u8,
-            minute: (rem % 3600 / 60) as u8,
-        })
+            .ok()?;
+        Some(LocalTime::from_unix(
+            now.as_secs(),
+            now.subsec_millis() as u16,
+        ))
     }
 }
 
@@ -226,27 +220,17 @@ fn read_tsc() -> u64 {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), UTC (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        let t = LocalTime::from_unix(20_000 * 86_400 + 3723, 45);
+        assert_eq!((t.year, t.month, t.day), (2024, 10, 4));
+        assert_eq!(&t.date_string(), b"2024-10-04\0");
+        assert_eq!(&t.time_string(), b"01:02:03.045\0");
+        assert_eq!(LocalTime::from_unix(0, 0).date_string(), *b"1970-01-01\0");
     }
 
     #[test]

@@ -85,8 +85,9 @@ pub enum LbrOp {
     RestoreByFilter(u64),
 }
 
-/// Wall-clock local time, for the `Time :` line of `formats`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Wall-clock time, for the `Time :` line of `formats` and the strings `$date` and `$time`
+/// point to. hvscript has no time-zone database: hosts give UTC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalTime {
     pub year: u16,
     /// 1..=12
@@ -97,6 +98,73 @@ pub struct LocalTime {
     pub hour: u8,
     /// 0..=59
     pub minute: u8,
+    /// 0..=59
+    pub second: u8,
+    /// 0..=999
+    pub millisecond: u16,
+}
+
+impl LocalTime {
+    /// The UTC calendar time `secs` seconds and `millis` ms after 1970-01-01.
+    pub fn from_unix(secs: u64, millis: u16) -> LocalTime {
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        LocalTime {
+            year: year as u16,
+            month,
+            day,
+            hour: (rem / 3600) as u8,
+            minute: (rem % 3600 / 60) as u8,
+            second: (rem % 60) as u8,
+            millisecond: millis.min(999),
+        }
+    }
+
+    /// `$date`'s string, HyperDbg's layout: `YYYY-MM-DD` and a NUL.
+    pub fn date_string(&self) -> [u8; 11] {
+        let mut b = [0u8; 11];
+        digits(&mut b[0..4], u32::from(self.year));
+        b[4] = b'-';
+        digits(&mut b[5..7], u32::from(self.month));
+        b[7] = b'-';
+        digits(&mut b[8..10], u32::from(self.day));
+        b
+    }
+
+    /// `$time`'s string, HyperDbg's layout: `HH:MM:SS.mmm` and a NUL.
+    pub fn time_string(&self) -> [u8; 13] {
+        let mut b = [0u8; 13];
+        digits(&mut b[0..2], u32::from(self.hour));
+        b[2] = b':';
+        digits(&mut b[3..5], u32::from(self.minute));
+        b[5] = b':';
+        digits(&mut b[6..8], u32::from(self.second));
+        b[8] = b'.';
+        digits(&mut b[9..12], u32::from(self.millisecond));
+        b
+    }
+}
+
+/// Writes `value` as zero-padded decimal filling `out`.
+fn digits(out: &mut [u8], mut value: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// Default bound on the total number of `spin_loop` pauses one `spinlock_lock` may spend

@@ -513,6 +513,7 @@ fn formats_matches_hyperdbg_layout() {
         day: 28,
         hour: 6,
         minute: 35,
+        ..Default::default()
     };
     assert_eq!(
         formats_of(0x10, Some(t)),
@@ -536,6 +537,7 @@ fn formats_of_other_documented_values() {
         day: 7,
         hour: 14,
         minute: 29,
+        ..Default::default()
     };
     let rcx = formats_of(0x24, Some(t));
     assert!(rcx.contains("\nChar :       $.......\n"), "{rcx}");
@@ -614,6 +616,7 @@ fn formats_time_uses_twelve_hour_clock() {
             day: 31,
             hour,
             minute,
+            ..Default::default()
         };
         let s = formats_of(0, Some(t));
         s.lines()

@@ -1,0 +1,222 @@
+//! The debugger commands a VM takes, from `run -e/-f` and from the control socket alike:
+//! event commands, `events [e|d|c ID|all]`, `output ...` and `? SCRIPT`.
+//!
+//! `? SCRIPT` runs the script once in the hypervisor's context, as HyperDbg's `?` does:
+//! outside any event (`$stage` 0, `event_sc` refused), with the session's global variables
+//! (so `? .count = 0;` creates a global every event's script can then read and change),
+//! guest memory through the demo guest's boot page tables, and the registers of no vCPU
+//! (every register reads 0; the guest keeps running while it evaluates). Its output is the
+//! command's result, not event output.
+//!
+//! Every error is an [`EventError`] located in the command line.
+
+use hv_core::{parse_command_with, Command, OutputCommand, Target};
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
+use hvscript_lang::{compile_source, CompileOptions, Interpreter, Invocation, Limits};
+use hvscript_stdlib::{Env, EventOp, LocalTime, MemFault, Unavailable};
+
+use crate::memory::GuestView;
+use crate::script::{EventError, SCRIPT_FUEL};
+use crate::vmm::Vm;
+
+impl Vm {
+    /// Runs one command line; `Ok` is the text of its result.
+    pub fn command(&self, line: &str) -> Result<String, EventError> {
+        let symbols = self.symbols();
+        let command = parse_command_with(line, &symbols).map_err(|e| {
+            let end = e.end.max(e.start + usize::from(e.start == e.end));
+            EventError::at(e.message, e.start, end, e.help)
+        })?;
+        let whole =
+            |message: String| EventError::at(message, 0, line.trim_end().len().max(1), None);
+        let target_text = |t: Target| match t {
+            Target::All => "all events".to_string(),
+            Target::Id(id) => format!("event {id:#x}"),
+        };
+        let apply = |op: EventOp, t: Target, what: &str| {
+            self.apply(op, t)
+                .map(|n| format!("{what} {} ({n})", target_text(t)))
+                .map_err(|e| whole(e.to_string()))
+        };
+        match command {
+            Command::Event(_) => self
+                .add_event(line)
+                .map(|id| format!("event {id:#x} added")),
+            Command::List => Ok(self.listing()),
+            Command::Enable(t) => apply(EventOp::Enable, t, "enabled"),
+            Command::Disable(t) => apply(EventOp::Disable, t, "disabled"),
+            Command::Clear(t) => apply(EventOp::Clear, t, "cleared"),
+            Command::ShortCircuit(_) => Err(whole(
+                "`events sc` applies to an execution the debugger is stopped in; hv-kvm never stops in one"
+                    .into(),
+            )),
+            Command::Eval(script, offset) => self.evaluate(&script, offset),
+            Command::Output(o) => self.output_command(o).map_err(whole),
+        }
+    }
+
+    /// The `events` listing.
+    pub fn listing(&self) -> String {
+        let mut out = String::new();
+        for l in self.engine().list() {
+            let c = l.counters;
+            out.push_str(&format!(
+                "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
+                l.id,
+                if l.enabled { "enabled" } else { "disabled" },
+                l.text,
+                c.pre_runs,
+                c.post_runs,
+                c.short_circuits,
+                c.script_errors
+            ));
+        }
+        if out.is_empty() {
+            out.push_str("no events\n");
+        }
+        out
+    }
+
+    fn output_command(&self, command: OutputCommand) -> Result<String, String> {
+        let router = self.output();
+        match command {
+            OutputCommand::Create {
+                name,
+                kind,
+                address,
+            } => router
+                .create(&name, kind.clone(), &address)
+                .map(|()| format!("output source `{name}` created ({} {address})", kind.name())),
+            OutputCommand::Open(name) => router
+                .open(&name)
+                .map(|()| format!("output source `{name}` opened")),
+            OutputCommand::Close(name) => router
+                .close(&name)
+                .map(|()| format!("output source `{name}` closed")),
+            OutputCommand::List => {
+                let mut out = String::new();
+                for s in router.list() {
+                    out.push_str(&format!(
+                        "{:<16} {:<9} {:<7} {}  [sent {} dropped {} failed {}]\n",
+                        s.name, s.kind, s.state, s.address, s.sent, s.dropped, s.failed
+                    ));
+                }
+                if out.is_empty() {
+                    out.push_str("no output sources\n");
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// `? SCRIPT` (see the module documentation); `offset` is the script's in the line.
+    fn evaluate(&self, script: &str, offset: usize) -> Result<String, EventError> {
+        let options = CompileOptions {
+            symbols: self.symbols().0,
+            ..Default::default()
+        };
+        let program =
+            compile_source(script, self.globals(), &options).map_err(|ds| EventError {
+                diagnostics: ds.into_iter().map(|d| d.offset_by(offset)).collect(),
+            })?;
+        let mut regs = GuestRegs {
+            cr3: self.boot_cr3(),
+            ..Default::default()
+        };
+        let mut pseudo = PseudoValues::default();
+        let mut env = EvalEnv {
+            view: GuestView::new(self.memory(), self.boot_cr3()),
+            output: Vec::new(),
+            clock: [0; 32],
+        };
+        if let Some(t) = hv_core::GuestAccess::local_time(&mut env.view) {
+            env.clock[..11].copy_from_slice(&t.date_string());
+            env.clock[16..29].copy_from_slice(&t.time_string());
+            pseudo.set(PseudoReg::Date, env.clock.as_ptr() as u64);
+            pseudo.set(PseudoReg::Time, env.clock.as_ptr() as u64 + 16);
+        }
+        let mut invocation = Invocation {
+            regs: &mut regs,
+            pseudo: &pseudo,
+            globals: self.globals(),
+            host: &mut env,
+            limits: Limits {
+                fuel: SCRIPT_FUEL,
+                max_call_depth: 64,
+                stack_slots: 0x4000,
+            },
+        };
+        let result = Interpreter::default().run(&program, &mut invocation);
+        let mut text = String::from_utf8_lossy(&env.output).into_owned();
+        match result {
+            Ok(_) => Ok(text),
+            Err(e) => {
+                let mut d =
+                    hvscript_grammar::Diagnostic::error(e.message(), e.span).offset_by(offset);
+                if !text.is_empty() {
+                    text.truncate(text.trim_end().len());
+                    d = d.with_note(format!("printed before the error: {text}"));
+                }
+                Err(EventError {
+                    diagnostics: vec![d],
+                })
+            }
+        }
+    }
+}
+
+/// The environment of a `?` evaluation: guest memory, collected output, the clock strings.
+struct EvalEnv<'a> {
+    view: GuestView<'a>,
+    output: Vec<u8>,
+    clock: [u8; 32],
+}
+
+impl EvalEnv<'_> {
+    fn clock_range(&self, addr: u64, len: usize) -> Option<usize> {
+        let base = self.clock.as_ptr() as u64;
+        (addr >= base && addr.checked_add(len as u64)? <= base + 32).then(|| (addr - base) as usize)
+    }
+}
+
+impl Env for EvalEnv<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        if let Some(off) = self.clock_range(addr, buf.len()) {
+            buf.copy_from_slice(&self.clock[off..off + buf.len()]);
+            return Ok(());
+        }
+        hv_core::GuestAccess::read(&mut self.view, addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        hv_core::GuestAccess::write(&mut self.view, addr, data)
+    }
+    fn atomic_rmw_u64(
+        &mut self,
+        addr: u64,
+        op: hvscript_stdlib::AtomicRmw,
+    ) -> Result<u64, MemFault> {
+        hv_core::GuestAccess::atomic_rmw_u64(&mut self.view, addr, op)
+    }
+    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
+        hv_core::GuestAccess::cmpxchg_u32(&mut self.view, addr, expected, new)
+    }
+    fn read_phys(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        hv_core::GuestAccess::read_phys(&mut self.view, addr, buf)
+    }
+    fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        hv_core::GuestAccess::write_phys(&mut self.view, addr, data)
+    }
+    fn virt_to_phys(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        hv_core::GuestAccess::virt_to_phys(&mut self.view, addr)
+    }
+    fn phys_to_virt(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
+        hv_core::GuestAccess::phys_to_virt(&mut self.view, addr)
+    }
+    fn output(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+    fn test_statement(&mut self, _value: u64) {}
+    fn local_time(&mut self) -> Option<LocalTime> {
+        hv_core::GuestAccess::local_time(&mut self.view)
+    }
+}
