@@ -98,6 +98,14 @@ impl EventTable {
         self.entries.is_empty()
     }
 
+    /// Every event of `kind` (enabled or not) with whether it is enabled, in id order.
+    pub fn events_of(&self, kind: EventKind) -> impl Iterator<Item = (&Arc<Event>, bool)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |e| e.event.spec.kind == kind)
+            .map(|e| (&e.event, e.enabled))
+    }
+
     pub fn contains(&self, id: u64) -> bool {
         self.entries.iter().any(|e| e.event.id == id)
     }

@@ -696,14 +696,9 @@ impl Vm {
     /// parks the vCPUs while the slots change.
     fn update_watches(&self) -> Result<(), VmError> {
         let mut watches = Vec::new();
-        for l in self.engine.list() {
-            if !l.enabled {
-                continue;
-            }
-            let Some(e) = self.engine.event(l.id) else {
-                continue;
-            };
-            if e.spec.kind == EventKind::Monitor {
+        let table = self.engine.snapshot();
+        for (e, enabled) in table.events_of(EventKind::Monitor) {
+            if enabled {
                 if let Ok(w) = self.monitor_watch(&e.spec.filter) {
                     watches.push(w);
                 }
@@ -883,20 +878,21 @@ impl Vm {
     /// The distinct addresses of the `!epthook`/`!epthook2` events (only the enabled
     /// ones when `enabled_only`), in the order they were added.
     fn hook_events(&self, enabled_only: bool) -> Vec<u64> {
+        let table = self.engine.snapshot();
+        let mut hooks: Vec<(u64, u64)> = table
+            .events_of(EventKind::EptHook)
+            .chain(table.events_of(EventKind::EptHook2))
+            .filter(|(_, enabled)| *enabled || !enabled_only)
+            .filter_map(|(e, _)| match e.spec.filter {
+                Filter::Address(a) => Some((e.id, a)),
+                _ => None,
+            })
+            .collect();
+        hooks.sort_unstable();
         let mut addrs = Vec::new();
-        for l in self.engine.list() {
-            if enabled_only && !l.enabled {
-                continue;
-            }
-            let Some(e) = self.engine.event(l.id) else {
-                continue;
-            };
-            if let (EventKind::EptHook | EventKind::EptHook2, Filter::Address(a)) =
-                (e.spec.kind, &e.spec.filter)
-            {
-                if !addrs.contains(a) {
-                    addrs.push(*a);
-                }
+        for (_, a) in hooks {
+            if !addrs.contains(&a) {
+                addrs.push(a);
             }
         }
         addrs
@@ -934,18 +930,15 @@ impl Vm {
     fn watched_msrs(&self) -> (BTreeSet<(u32, bool)>, bool, bool) {
         let mut specific = BTreeSet::new();
         let (mut any_read, mut any_write) = (false, false);
-        for l in self.engine.list() {
-            if !l.enabled {
+        let table = self.engine.snapshot();
+        let msr_events = table
+            .events_of(EventKind::MsrRead)
+            .chain(table.events_of(EventKind::MsrWrite));
+        for (e, enabled) in msr_events {
+            if !enabled {
                 continue;
             }
-            let Some(e) = self.engine.event(l.id) else {
-                continue;
-            };
-            let write = match e.spec.kind {
-                EventKind::MsrRead => false,
-                EventKind::MsrWrite => true,
-                _ => continue,
-            };
+            let write = e.spec.kind == EventKind::MsrWrite;
             match e.spec.filter {
                 Filter::Value(v) => {
                     specific.insert((v as u32, write));
