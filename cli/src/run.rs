@@ -269,13 +269,21 @@ pub fn run(args: Args) -> ExitCode {
         "vcpu", "stop", "iterations", "in", "out", "rdmsr", "wrmsr", "msr 0x40001000", "in sum"
     );
     let mut ok = true;
+    let mut deaths = Vec::new();
     for v in &report.vcpus {
         let g = v.guest;
         let stop = match &v.stop {
             StopReason::GuestExit(0) => "exit(0)".to_string(),
             other => {
                 ok = false;
-                format!("{other:?}")
+                deaths.push(format!("vCPU {} stopped: {other}", v.cpu));
+                match other {
+                    StopReason::Exception { vector, .. } => {
+                        hv_kvm::vmm::vector_name(*vector).into()
+                    }
+                    StopReason::Error(_) => "VMM error".into(),
+                    o => o.to_string(),
+                }
             }
         };
         println!(
@@ -290,6 +298,9 @@ pub fn run(args: Args) -> ExitCode {
             v.demo_msr,
             g.in_sum
         );
+    }
+    for d in &deaths {
+        println!("{d}");
     }
     let total = report.total_exits();
     let secs = report.elapsed.as_secs_f64();

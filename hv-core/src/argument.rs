@@ -325,19 +325,29 @@ pub fn close_matches(name: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Edits (insert, delete, replace, swap two neighbours) from `a` to `b`: the optimal
+/// string alignment distance, so `prot` is one edit from `port`.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+    let w = b.len() + 1;
+    let mut d: Vec<usize> = (0..(a.len() + 1) * w)
+        .map(|k| if k < w { k } else { 0 })
+        .collect();
+    for i in 1..=a.len() {
+        d[i * w] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = best;
         }
     }
-    row[b.len()]
+    d[a.len() * w + b.len()]
 }
 
 #[cfg(test)]
@@ -368,6 +378,17 @@ mod tests {
         assert_eq!(evaluate("work+4", &m), Ok(0x401004));
         assert_eq!(evaluate("hello!main", &m), Ok(0x401100));
         assert!(evaluate("main", &m).is_err());
+    }
+
+    #[test]
+    fn close_matches_count_a_swap_as_one_edit() {
+        assert_eq!(edit_distance("prot", "port"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            close_matches("prot", &["port".into(), "other".into()]),
+            ["`port`"]
+        );
     }
 
     fn eval(w: &str) -> Result<u64, ArgumentError> {

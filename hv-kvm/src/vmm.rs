@@ -254,6 +254,51 @@ pub enum StopReason {
     Error(String),
 }
 
+/// The short name of an exception vector (`#DB`, `#GP`, ...), as the SDM writes it.
+pub fn vector_name(vector: u8) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25",
+        "#26", "#27", "#HV", "#VC", "#SX", "#31",
+    ];
+    NAMES
+        .get(usize::from(vector))
+        .copied()
+        .unwrap_or("interrupt")
+}
+
+/// In words and hex, for summaries: `exit(0)`, `#DB at rip 0x10315`, ...
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::GuestExit(code) => write!(f, "exit({code})"),
+            StopReason::Exception {
+                vector,
+                rip,
+                error_code,
+                cs,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{} at rip {rip:#x} (vector {vector}, CPL{}",
+                    vector_name(*vector),
+                    cs & 3
+                )?;
+                if *error_code != 0 {
+                    write!(f, ", error code {error_code:#x}")?;
+                }
+                f.write_str(", no guest handler)")
+            }
+            StopReason::Halted => f.write_str("halted (HLT)"),
+            StopReason::Shutdown => f.write_str("shutdown (triple fault)"),
+            StopReason::TimedOut => f.write_str("timed out"),
+            StopReason::Killed => f.write_str("killed"),
+            StopReason::Error(e) => write!(f, "VMM error: {e}"),
+        }
+    }
+}
+
 /// The devices one vCPU talked to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {

@@ -1,0 +1,88 @@
+//! `hvscript run` as a user runs it: commands of every kind in `-e`, and a summary that
+//! says in words what happened to the guest.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> Option<(Option<i32>, String, String)> {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .arg("run")
+        .args(["--vcpus", "1"])
+        .args(args)
+        .output()
+        .unwrap();
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn a_guest_that_dies_is_reported_in_words_and_hex() {
+    let Some((code, out, _)) = run(&["--iterations", "2", "-e", "!ioout 511 script { @rip = 0; }"])
+    else {
+        return;
+    };
+    assert_eq!(code, Some(1));
+    assert!(out.contains("vCPU 0 stopped: #PF at rip 0x"), "{out}");
+    assert!(!out.contains("Exception {"), "{out}");
+}
+
+#[test]
+fn question_marks_and_output_commands_run_in_order_with_events() {
+    let log = std::env::temp_dir().join(format!("hvscript-run-output-{}.txt", std::process::id()));
+    let create = format!("output create log file {}", log.display());
+    let Some((code, out, err)) = run(&[
+        "--iterations",
+        "3",
+        "-e",
+        "? .seen = 0n100;",
+        "-e",
+        &create,
+        "-e",
+        "output open log",
+        "-e",
+        "!ioin 510 output {log} script { .seen = .seen + 1; printf(\"in %d\\n\", .seen); }",
+        "-e",
+        "? printf(\"start %d\\n\", .seen);",
+    ]) else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("output source `log` created"), "{out}");
+    assert!(out.contains("start 100\n"), "{out}");
+    assert!(!out.contains("in 10"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "in 101\nin 102\nin 103\n"
+    );
+    let _ = std::fs::remove_file(log);
+}
+
+#[test]
+fn symbols_name_addresses_in_event_arguments() {
+    let Some((code, out, err)) = run(&[
+        "--iterations",
+        "2",
+        "--sym",
+        "port=510",
+        "-e",
+        "!ioin port script { printf(\"%x\\n\", $context); }",
+        "-e",
+        "!ioout port+1",
+    ]) else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("510\n510\n"), "{out}");
+    let (_, _, err) = run(&["--iterations", "1", "--sym", "port=510", "-e", "!ioin prot"]).unwrap();
+    assert!(
+        err.contains("-e:1:7: error: unknown symbol `prot`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `port`?"), "{err}");
+}
