@@ -214,6 +214,14 @@ fn is_unary_op(t: &Tok<'_>) -> bool {
     )
 }
 
+/// The source text of a bare hex word (`a`, `acc`, `dead`: a number in HyperDbg, since
+/// numbers are hex by default) at `l..r`; `None` for a number written as one (`10`, `0x1`).
+fn hex_word(src: &str, l: usize, r: usize) -> Option<&str> {
+    let word = src.get(l..r)?;
+    let starts_with_letter = word.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    (starts_with_letter && word.bytes().all(|b| b.is_ascii_hexdigit() || b == b'`')).then_some(word)
+}
+
 /// The token just before byte offset `at`, for hints that depend on what came before.
 fn token_before(src: &str, at: usize) -> Option<Tok<'_>> {
     let mut prev = None;
@@ -305,6 +313,15 @@ pub(crate) fn from_parse_error(
                 d = d.with_note(
                     "`=` assigns and is a statement; to compare use `==` inside a condition",
                 );
+            } else if matches!(tok, Tok::Number(_)) && expects("name") {
+                if let Some(word) = hex_word(src, l, r) {
+                    d = d
+                        .with_note(format!(
+                            "`{word}` is made only of hex digits, so HyperDbg reads it as the \
+                             {tok}, not as a name"
+                        ))
+                        .with_help(format!("pick a name that is not a number, e.g. `{word}_`"));
+                }
             } else if matches!(tok, Tok::Str(_) | Tok::WStr(_)) {
                 d = d.with_note(
                     "strings are not values: they appear only as printf's format and as arguments \
