@@ -5,6 +5,7 @@
 //! `semantic-test-cases/`) or a directory of hvscript's own cases (`NAME.ds` +
 //! `NAME.expected`). The runner itself lives in `hvscript-conformance`.
 
+use crate::out::out;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,7 +22,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     let report = run_dir(&args.dir, args.backend);
-    print!("{report}");
+    out!("{report}");
     if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {

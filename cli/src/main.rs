@@ -1,8 +1,15 @@
 //! The `hvscript` command line: one subcommand per module.
 
+// Output goes through `out` so a closed pipe ends a command quietly, never a panic.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 mod check;
+mod commands;
 mod conformance;
 mod eval;
+mod include;
+mod numbers;
+mod out;
 mod run;
 
 use std::process::ExitCode;
