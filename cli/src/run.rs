@@ -2,15 +2,19 @@
 //! events' output as it comes, and at the end a summary of every event's counters and of
 //! the guest's own counters.
 //!
-//! Events come from `-e 'COMMAND'` (in order) and then from `-f FILE` (one command per
-//! line; a `script { ... }` may span lines; blank lines and lines starting with `#` or `//`
-//! between commands are skipped). A bad command is reported with its location (`-e` or
-//! the file, line, column, and a caret) and the run does not start (exit status 2). Events
-//! this machine's KVM cannot intercept are refused with the reason.
+//! Events come from `-e 'COMMAND'` (in order) and then from `-f FILE`, cut into commands by
+//! [`crate::commands`] (a command ends on the line where its braces balance; comments
+//! anywhere), with `#include` and `script { file:PATH }` expanded ([`crate::include`]). A
+//! bad command is reported with its location (`-e` or the file, line, column, and a caret;
+//! inside an included file when the error is there) and the run does not start (exit
+//! status 2). Events this machine's KVM cannot intercept are refused with the reason.
+//! When standard output goes away (`| head`), the guest is asked to stop and the run exits
+//! 141 without its summary ([`crate::out`]).
 //!
 //! `--listen PATH` serves hv-kvm's control socket while the guest runs; `hvscript attach
-//! PATH` ([`attach`]) sends command lines to it (`!ioin 510 script {...}`, `events`,
-//! `events d 1`, ...) and prints the replies and the event output.
+//! PATH` ([`attach`]) sends commands to it (`-e`, `-f FILE`, or standard input, where a
+//! command spanning lines is sent when its braces balance) and prints the replies and the
+//! event output.
 
 use crate::out::{err, errln, out, outln};
 use std::path::PathBuf;

@@ -23,7 +23,10 @@ fn close_early(mut cmd: Command, lines: usize, limit: Duration) -> (Option<i32>,
     for _ in 0..lines {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "the command printed fewer than {lines} lines");
+        assert!(
+            !line.is_empty(),
+            "the command printed fewer than {lines} lines"
+        );
     }
     drop(out);
     let status = wait(&mut child, limit);

@@ -18,7 +18,7 @@ fn temp(name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn check(args: &[&str], file: &PathBuf) -> (Option<i32>, String) {
+fn check(args: &[&str], file: &std::path::Path) -> (Option<i32>, String) {
     let out = hvscript()
         .arg("check")
         .args(args)
@@ -31,7 +31,7 @@ fn check(args: &[&str], file: &PathBuf) -> (Option<i32>, String) {
 }
 
 /// `file:line:col` of the first occurrence of `needle` in `text`.
-fn at(file: &PathBuf, text: &str, needle: &str) -> String {
+fn at(file: &std::path::Path, text: &str, needle: &str) -> String {
     let i = text.find(needle).unwrap();
     let line = text[..i].matches('\n').count() + 1;
     let col = i - text[..i].rfind('\n').map_or(0, |p| p + 1) + 1;
