@@ -81,7 +81,7 @@ impl Diagnostic {
             Severity::Warning => "warning",
         };
         let mut out = format!("{file}:{line}:{col}: {kind}: {}\n", self.message);
-        let range = clamp(self.span, src.len());
+        let range = clamp(self.span, src);
         let mut report = Report::build(
             match self.severity {
                 Severity::Error => ReportKind::Error,
@@ -123,9 +123,17 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-fn clamp(span: Span, len: usize) -> std::ops::Range<usize> {
-    let start = (span.start as usize).min(len);
-    let end = (span.end as usize).clamp(start, len);
+/// The span inside `src` and on character boundaries (a span shifted or cut by a front end
+/// may land inside a character; the renderer must not panic on it).
+fn clamp(span: Span, src: &str) -> std::ops::Range<usize> {
+    let mut start = (span.start as usize).min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (span.end as usize).clamp(start, src.len());
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
     start..end
 }
 

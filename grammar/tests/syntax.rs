@@ -393,3 +393,11 @@ fn a_hex_word_where_a_name_is_expected_says_it_is_a_number() {
     let d = parse("int 10 = 1;").unwrap_err();
     assert!(d.notes.is_empty(), "{d:?}");
 }
+
+#[test]
+fn a_span_inside_a_character_renders_without_panicking() {
+    // Front ends shift and cut spans (includes, command lines); the renderer must cope.
+    let d = hvscript_grammar::Diagnostic::error("here", Span::new(1, 2));
+    let r = d.render("f.ds", "é = 1;");
+    assert!(r.starts_with("f.ds:1:2: error: here"), "{r}");
+}
