@@ -305,4 +305,64 @@ mod tests {
         );
         assert_eq!(s.commands[1].text.trim_end(), "? x = 1;");
     }
+
+    /// Never a panic, and every range stays on the text's char boundaries, whatever the
+    /// text: random mixes of the characters the splitter and the include pass react to.
+    #[test]
+    fn arbitrary_text_never_panics() {
+        use crate::include::{expand, Mode, SourceFile};
+        use hvscript_grammar::ast::Span;
+        use hvscript_grammar::Diagnostic;
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "\"",
+            "\\",
+            "/",
+            "*",
+            "//",
+            "/*",
+            "*/",
+            "\n",
+            " ",
+            "#",
+            "#include",
+            "#include \"",
+            "script",
+            "script {",
+            "file:",
+            "é",
+            "!ioin 510",
+            "?",
+            ";",
+            "x",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let s = split(&text);
+            for c in &s.commands {
+                assert!(c.start <= c.end && c.end <= text.len(), "{text:?}");
+                assert_eq!(c.text.len(), c.end - c.start, "{text:?}");
+                let file = SourceFile::command_line("-e", text.as_str());
+                if let Ok(x) = expand(&file, c.start..c.end, &c.text, Mode::Commands) {
+                    let a = (next() % (x.text.len() as u64 + 2)) as usize;
+                    let b = a + (next() % 4) as usize;
+                    let at = x.locate(Diagnostic::error("e", Span::new(a, b)));
+                    let span = at.diagnostic.span;
+                    assert!(span.start <= span.end, "{text:?}");
+                    let _ = at.render();
+                }
+            }
+        }
+    }
 }
