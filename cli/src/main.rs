@@ -29,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse scripts and report every error with its location; exit 1 if any has errors.
+    /// Check scripts and HyperDbg command files without running them; every error located;
+    /// exit 1 if any has errors.
     Check(check::Args),
     /// Run a script once on the host against a simulated guest (HyperDbg's `?`).
     Eval(eval::Args),

@@ -77,21 +77,24 @@ pub struct Args {
     interp: bool,
 }
 
-/// `hvscript attach` sends these to `run --listen`; the rest of HyperDbg's console is
-/// refused by the VMM with the reason.
-const ATTACH_COMMANDS: &str = "\
-Commands (HyperDbg's syntax):
-  !EVENT ARGS [pid N] [core N] [stage pre|post|all] [sc on|off] [script { ... }]
-      add an event; the kinds hv-kvm raises: !ioin !ioout !msrread !msrwrite !cpuid
-      !exception !syscall !sysret !monitor !epthook !epthook2
+/// The commands `run --listen` accepts, for `attach --help`; the rest of HyperDbg's console
+/// (`events sc`, `?`, ...) is refused by the VMM with the reason, so it is not offered.
+fn attach_commands() -> String {
+    format!(
+        "Commands (HyperDbg's syntax):
+  !EVENT ARGS [pid N] [core N] [stage pre|post|all] [sc on|off] [script {{ ... }}]
+      add an event; the kinds hv-kvm raises: {}
   events                  list the events and their counters
   events e|d|c ID|all     enable, disable or clear events
 A command may span lines: it ends on the line where its braces balance. Comments (// and
-/* */) may appear anywhere; `#include \"FILE\"` and `script { file:PATH }` load script text
-from files (relative to the command file, or the current directory).";
+/* */) may appear anywhere; `#include \"FILE\"` and `script {{ file:PATH }}` load script
+text from files (relative to the command file, or the current directory).",
+        hv_kvm::script::raised_kinds()
+    )
+}
 
 #[derive(clap::Args)]
-#[command(after_help = ATTACH_COMMANDS)]
+#[command(after_help = attach_commands())]
 pub struct AttachArgs {
     /// The socket a `hvscript run --listen PATH` serves.
     path: PathBuf,
