@@ -5,11 +5,12 @@
 //! `semantic-test-cases/`) or a directory of hvscript's own cases (`NAME.ds` +
 //! `NAME.expected`). The runner itself lives in `hvscript-conformance`.
 
-use crate::out::out;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hvscript_conformance::{run_dir, Backend};
+
+use crate::out::out;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -13,9 +13,6 @@
 //! is expanded first (see `include`), and a script that cannot fit the run's stack or call
 //! depth is refused before it runs, as `check` refuses it.
 
-use crate::include::{self, Expanded, Located, SourceFile};
-use crate::numbers::{number, split, symbols};
-use crate::out::{err, errln, out, outln};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +26,10 @@ use hvscript_lang::{
     RunStats, Stage, StageUse,
 };
 use serde_json::json;
+
+use crate::include::{self, Expanded, Located, SourceFile};
+use crate::numbers::{number, split, symbols};
+use crate::out::{err, errln, out, outln};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -16,23 +16,21 @@
 //! command spanning lines is sent when its braces balance) and prints the replies and the
 //! event output.
 
-use crate::out::{err, errln, out, outln};
+use std::io::BufRead;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::io::BufRead;
-
-use crate::commands;
-use crate::include::{Expanded, Located, SourceFile};
-use crate::out;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hv_core::{OutputSink, Stage};
 use hv_kvm::control::{self, Fanout};
 use hv_kvm::{StopReason, Vm, VmConfig};
+
+use crate::commands;
+use crate::include::{Expanded, Located, SourceFile};
+use crate::out::{self, err, errln, out, outln};
 
 #[derive(clap::Args)]
 pub struct Args {
