@@ -171,3 +171,49 @@ fn check_and_eval_agree_on_the_stack() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("more than the 256 a run has"), "{err}");
 }
+
+/// `check` mirrors hv-kvm's event limits; this keeps the copy honest: the largest event
+/// array check accepts runs clean in the VM, one more element fails there (at run time
+/// today, or refused at definition once hv-kvm applies the same check).
+#[test]
+fn check_and_the_vm_agree_on_the_event_stack() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        println!("skipped: {why}");
+        return;
+    }
+    let event = |n: u32| format!("!ioin 510 script {{ long t[0n{n}] = {{0}}; t[1] = 2; }}\n");
+    // Binary search: check accepts 1 element and refuses 1024.
+    let accepts = |n: u32| check(&["-f"], &temp("ev-n.txt", &event(n))).0 == Some(0);
+    let (mut largest, mut refused) = (1, 1024);
+    while refused - largest > 1 {
+        let mid = (largest + refused) / 2;
+        if accepts(mid) {
+            largest = mid;
+        } else {
+            refused = mid;
+        }
+    }
+    let errors = |n: u32| -> Result<u64, String> {
+        let f = temp(&format!("ev-{n}.txt"), &event(n));
+        let out = hvscript()
+            .args(["run", "--vcpus", "1", "--iterations", "3", "-q", "-f"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.code() == Some(2) {
+            return Err(err);
+        }
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1  !ioin"))
+            .unwrap_or_else(|| panic!("{text}\n{err}"));
+        Ok(line.split_whitespace().last().unwrap().parse().unwrap())
+    };
+    assert_eq!(errors(largest), Ok(0), "{largest} elements");
+    match errors(largest + 1) {
+        Ok(n) => assert!(n > 0, "{} elements ran clean in the VM", largest + 1),
+        Err(refused) => assert!(refused.contains("stack slots"), "{refused}"),
+    }
+}
