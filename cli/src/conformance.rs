@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use hvscript_conformance::{run_dir, Backend};
 
+use crate::out::out;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A suite directory (with script-test-cases/ or semantic-test-cases/) or a cases directory.
@@ -21,7 +23,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     let report = run_dir(&args.dir, args.backend);
-    print!("{report}");
+    out!("{report}");
     if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {

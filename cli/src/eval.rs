@@ -8,12 +8,16 @@
 //! `--jit` runs the script as native code compiled by `hvscript-jit` (same output, same
 //! JSON); `--dump-clif` and `--dump-asm` (which imply `--jit`) print the Cranelift IR and
 //! the disassembly of the code object first (in JSON: the `clif` and `asm` fields).
+//!
+//! The script is the argument, `-f FILE`, or standard input (`-` or `-f -`); `#include`
+//! is expanded first (see `include`), and a script that cannot fit the run's stack or call
+//! depth is refused before it runs, as `check` refuses it.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues, Register, GUEST_REG_SLOTS};
-use hvscript_grammar::lexer::{tokenize, Tok};
 use hvscript_grammar::Diagnostic;
 use hvscript_jit::{Jit, LoadedCode, OptLevel};
 use hvscript_lang::native::{NativeError, NativeRunner};
@@ -23,9 +27,13 @@ use hvscript_lang::{
 };
 use serde_json::json;
 
+use crate::include::{self, Expanded, Located, SourceFile};
+use crate::numbers::{number, split, symbols};
+use crate::out::{err, errln, out, outln};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The script text (or use -f).
+    /// The script text (or use -f); `-` reads it from standard input.
     #[arg(conflicts_with = "file")]
     script: Option<String>,
     /// Read the script from a file.
@@ -80,13 +88,30 @@ enum StageArg {
 const HOST_INFO_PAGE: u64 = 0x7ffe_0000;
 
 pub fn run(args: Args) -> ExitCode {
-    let (name, src) = match (&args.script, &args.file) {
-        (Some(s), _) => ("<command line>".to_string(), s.clone()),
+    let root = match (args.script.as_deref(), &args.file) {
+        (Some("-"), _) => match read_stdin() {
+            Ok(s) => SourceFile::command_line("<stdin>", s),
+            Err(e) => return fail(&args, &format!("<stdin>: error: {e}")),
+        },
+        (Some(s), _) => SourceFile::command_line("<command line>", s),
+        (None, Some(f)) if f.as_os_str() == "-" => match read_stdin() {
+            Ok(s) => SourceFile::command_line("<stdin>", s),
+            Err(e) => return fail(&args, &format!("<stdin>: error: {e}")),
+        },
         (None, Some(f)) => match std::fs::read_to_string(f) {
-            Ok(s) => (f.display().to_string(), s),
+            Ok(s) => SourceFile::file(f, s),
             Err(e) => return fail(&args, &format!("{}: error: {e}", f.display())),
         },
-        (None, None) => return fail(&args, "error: give a script, or -f FILE"),
+        (None, None) => {
+            return fail(
+                &args,
+                "error: give a script, -f FILE, or - for standard input",
+            )
+        }
+    };
+    let src = match include::expand_script(&root) {
+        Ok(x) => x,
+        Err(e) => return fail_located(&args, &e),
     };
     let stage = match args.stage {
         StageArg::Pre => Stage::Pre,
@@ -109,18 +134,22 @@ pub fn run(args: Args) -> ExitCode {
     }
 
     let globals = Globals::default();
-    let program = match compile_source(&src, &globals, &options) {
-        Ok(p) => p,
-        Err(errors) => {
-            let dumps = JitDumps::default();
-            return report(
-                &args, &name, &src, &env, &regs, &globals, &errors, None, &dumps,
-            );
-        }
-    };
     let limits = Limits {
         fuel: args.fuel,
         ..Limits::default()
+    };
+    // The same refusal `check` makes: a script that cannot fit this run's stack.
+    let compiled = compile_source(&src.text, &globals, &options).and_then(|p| {
+        hvscript_lang::stack::check(&p, &limits)
+            .map(|()| p)
+            .map_err(|d| vec![d])
+    });
+    let program = match compiled {
+        Ok(p) => p,
+        Err(errors) => {
+            let dumps = JitDumps::default();
+            return report(&args, &src, &env, &regs, &globals, &errors, None, &dumps);
+        }
     };
     let mut inv = Invocation {
         regs: &mut regs,
@@ -142,9 +171,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(stats) => (Vec::new(), Some(stats.fuel_used)),
         Err(e) => (vec![e.to_diagnostic()], None),
     };
-    report(
-        &args, &name, &src, &env, &regs, &globals, &errors, fuel, &dumps,
-    )
+    report(&args, &src, &env, &regs, &globals, &errors, fuel, &dumps)
 }
 
 /// Compiles `program` with the JIT, loads it and runs it once. `Err` for a failure of the
@@ -166,7 +193,7 @@ fn run_jit(
     }
     if !args.json {
         for text in [&dumps.clif, &dumps.asm].into_iter().flatten() {
-            println!("{text}");
+            outln!("{text}");
         }
     }
     let code: LoadedCode = LoadedCode::load(compiled.object).map_err(|e| e.to_string())?;
@@ -177,11 +204,32 @@ fn run_jit(
     }
 }
 
+fn read_stdin() -> std::io::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// A failure located in a source (an include that cannot be read).
+fn fail_located(args: &Args, e: &Located) -> ExitCode {
+    if args.json {
+        let (line, col) =
+            hvscript_grammar::diagnostic::line_col(&e.file.text, e.diagnostic.span.start as usize);
+        outln!(
+            "{}",
+            json!({ "ok": false, "errors": [{ "message": e.diagnostic.message, "file": e.file.name, "line": line, "column": col, "rendered": e.render() }] })
+        );
+    } else {
+        err!("{}", e.render());
+    }
+    ExitCode::FAILURE
+}
+
 fn fail(args: &Args, msg: &str) -> ExitCode {
     if args.json {
-        println!("{}", json!({ "ok": false, "errors": [{ "message": msg }] }));
+        outln!("{}", json!({ "ok": false, "errors": [{ "message": msg }] }));
     } else {
-        eprintln!("{msg}");
+        errln!("{msg}");
     }
     ExitCode::FAILURE
 }
@@ -189,8 +237,7 @@ fn fail(args: &Args, msg: &str) -> ExitCode {
 #[allow(clippy::too_many_arguments)]
 fn report(
     args: &Args,
-    name: &str,
-    src: &str,
+    src: &Expanded,
     env: &HostEnv,
     regs: &GuestRegs,
     globals: &Globals,
@@ -209,8 +256,9 @@ fn report(
         let errors: Vec<_> = errors
             .iter()
             .map(|d| {
-                let (line, col) = hvscript_grammar::diagnostic::line_col(src, d.span.start as usize);
-                json!({ "message": d.message, "file": name, "line": line, "column": col, "rendered": d.render(name, src) })
+                let at = src.locate(d.clone());
+                let (line, col) = hvscript_grammar::diagnostic::line_col(&at.file.text, at.diagnostic.span.start as usize);
+                json!({ "message": d.message, "file": at.file.name, "line": line, "column": col, "rendered": at.render() })
             })
             .collect();
         let globals: serde_json::Map<String, serde_json::Value> = globals
@@ -237,14 +285,14 @@ fn report(
                 obj.insert(key.to_string(), json!(t));
             }
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        print!("{}", env.output_text());
+        out!("{}", env.output_text());
         for d in errors {
-            eprint!("{}", d.render(name, src));
+            err!("{}", src.locate(d.clone()).render());
         }
     }
     if ok {
@@ -310,34 +358,8 @@ fn apply_options(
         let bytes = hex_bytes(hex).map_err(|e| format!("--mem {m}: {e}"))?;
         env.memory.load(addr, &bytes);
     }
-    for s in &args.symbols {
-        let (name, value) = split(s, "--sym")?;
-        if !name.contains('!') {
-            return Err(format!("--sym {s}: a symbol is written module!name"));
-        }
-        options.symbols.insert(
-            name.to_string(),
-            number(value).map_err(|e| format!("--sym {s}: {e}"))?,
-        );
-    }
+    options.symbols = symbols(&args.symbols)?;
     Ok(())
-}
-
-fn split<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
-    arg.split_once('=')
-        .ok_or_else(|| format!("{flag} {arg}: expected NAME=VALUE"))
-}
-
-/// A HyperDbg number: hex by default, with 0x/0n/0y/0o prefixes, backticks allowed.
-fn number(text: &str) -> Result<u64, String> {
-    match tokenize(text.trim())
-        .map_err(|e| e.kind.to_string())?
-        .as_slice()
-    {
-        [(_, Tok::Number(n), _)] => Ok(*n),
-        [(_, Tok::Minus, _), (_, Tok::Number(n), _)] => Ok(n.wrapping_neg()),
-        _ => Err(format!("`{text}` is not a number")),
-    }
 }
 
 fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {

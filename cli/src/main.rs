@@ -1,8 +1,15 @@
 //! The `hvscript` command line: one subcommand per module.
 
+// Output goes through `out` so a closed pipe ends a command quietly, never a panic.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 mod check;
+mod commands;
 mod conformance;
 mod eval;
+mod include;
+mod numbers;
+mod out;
 mod run;
 
 use std::process::ExitCode;
@@ -22,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse scripts and report every error with its location; exit 1 if any has errors.
+    /// Check scripts and HyperDbg command files without running them; every error located;
+    /// exit 1 if any has errors.
     Check(check::Args),
     /// Run a script once on the host against a simulated guest (HyperDbg's `?`).
     Eval(eval::Args),

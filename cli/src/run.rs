@@ -2,29 +2,35 @@
 //! events' output as it comes, and at the end a summary of every event's counters and of
 //! the guest's own counters.
 //!
-//! Events come from `-e 'COMMAND'` (in order) and then from `-f FILE` (one command per
-//! line; a `script { ... }` may span lines; blank lines and lines starting with `#` or `//`
-//! between commands are skipped). A bad command is reported with its location (`-e` or
-//! the file, line, column, and a caret) and the run does not start (exit status 2). Events
-//! this machine's KVM cannot intercept are refused with the reason.
+//! Events come from `-e 'COMMAND'` (in order) and then from `-f FILE`, cut into commands by
+//! [`crate::commands`] (a command ends on the line where its braces balance; comments
+//! anywhere), with `#include` and `script { file:PATH }` expanded ([`crate::include`]). A
+//! bad command is reported with its location (`-e` or the file, line, column, and a caret;
+//! inside an included file when the error is there) and the run does not start (exit
+//! status 2). Events this machine's KVM cannot intercept are refused with the reason.
+//! When standard output goes away (`| head`), the guest is asked to stop and the run exits
+//! 141 without its summary ([`crate::out`]).
 //!
 //! `--listen PATH` serves hv-kvm's control socket while the guest runs; `hvscript attach
-//! PATH` ([`attach`]) sends command lines to it (`!ioin 510 script {...}`, `events`,
-//! `events d 1`, ...) and prints the replies and the event output.
-
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+//! PATH` ([`attach`]) sends commands to it (`-e`, `-f FILE`, or standard input, where a
+//! command spanning lines is sent when its braces balance) and prints the replies and the
+//! event output.
 
 use std::io::BufRead;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hv_core::{OutputSink, Stage};
 use hv_kvm::control::{self, Fanout};
 use hv_kvm::{StopReason, Vm, VmConfig};
+
+use crate::commands;
+use crate::include::{Expanded, Located, SourceFile};
+use crate::out::{self, err, errln, out, outln};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,7 +45,8 @@ pub struct Args {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Run for this many seconds, then ask the guest to finish its loop.
-    #[arg(long, value_name = "N")]
+    // A negative value is ours to refuse with a clear message, not clap's "unexpected -1".
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     seconds: Option<f64>,
     /// User-loop iterations per vCPU (default 1000 without --seconds, unlimited with it).
     #[arg(long, value_name = "N")]
@@ -72,14 +79,34 @@ pub struct Args {
     symbols: Vec<String>,
 }
 
+/// The commands `run --listen` accepts, for `attach --help`; the rest of HyperDbg's console
+/// (`events sc`, `?`, ...) is refused by the VMM with the reason, so it is not offered.
+fn attach_commands() -> String {
+    format!(
+        "Commands (HyperDbg's syntax):
+  !EVENT ARGS [pid N] [core N] [stage pre|post|all] [sc on|off] [script {{ ... }}]
+      add an event; the kinds hv-kvm raises: {}
+  events                  list the events and their counters
+  events e|d|c ID|all     enable, disable or clear events
+A command may span lines: it ends on the line where its braces balance. Comments (// and
+/* */) may appear anywhere; `#include \"FILE\"` and `script {{ file:PATH }}` load script
+text from files (relative to the command file, or the current directory).",
+        hv_kvm::script::raised_kinds()
+    )
+}
+
 #[derive(clap::Args)]
+#[command(after_help = attach_commands())]
 pub struct AttachArgs {
     /// The socket a `hvscript run --listen PATH` serves.
     path: PathBuf,
-    /// A command to send (repeatable); without any, commands are read from standard input,
-    /// one per line.
+    /// A command to send (repeatable); without -e or -f, commands are read from standard
+    /// input as they are typed.
     #[arg(short = 'e', long = "command", value_name = "COMMAND")]
     commands: Vec<String>,
+    /// A file of commands to send, after the -e commands (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
     /// After the commands, keep printing event output for this many seconds.
     #[arg(long, value_name = "N", default_value_t = 0.0)]
     follow: f64,
@@ -93,60 +120,49 @@ struct Console {
 impl OutputSink for Console {
     fn output(&self, _event_id: u64, _stage: Stage, _core: u32, text: &[u8]) {
         if !self.quiet {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text);
+            out::stdout(text);
         }
     }
-}
-
-/// One event command and where it came from.
-struct Source {
-    /// `-e` or the file name.
-    name: String,
-    /// The whole text the command is part of (the file, or the `-e` argument).
-    text: Arc<str>,
-    /// The command's byte range in `text`.
-    start: usize,
-    end: usize,
 }
 
 pub fn run(args: Args) -> ExitCode {
     if args.guest != "demo" {
-        eprintln!("error: unknown guest `{}` (available: demo)", args.guest);
+        errln!("error: unknown guest `{}` (available: demo)", args.guest);
         return ExitCode::from(2);
     }
-    let mut sources = Vec::new();
+    let mut roots = Vec::new();
     for e in &args.events {
-        let text: Arc<str> = Arc::from(e.as_str());
-        sources.push(Source {
-            name: "-e".into(),
-            end: text.len(),
-            text,
-            start: 0,
-        });
+        roots.push(SourceFile::command_line("-e", e.as_str()));
     }
     for path in &args.files {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        match std::fs::read_to_string(path) {
+            Ok(t) => roots.push(SourceFile::file(path, t)),
             Err(e) => {
-                eprintln!("{}: error: {e}", path.display());
+                errln!("{}: error: {e}", path.display());
                 return ExitCode::from(2);
             }
-        };
-        let text: Arc<str> = Arc::from(text);
-        for (start, end) in split_commands(&text) {
-            sources.push(Source {
-                name: path.display().to_string(),
-                text: text.clone(),
-                start,
-                end,
-            });
         }
+    }
+    let mut commands = Vec::new();
+    let mut failed = false;
+    for root in &roots {
+        for c in commands::load(root) {
+            match c {
+                Ok(c) => commands.push(c),
+                Err(e) => {
+                    failed = true;
+                    err!("{}", e.render());
+                }
+            }
+        }
+    }
+    if failed {
+        return ExitCode::from(2);
     }
 
     let (iterations, duration) = match args.seconds {
-        Some(s) if !(s > 0.0 && s.is_finite()) => {
-            eprintln!("error: --seconds must be a positive number");
+        Some(s) if !(s > 0.0 && s.is_finite() && s < 1e9) => {
+            errln!("error: --seconds {s}: the run time must be a positive number of seconds");
             return ExitCode::from(2);
         }
         Some(s) => (
@@ -162,11 +178,13 @@ pub fn run(args: Args) -> ExitCode {
         duration,
         timeout: duration.unwrap_or(Duration::from_secs(50)) + Duration::from_secs(10),
     };
+    // A closed standard output must stop the guest, not the process (see `out`).
+    out::record_when_gone();
     let fanout = Arc::new(Fanout::new(Arc::new(Console { quiet: args.quiet })));
     let vm = match Vm::new(config, fanout.clone()) {
         Ok(vm) => vm,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -175,32 +193,30 @@ pub fn run(args: Args) -> ExitCode {
     vm.set_exception_rounds(args.exception_rounds);
     vm.set_interpreted(args.interp);
     if args.hook_rounds > 0 {
-        println!(
+        outln!(
             "demo guest: hookable kernel function at {:#x} (!epthook {:x})",
             vm.image().hook_target,
             vm.image().hook_target
         );
     }
 
-    match parse_symbols(&args.symbols) {
+    match crate::numbers::symbols(&args.symbols) {
         Ok(symbols) => vm.add_symbols(symbols),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     }
     // Commands run in order before the guest starts: event commands, `? SCRIPT` (whose
     // globals every later event shares), `output ...`, `events ...`.
-    let mut failed = false;
-    for s in &sources {
-        let line = &s.text[s.start..s.end];
-        match vm.command(line) {
-            Ok(_) if line.trim_start().starts_with('!') => {}
-            Ok(text) => print!("{}", with_newline(&text)),
-            Err(err) => {
+    for c in &commands {
+        match vm.command(&c.text) {
+            Ok(_) if c.text.trim_start().starts_with('!') => {}
+            Ok(text) => out!("{}", with_newline(&text)),
+            Err(e) => {
                 failed = true;
-                for d in &err.diagnostics {
-                    eprint!("{}", d.clone().offset_by(s.start).render(&s.name, &s.text));
+                for d in &e.diagnostics {
+                    err!("{}", c.locate(d.clone()).render());
                 }
             }
         }
@@ -214,7 +230,7 @@ pub fn run(args: Args) -> ExitCode {
         Some(path) => match control::bind(path) {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("{}: error: {e}", path.display());
+                errln!("{}: error: {e}", path.display());
                 return ExitCode::FAILURE;
             }
         },
@@ -225,10 +241,20 @@ pub fn run(args: Args) -> ExitCode {
             let (vm, fanout, stop) = (&vm, &fanout, &stop);
             s.spawn(move || control::serve(vm, fanout, l, stop))
         });
+        // Standard output gone (`| head`): stop the guest rather than run on unseen.
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                if out::gone() {
+                    vm.request_stop();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
         let result = vm.run();
         stop.store(true, Ordering::SeqCst);
         if let Some(Ok(Err(e))) = server.map(|h| h.join()) {
-            eprintln!("control socket: {e}");
+            errln!("control socket: {e}");
         }
         result
     });
@@ -238,21 +264,29 @@ pub fn run(args: Args) -> ExitCode {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let _ = std::io::stdout().flush();
+    if out::gone() {
+        // Nothing more can be shown; 141 as for a tool killed by SIGPIPE (see `out`).
+        return ExitCode::from(out::EXIT_PIPE);
+    }
 
-    println!();
-    println!("events:");
-    println!(
+    outln!();
+    outln!("events:");
+    outln!(
         "  {:>4}  {:<50} {:>9} {:>9} {:>9} {:>7}",
-        "id", "command", "pre", "post", "sc", "errors"
+        "id",
+        "command",
+        "pre",
+        "post",
+        "sc",
+        "errors"
     );
     for l in vm.engine().list() {
         let c = l.counters;
-        println!(
+        outln!(
             "  {:>4}  {:<50} {:>9} {:>9} {:>9} {:>7}{}",
             l.id,
             shorten(&l.text, 50),
@@ -263,10 +297,18 @@ pub fn run(args: Args) -> ExitCode {
             if l.enabled { "" } else { "  (disabled)" }
         );
     }
-    println!("guest:");
-    println!(
+    outln!("guest:");
+    outln!(
         "  {:>4}  {:<14} {:>10} {:>9} {:>9} {:>6} {:>6} {:>18} {:>14}",
-        "vcpu", "stop", "iterations", "in", "out", "rdmsr", "wrmsr", "msr 0x40001000", "in sum"
+        "vcpu",
+        "stop",
+        "iterations",
+        "in",
+        "out",
+        "rdmsr",
+        "wrmsr",
+        "msr 0x40001000",
+        "in sum"
     );
     let mut ok = true;
     let mut deaths = Vec::new();
@@ -286,7 +328,7 @@ pub fn run(args: Args) -> ExitCode {
                 }
             }
         };
-        println!(
+        outln!(
             "  {:>4}  {:<14} {:>10} {:>9} {:>9} {:>6} {:>6} {:>#18x} {:>#14x}",
             v.cpu,
             stop,
@@ -300,11 +342,11 @@ pub fn run(args: Args) -> ExitCode {
         );
     }
     for d in &deaths {
-        println!("{d}");
+        outln!("{d}");
     }
     let total = report.total_exits();
     let secs = report.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "exits: {total} in {secs:.3} s ({:.0} exits/s over {} vCPUs)",
         total as f64 / secs.max(1e-9),
         report.vcpus.len()
@@ -316,53 +358,45 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// `hvscript attach PATH`: sends command lines to a running `hvscript run --listen PATH`
-/// and prints the replies and the event output. Exit status 1 if a command was refused.
+/// `hvscript attach PATH`: sends commands to a running `hvscript run --listen PATH` and
+/// prints the replies and the event output. Exit status 1 if a command was refused.
 pub fn attach(args: AttachArgs) -> ExitCode {
     let mut stream = match UnixStream::connect(&args.path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: error: {e}", args.path.display());
+            errln!("{}: error: {e}", args.path.display());
             return ExitCode::FAILURE;
         }
     };
-    let commands: Vec<String> = if args.commands.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    } else {
-        args.commands.clone()
-    };
-    let mut failed = false;
-    for c in &commands {
-        if control::write_frame(&mut stream, c.as_bytes()).is_err() {
-            eprintln!("error: the VM closed the connection");
-            return ExitCode::FAILURE;
-        }
-        loop {
-            match control::read_frame(&mut stream) {
-                Ok(f) if f.first() == Some(&control::TAG_OUTPUT) => {
-                    print!("{}", String::from_utf8_lossy(&f[1..]));
-                }
-                Ok(f) => {
-                    let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default());
-                    if f.first() == Some(&control::TAG_ERROR) {
-                        failed = true;
-                        eprintln!("{}", text.trim_end());
-                    } else {
-                        println!("{}", text.trim_end());
-                    }
-                    break;
-                }
-                Err(_) => {
-                    eprintln!("error: the VM closed the connection");
-                    return ExitCode::FAILURE;
-                }
+    let mut roots = Vec::new();
+    for c in &args.commands {
+        roots.push(SourceFile::command_line("-e", c.as_str()));
+    }
+    for path in &args.files {
+        match std::fs::read_to_string(path) {
+            Ok(t) => roots.push(SourceFile::file(path, t)),
+            Err(e) => {
+                errln!("{}: error: {e}", path.display());
+                return ExitCode::FAILURE;
             }
         }
+    }
+    let mut session = Session {
+        stream: &mut stream,
+        failed: false,
+    };
+    let sent = if roots.is_empty() {
+        session.send_stdin()
+    } else {
+        roots
+            .iter()
+            .flat_map(commands::load)
+            .try_for_each(|c| session.send(c))
+    };
+    let failed = session.failed;
+    if sent.is_err() {
+        errln!("error: the VM closed the connection");
+        return ExitCode::FAILURE;
     }
     if args.follow > 0.0 && args.follow.is_finite() {
         let end = std::time::Instant::now() + Duration::from_secs_f64(args.follow);
@@ -370,7 +404,7 @@ pub fn attach(args: AttachArgs) -> ExitCode {
         while std::time::Instant::now() < end {
             match control::read_frame(&mut stream) {
                 Ok(f) if f.first() == Some(&control::TAG_OUTPUT) => {
-                    print!("{}", String::from_utf8_lossy(&f[1..]));
+                    out!("{}", String::from_utf8_lossy(&f[1..]));
                 }
                 Ok(_) => {}
                 Err(control::FrameError::Io(e))
@@ -382,7 +416,6 @@ pub fn attach(args: AttachArgs) -> ExitCode {
             }
         }
     }
-    let _ = std::io::stdout().flush();
     if failed {
         ExitCode::FAILURE
     } else {
@@ -390,18 +423,66 @@ pub fn attach(args: AttachArgs) -> ExitCode {
     }
 }
 
-/// `--sym NAME=ADDR` arguments (ADDR in HyperDbg's number syntax: hex by default).
-fn parse_symbols(args: &[String]) -> Result<Vec<(String, u64)>, String> {
-    args.iter()
-        .map(|a| {
-            let (name, value) = a
-                .split_once('=')
-                .ok_or_else(|| format!("--sym {a}: expected NAME=ADDR"))?;
-            let value = hv_core::number::parse_number(value.trim())
-                .ok_or_else(|| format!("--sym {a}: `{value}` is not a number"))?;
-            Ok((name.trim().to_string(), value))
-        })
-        .collect()
+/// One attached client: sends commands, prints what comes back.
+struct Session<'a> {
+    stream: &'a mut UnixStream,
+    /// Whether a command was refused.
+    failed: bool,
+}
+
+/// The VM closed the connection.
+struct Closed;
+
+impl Session<'_> {
+    /// Sends one command (or reports why it cannot be sent) and prints the reply.
+    fn send(&mut self, command: Result<Expanded, Located>) -> Result<(), Closed> {
+        let command = match command {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed = true;
+                err!("{}", e.render());
+                return Ok(());
+            }
+        };
+        control::write_frame(self.stream, command.text.as_bytes()).map_err(|_| Closed)?;
+        loop {
+            let f = control::read_frame(self.stream).map_err(|_| Closed)?;
+            if f.first() == Some(&control::TAG_OUTPUT) {
+                out!("{}", String::from_utf8_lossy(&f[1..]));
+                continue;
+            }
+            let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default());
+            if f.first() == Some(&control::TAG_ERROR) {
+                self.failed = true;
+                errln!("{}", text.trim_end());
+            } else {
+                outln!("{}", text.trim_end());
+            }
+            return Ok(());
+        }
+    }
+
+    /// Sends standard input's commands as they complete: a command spanning lines is sent
+    /// when its braces balance.
+    fn send_stdin(&mut self) -> Result<(), Closed> {
+        let mut pending = String::new();
+        let mut lines = std::io::stdin().lock();
+        loop {
+            let mut line = String::new();
+            let eof = !matches!(lines.read_line(&mut line), Ok(n) if n > 0);
+            pending.push_str(&line);
+            if !eof && !commands::split(&pending).complete {
+                continue;
+            }
+            let text = std::mem::take(&mut pending);
+            for c in commands::load(&SourceFile::command_line("<stdin>", text)) {
+                self.send(c)?;
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn with_newline(text: &str) -> String {
@@ -420,73 +501,5 @@ fn shorten(text: &str, width: usize) -> String {
         let mut s: String = flat.chars().take(width - 3).collect();
         s.push_str("...");
         s
-    }
-}
-
-/// Splits a file into commands: a command starts on a non-blank, non-comment line and
-/// runs until its braces balance at the end of a line. Returns byte ranges.
-fn split_commands(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut current: Option<usize> = None;
-    let mut depth: i64 = 0;
-    let mut in_string = false;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let line_start = offset;
-        offset += line.len();
-        let trimmed = line.trim();
-        if current.is_none() {
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("//") {
-                continue;
-            }
-            current = Some(line_start + (line.len() - line.trim_start().len()));
-        }
-        let bytes = line.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' if in_string => i += 1,
-                b'"' => in_string = !in_string,
-                b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => break,
-                b'{' if !in_string => depth += 1,
-                b'}' if !in_string => depth -= 1,
-                _ => {}
-            }
-            i += 1;
-        }
-        if depth <= 0 && !in_string {
-            if let Some(start) = current.take() {
-                let end = line_start + line.trim_end().len();
-                out.push((start, end.max(start)));
-            }
-            depth = 0;
-        }
-    }
-    if let Some(start) = current {
-        out.push((start, text.trim_end().len().max(start)));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_commands;
-
-    #[test]
-    fn commands_span_lines_until_braces_balance() {
-        let text =
-            "# comment\n!ioin 510\n\n!ioout 511 script {\n  printf(\"}\\n\");\n}\n// x\n!msrread\n";
-        let cmds: Vec<&str> = split_commands(text)
-            .into_iter()
-            .map(|(s, e)| &text[s..e])
-            .collect();
-        assert_eq!(
-            cmds,
-            [
-                "!ioin 510",
-                "!ioout 511 script {\n  printf(\"}\\n\");\n}",
-                "!msrread"
-            ]
-        );
     }
 }

@@ -81,7 +81,7 @@ impl Diagnostic {
             Severity::Warning => "warning",
         };
         let mut out = format!("{file}:{line}:{col}: {kind}: {}\n", self.message);
-        let range = clamp(self.span, src.len());
+        let range = clamp(self.span, src);
         let mut report = Report::build(
             match self.severity {
                 Severity::Error => ReportKind::Error,
@@ -123,9 +123,17 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-fn clamp(span: Span, len: usize) -> std::ops::Range<usize> {
-    let start = (span.start as usize).min(len);
-    let end = (span.end as usize).clamp(start, len);
+/// The span inside `src` and on character boundaries (a span shifted or cut by a front end
+/// may land inside a character; the renderer must not panic on it).
+fn clamp(span: Span, src: &str) -> std::ops::Range<usize> {
+    let mut start = (span.start as usize).min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (span.end as usize).clamp(start, src.len());
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
     start..end
 }
 
@@ -212,6 +220,14 @@ fn is_unary_op(t: &Tok<'_>) -> bool {
         t,
         Tok::Minus | Tok::Plus | Tok::Tilde | Tok::Bang | Tok::Star | Tok::Amp
     )
+}
+
+/// The source text of a bare hex word (`a`, `acc`, `dead`: a number in HyperDbg, since
+/// numbers are hex by default) at `l..r`; `None` for a number written as one (`10`, `0x1`).
+fn hex_word(src: &str, l: usize, r: usize) -> Option<&str> {
+    let word = src.get(l..r)?;
+    let starts_with_letter = word.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    (starts_with_letter && word.bytes().all(|b| b.is_ascii_hexdigit() || b == b'`')).then_some(word)
 }
 
 /// The token just before byte offset `at`, for hints that depend on what came before.
@@ -305,6 +321,15 @@ pub(crate) fn from_parse_error(
                 d = d.with_note(
                     "`=` assigns and is a statement; to compare use `==` inside a condition",
                 );
+            } else if matches!(tok, Tok::Number(_)) && expects("name") {
+                if let Some(word) = hex_word(src, l, r) {
+                    d = d
+                        .with_note(format!(
+                            "`{word}` is made only of hex digits, so HyperDbg reads it as the \
+                             {tok}, not as a name"
+                        ))
+                        .with_help(format!("pick a name that is not a number, e.g. `{word}_`"));
+                }
             } else if matches!(tok, Tok::Str(_) | Tok::WStr(_)) {
                 d = d.with_note(
                     "strings are not values: they appear only as printf's format and as arguments \

@@ -357,3 +357,47 @@ fn nested_unary_in_a_condition_is_accepted_with_a_portability_warning() {
     let src = "while (~(~@rdi)) { break; }";
     assert!(hvscript_grammar::portability::check(&parse(src).unwrap(), src).is_empty());
 }
+
+#[test]
+fn a_hex_word_where_a_name_is_expected_says_it_is_a_number() {
+    for (src, word) in [
+        ("int a = 1;", "a"),
+        ("char c[4] = {0};", "c"),
+        ("int acc = 1;", "acc"),
+        ("struct S { int dead; };", "dead"),
+    ] {
+        let d = parse(src).unwrap_err();
+        assert!(
+            d.message.starts_with("unexpected number 0x"),
+            "{src}: {d:?}"
+        );
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains(&format!("`{word}` is made only of hex digits"))),
+            "{src}: {d:?}"
+        );
+        assert!(
+            d.help
+                .as_deref()
+                .is_some_and(|h| h.contains(&format!("`{word}_`"))),
+            "{src}: {d:?}"
+        );
+        let renamed = src.replacen(&format!(" {word}"), &format!(" {word}_"), 1);
+        assert!(
+            parse(&renamed).is_ok(),
+            "the suggested name parses: {renamed}"
+        );
+    }
+    // A number written as a number gets no such note.
+    let d = parse("int 10 = 1;").unwrap_err();
+    assert!(d.notes.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_span_inside_a_character_renders_without_panicking() {
+    // Front ends shift and cut spans (includes, command lines); the renderer must cope.
+    let d = hvscript_grammar::Diagnostic::error("here", Span::new(1, 2));
+    let r = d.render("f.ds", "é = 1;");
+    assert!(r.starts_with("f.ds:1:2: error: here"), "{r}");
+}

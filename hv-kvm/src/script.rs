@@ -36,14 +36,13 @@ pub enum ScriptBackend {
     Interp,
 }
 
-/// The limits of one execution, the same on both back ends.
-fn limits() -> Limits {
-    Limits {
-        fuel: SCRIPT_FUEL,
-        max_call_depth: 64,
-        stack_slots: 256,
-    }
-}
+/// The limits of one event execution, the same on both back ends (and what `check`
+/// checks event scripts against).
+pub const EVENT_LIMITS: Limits = Limits {
+    fuel: SCRIPT_FUEL,
+    max_call_depth: 64,
+    stack_slots: 256,
+};
 
 /// Where a script came from: its command line and the script's offset in it, so a run-time
 /// error names the line and column of the failing expression as a compile error would.
@@ -160,7 +159,7 @@ impl Script for JitScript {
             pseudo,
             globals: &self.globals,
             host: env,
-            limits: limits(),
+            limits: EVENT_LIMITS,
         };
         let image = self.code.image();
         let result = with_thread_engine(&RUNNER, |runner| runner.run(&image, &mut invocation));
@@ -217,7 +216,7 @@ impl Script for InterpScript {
             pseudo,
             globals: &self.globals,
             host: env,
-            limits: limits(),
+            limits: EVENT_LIMITS,
         };
         let result = with_thread_engine(&INTERPRETER, |interp| {
             interp.run(&self.program, &mut invocation)
@@ -399,6 +398,11 @@ pub fn compile_event_with(
             let program = compile_source(text, globals, &options).map_err(|ds| EventError {
                 diagnostics: ds.into_iter().map(|d| d.offset_by(*offset)).collect(),
             })?;
+            if let Err(d) = hvscript_lang::stack::check(&program, &EVENT_LIMITS) {
+                return Err(EventError {
+                    diagnostics: vec![d.offset_by(*offset)],
+                });
+            }
             let refused = crate::script_checks::check(spec.kind, text);
             if !refused.is_empty() {
                 return Err(EventError {

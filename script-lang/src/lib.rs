@@ -12,6 +12,7 @@ pub mod lower;
 pub mod native;
 mod script_memory;
 pub mod semantics;
+pub mod stack;
 pub mod types;
 
 pub use globals::Globals;

@@ -484,8 +484,9 @@ impl Lowerer<'_> {
                 self.function(def, s.span);
             }
             StmtKind::Include { .. } => self.error(
-                Diagnostic::error("#include is not supported by hvscript", s.span).with_help(
-                    "pass the included script as another -f file, or paste its body here",
+                Diagnostic::error("#include reached the compiler unexpanded", s.span).with_help(
+                    "the hvscript command (eval, check, run, attach) expands #include before \
+                     compiling; text compiled by other means must be expanded first",
                 ),
             ),
         }
