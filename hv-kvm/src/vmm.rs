@@ -43,8 +43,18 @@
 //!
 //! ## `!cpuid` (CPL0 single-stepping)
 //!
-//! While any `!cpuid` event exists, each vCPU turns on `KVM_GUESTDBG_SINGLESTEP` at its
-//! next exit (off again when none exists). After every CPL0 step the VMM looks at the next
+//! While any enabled `!cpuid` (or `!sysret`) event exists, each vCPU turns on
+//! `KVM_GUESTDBG_SINGLESTEP` at its next exit *in kernel mode*, and off again at its next
+//! exit once none exists. Switching it on makes KVM set RFLAGS.TF in the guest (it
+//! remembers the RIP it did it at); at CPL3, which this KVM runs natively, that TF is a
+//! real trap flag: the next user instruction raises a #DB that KVM delivers to the guest,
+//! not to the VMM (an OUT exits with RIP already past it, so stepping switched on at an
+//! OUT's exit killed the guest). So a vCPU in user mode waits for its next CPL0 exit
+//! (the exception stubs, MSR accesses and breakpoints all exit in kernel mode) before it
+//! steps; CPL3 code is never stepped anyway. A completion through `immediate_exit` while
+//! stepping may come back as the step exit that follows the completed instruction: the
+//! step is then taken as done and the next instruction looked at after the exit's post
+//! stage. After every CPL0 step the VMM looks at the next
 //! instruction; at a `CPUID` (0F A2) it runs pre (`$context` = EAX), then one step (KVM
 //! executes CPUID from its CPUID table), then post. Short-circuit: RIP += 2, registers as
 //! the scripts left them. Cost: one `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each
@@ -354,8 +364,11 @@ pub struct Vm {
     sync_regs: bool,
     /// `KVM_CAP_READONLY_MEM` (write-only `!monitor` watching).
     readonly_mem: bool,
-    /// Kinds that have at least one event / one post-or-all event (supersets: a
-    /// script's event_clear may leave a bit set, which only costs speed).
+    /// Kinds that have at least one enabled event (recomputed by every change made
+    /// through [`Vm`]; a script's `event_clear` may leave a bit set, which only costs
+    /// speed) / that ever had a post-or-all event (only grows: an exit that read it
+    /// before a change may run a post stage of the table it took, which needs the
+    /// completion done).
     kinds: AtomicU32,
     post_kinds: AtomicU32,
     /// Serialises event changes with the MSR filter they imply.
@@ -592,6 +605,7 @@ impl Vm {
             .and_then(|()| self.update_hooks())
         {
             let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
+            self.republish_kinds();
             let _ = self.update_watches();
             let _ = self.update_hooks();
             return Err(EventError {
@@ -608,10 +622,27 @@ impl Vm {
     pub fn apply(&self, op: EventOp, target: Target) -> Result<usize, hv_core::EngineError> {
         let _g = self.events_lock.lock().unwrap_or_else(|e| e.into_inner());
         let n = self.engine.apply(op, target)?;
+        self.republish_kinds();
         let _ = self.update_msr_filter();
         let _ = self.update_watches();
         let _ = self.update_hooks();
         Ok(n)
+    }
+
+    /// Recomputes [`Vm::kinds`] from the enabled events, after the engine published its
+    /// table (an exit that still sees a cleared kind's bit finds no event of it in the
+    /// new table). The caller holds `events_lock`, so no bit an add set is lost.
+    fn republish_kinds(&self) {
+        let mut kinds = 0;
+        for l in self.engine.list() {
+            if !l.enabled {
+                continue;
+            }
+            if let Some(e) = self.engine.event(l.id) {
+                kinds |= kind_bit(e.spec.kind);
+            }
+        }
+        self.kinds.store(kinds, Ordering::SeqCst);
     }
 
     /// The physical watch of a `!monitor` filter on this VM, or why it cannot be watched.
@@ -1037,6 +1068,7 @@ impl Vm {
                                 exits: ExitCounts::default(),
                                 kicked,
                                 stepping: false,
+                                step_pending: false,
                                 hooks_gen: 0,
                                 hooks: Arc::new(Vec::new()),
                             };
@@ -1154,8 +1186,11 @@ struct VcpuThread<'v> {
     devices: DeviceCounters,
     exits: ExitCounts,
     kicked: &'v AtomicBool,
-    /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` event exists).
+    /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` or `!sysret` event exists).
     stepping: bool,
+    /// A completion through `immediate_exit` ended in the step exit after the completed
+    /// instruction: look at the next instruction once the exit is handled.
+    step_pending: bool,
     /// The hook generation and addresses programmed into this vCPU's DR0..DR3.
     hooks_gen: u64,
     hooks: Arc<Vec<u64>>,
@@ -1221,16 +1256,28 @@ impl VcpuThread<'_> {
             .map_err(|e| format!("KVM_SET_GUEST_DEBUG: {e}"))
     }
 
-    /// Turns CPL0 single-stepping on while a `!cpuid` event exists, off otherwise, and
-    /// programs the current execute hooks (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the
-    /// vCPU thread does it, at its next exit; [`Vm::update_hooks`] forces one).
+    /// Turns CPL0 single-stepping on while a `!cpuid` or `!sysret` event exists, off
+    /// otherwise, and programs the current execute hooks (`KVM_SET_GUEST_DEBUG` is a
+    /// vCPU ioctl: the vCPU thread does it, at its next exit; [`Vm::update_hooks`]
+    /// forces one). Stepping is switched on only in kernel mode (module documentation:
+    /// the TF KVM sets would trap natively in user mode and reach the guest).
     fn sync_debug(&mut self) -> Flow {
-        let want = self.vm.kinds.load(Ordering::Relaxed)
+        let mut want = self.vm.kinds.load(Ordering::SeqCst)
             & (kind_bit(EventKind::Cpuid) | kind_bit(EventKind::Sysret))
             != 0;
         let gen = self.vm.hooks_gen.load(Ordering::SeqCst);
         if want == self.stepping && gen == self.hooks_gen {
             return Flow::Continue;
+        }
+        if want && !self.stepping {
+            match self.read_regs() {
+                Ok((regs, _)) if regs.cs & 3 != 0 => want = false,
+                Ok(_) => {}
+                Err(e) => return Flow::Stop(StopReason::Error(e)),
+            }
+            if !want && gen == self.hooks_gen {
+                return Flow::Continue;
+            }
         }
         if gen != self.hooks_gen {
             self.hooks = self
@@ -1350,6 +1397,12 @@ impl VcpuThread<'_> {
                     self.exits.other += 1;
                     Flow::Stop(StopReason::Error(format!("unexpected exit: {what}")))
                 }
+            };
+            let flow = match flow {
+                Flow::Continue if std::mem::take(&mut self.step_pending) && self.stepping => {
+                    self.on_step()
+                }
+                flow => flow,
             };
             if let Flow::Stop(reason) = flow {
                 return reason;
@@ -1472,13 +1525,22 @@ impl VcpuThread<'_> {
     fn complete(&mut self, regs: &mut GuestRegs) -> Result<(), String> {
         self.write_regs(regs)?;
         self.vcpu.set_kvm_immediate_exit(1);
-        let r = self.vcpu.run().map(|_| ());
+        let r = self
+            .vcpu
+            .run()
+            .map(|exit| matches!(exit, VcpuExit::Debug(_)));
         self.vcpu.set_kvm_immediate_exit(0);
         self.exits.completions += 1;
         match r {
             Err(e) if e.errno() == libc::EINTR => {}
             Err(e) => return Err(format!("completing the exit: KVM_RUN: {e}")),
-            Ok(()) => return Err("completing the exit: KVM_RUN ran the guest".into()),
+            // Stepping: KVM completed the instruction and reports the step after it
+            // instead of returning EINTR (the guest did not run).
+            Ok(true) if self.stepping => {
+                self.exits.steps += 1;
+                self.step_pending = true;
+            }
+            Ok(_) => return Err("completing the exit: KVM_RUN ran the guest".into()),
         }
         let (after, _) = self.read_regs()?;
         *regs = after;
@@ -1600,7 +1662,6 @@ impl VcpuThread<'_> {
                 .io_device(port, size, count, input, data_offset, None)
                 .0;
         }
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0 && count == 1;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -1622,6 +1683,8 @@ impl VcpuThread<'_> {
                 if let (Some(v), 1) = (last_in, count) {
                     regs.rax = merge_in(regs.rax, v, size);
                 }
+                // Read after the engine took its table: a post event in it is seen here.
+                let post = vm.post_kinds.load(Ordering::SeqCst) & kind_bit(kind) != 0 && count == 1;
                 if post && matches!(flow, Flow::Continue) {
                     match self.complete(regs) {
                         Ok(()) => completed = Some(*regs),
@@ -1692,6 +1755,13 @@ impl VcpuThread<'_> {
                     result = Err(format!("completing the MMIO access: KVM_RUN: {e}"));
                     break;
                 }
+                Ok(VcpuExit::Debug(_)) if self.stepping => {
+                    // The step after the completed instruction (see `complete`).
+                    self.exits.steps += 1;
+                    self.step_pending = true;
+                    result = Ok(());
+                    break;
+                }
                 Ok(VcpuExit::MmioRead(addr, data)) => (addr, data.len(), false),
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     let mut b = [0u8; 8];
@@ -1752,7 +1822,6 @@ impl VcpuThread<'_> {
             }
             return Flow::Continue;
         };
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Monitor) != 0;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -1775,6 +1844,9 @@ impl VcpuThread<'_> {
                     self.mem_store(addr, len, v);
                 } else {
                     self.set_mmio_data(v, len);
+                    // Read after the engine took its table: a post event in it is seen here.
+                    let post =
+                        vm.post_kinds.load(Ordering::SeqCst) & kind_bit(EventKind::Monitor) != 0;
                     if post || !same_applied(regs, &before) {
                         match self.complete_mmio(false) {
                             Ok(after) => {
@@ -2304,7 +2376,6 @@ impl VcpuThread<'_> {
             self.msr_emulate(write, index, &mut regs);
             return Flow::Continue;
         }
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -2321,7 +2392,8 @@ impl VcpuThread<'_> {
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 // Pre-stage register writes are the emulation's inputs: MSR @ecx.
                 self.msr_emulate(write, regs.rcx as u32, regs);
-                if post {
+                // Read after the engine took its table: a post event in it is seen here.
+                if vm.post_kinds.load(Ordering::SeqCst) & kind_bit(kind) != 0 {
                     match self.complete(regs) {
                         Ok(()) => completed = Some(*regs),
                         Err(e) => error = Some(e),
