@@ -281,6 +281,12 @@ pub fn run(args: Args) -> ExitCode {
         total as f64 / secs.max(1e-9),
         report.vcpus.len()
     );
+    if args.listen.is_some() {
+        println!(
+            "clients: {} output messages dropped for clients that did not keep up",
+            fanout.dropped()
+        );
+    }
     if ok {
         ExitCode::SUCCESS
     } else {
