@@ -49,9 +49,12 @@
 //! remembers the RIP it did it at); at CPL3, which this KVM runs natively, that TF is a
 //! real trap flag: the next user instruction raises a #DB that KVM delivers to the guest,
 //! not to the VMM (an OUT exits with RIP already past it, so stepping switched on at an
-//! OUT's exit killed the guest). So a vCPU in user mode waits for its next CPL0 exit
-//! (the exception stubs, MSR accesses and breakpoints all exit in kernel mode) before it
-//! steps; CPL3 code is never stepped anyway. A completion through `immediate_exit` while
+//! OUT's exit killed the guest). So `KVM_SET_GUEST_DEBUG` is never called with
+//! SINGLESTEP in user mode: a vCPU there waits for its next CPL0 exit before it steps,
+//! and one that must reprogram its execute hooks in user mode switches stepping off
+//! until then. CPL3 code is never stepped anyway, and kernel code is entered from user
+//! mode only through the VMM-owned exception stubs (SYSCALL included), which exit at
+//! their OUT before any guest kernel instruction runs. A completion through `immediate_exit` while
 //! stepping may come back as the step exit that follows the completed instruction: the
 //! step is then taken as done and the next instruction looked at after the exit's post
 //! stage. After every CPL0 step the VMM looks at the next
@@ -1269,13 +1272,15 @@ impl VcpuThread<'_> {
         if want == self.stepping && gen == self.hooks_gen {
             return Flow::Continue;
         }
-        if want && !self.stepping {
+        // Every KVM_SET_GUEST_DEBUG with SINGLESTEP sets TF at the current RIP, also
+        // one that only reprograms the hooks: in user mode, stepping goes off instead
+        // and comes back at the next kernel-mode exit.
+        if want {
             match self.read_regs() {
-                Ok((regs, _)) if regs.cs & 3 != 0 => want = false,
-                Ok(_) => {}
+                Ok((regs, _)) => want = regs.cs & 3 == 0,
                 Err(e) => return Flow::Stop(StopReason::Error(e)),
             }
-            if !want && gen == self.hooks_gen {
+            if want == self.stepping && gen == self.hooks_gen {
                 return Flow::Continue;
             }
         }
