@@ -322,40 +322,43 @@ impl Client {
 
     /// Sends one frame; gives up when the peer is gone or the client closed and the
     /// grace is over.
-    fn send_all(&self, stream: &UnixStream, mut buf: &[u8]) -> Result<(), ()> {
-        while !buf.is_empty() {
-            // SAFETY: `buf` is a live byte slice and the descriptor belongs to `stream`,
-            // borrowed for the call; MSG_NOSIGNAL turns a gone peer into EPIPE instead of
-            // a SIGPIPE to the whole VMM.
-            let n = unsafe {
-                libc::send(
-                    stream.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                buf = &buf[n as usize..];
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            if !is_timeout(&e) {
-                return Err(());
-            }
-            if self
-                .lock()
+    fn send_all(&self, stream: &UnixStream, buf: &[u8]) -> Result<(), ()> {
+        send_all(stream, buf, &|| {
+            self.lock()
                 .closing
                 .is_some_and(|t| t.elapsed() > FLUSH_GRACE)
-            {
-                return Err(());
-            }
-        }
-        Ok(())
+        })
     }
+}
+
+/// Sends `buf` whole; `Err` when the peer is gone or `give_up` says so at a write
+/// timeout.
+fn send_all(stream: &UnixStream, mut buf: &[u8], give_up: &dyn Fn() -> bool) -> Result<(), ()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live byte slice and the descriptor belongs to `stream`,
+        // borrowed for the call; MSG_NOSIGNAL turns a gone peer into EPIPE instead of a
+        // SIGPIPE to the whole VMM.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            buf = &buf[n as usize..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == ErrorKind::Interrupted {
+            continue;
+        }
+        if !is_timeout(&e) || give_up() {
+            return Err(());
+        }
+    }
+    Ok(())
 }
 
 /// The VM's output sink: the console (or any sink) plus every attached client, each
@@ -576,12 +579,14 @@ fn serve_client(
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(POLL))?;
     let Some(client) = fanout.attach() else {
-        let mut s = &stream;
         let mut f = vec![TAG_ERROR];
         f.extend_from_slice(
             format!("the VM serves at most {MAX_CLIENTS} clients at once; closing").as_bytes(),
         );
-        let _ = write_frame(&mut s, &f);
+        if let Ok(frame) = encode_frame(&f) {
+            // One write timeout at most: this thread must not wait on the client.
+            let _ = send_all(&stream, &frame, &|| true);
+        }
         return Ok(());
     };
     let client = &client;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hv_kvm::control::{
     bind, read_frame_within, serve, serve_with, write_frame, Fanout, FrameError, ServeOptions,
-    MAX_FRAME, TAG_ERROR, TAG_OUTPUT, TAG_RESULT,
+    MAX_CLIENTS, MAX_FRAME, TAG_ERROR, TAG_OUTPUT, TAG_RESULT,
 };
 use hv_kvm::*;
 
@@ -166,6 +166,46 @@ fn a_frame_not_completed_in_time_gets_an_error_and_the_connection_closes() {
     assert!(took < Duration::from_secs(3), "{took:?}");
     println!("incomplete frame answered and closed in {took:?}: {text}");
     stop_server(&stop, &rx);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn clients_over_the_limit_are_refused_with_an_error_and_the_rest_served() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let sink = Arc::new(RecordingSink::default());
+    let (vm, fanout, _, _) = vm_with_sentinels(config(1, 10), sink);
+    let path = socket_path("limit");
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = spawn_server(vm.clone(), fanout.clone(), &path, stop.clone(), None);
+    // Each is attached once it has had a reply.
+    let mut served = Vec::new();
+    for _ in 0..MAX_CLIENTS {
+        let mut s = connect(&path);
+        write_frame(&mut s, b"events").unwrap();
+        assert_eq!(reply(&mut s, Duration::from_secs(5)).unwrap().0, TAG_RESULT);
+        served.push(s);
+    }
+    let mut extra = connect(&path);
+    let (tag, text) = reply(&mut extra, Duration::from_secs(5)).expect("a refusal");
+    assert_eq!(tag, TAG_ERROR);
+    assert!(
+        text.contains(&format!("at most {MAX_CLIENTS} clients")),
+        "{text}"
+    );
+    // One leaves: a newcomer is served again.
+    drop(served.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect(&path);
+        let _ = write_frame(&mut s, b"events");
+        match reply(&mut s, Duration::from_secs(5)) {
+            Some((t, _)) if t == TAG_RESULT => break,
+            _ => assert!(Instant::now() < deadline, "no room after a client left"),
+        }
+    }
+    assert!(stop_server(&stop, &rx) < Duration::from_secs(2));
     let _ = std::fs::remove_file(&path);
 }
 
