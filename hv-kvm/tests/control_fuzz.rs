@@ -219,6 +219,8 @@ struct Stats {
     unanswered: u64,
     held: u64,
     connections: u64,
+    /// Connections refused because MAX_CLIENTS were being served.
+    refused: u64,
 }
 
 /// One fuzzing client: random misbehaviour on fresh and long-lived connections until
@@ -369,9 +371,27 @@ fn fuzz_client(path: &Path, seed: u64, finish: &AtomicBool, guest_done: &AtomicB
             }
             // The long-lived connection goes away abruptly and comes back.
             _ => {
-                let Some(s) = connect(path) else { break };
+                // The server may be at MAX_CLIENTS (held and departing connections):
+                // it then refuses with an error; try again.
+                let mut fresh = None;
+                for _ in 0..200 {
+                    let Some(mut s) = connect(path) else { break };
+                    st.connections += 1;
+                    let _ = write_frame(&mut s, b"events");
+                    st.frames += 1;
+                    match expect(&mut s, &mut st, None) {
+                        Some(t) if t.contains("clients at once") => {
+                            st.refused += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        _ => {
+                            fresh = Some(s);
+                            break;
+                        }
+                    }
+                }
+                let Some(s) = fresh else { break };
                 main = s;
-                st.connections += 1;
             }
         }
     }
@@ -385,6 +405,7 @@ fn fuzz_run(seconds: f64, clients: u64, seed: u64) {
     let run_for = Duration::from_secs_f64(seconds);
     let mut cfg = config(2, 0);
     cfg.duration = Some(run_for);
+    cfg.timeout = run_for + Duration::from_secs(30);
     let (vm, fanout, ins, outs) = vm_with_sentinels(cfg, sink);
     let path = socket_path(&format!("fuzz-{seed}"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -418,7 +439,8 @@ fn fuzz_run(seconds: f64, clients: u64, seed: u64) {
     assert_eq!(sum(|s| s.unanswered), 0, "{stats:?}");
     println!(
         "socket fuzz (seed {seed}, {clients} clients, {seconds} s): {} frames ({} replies, {} errors), \
-         {} raw bytes, {} connections ({} held half-sent); guest {} exits, ran {:?}; \
+         {} raw bytes, {} connections ({} held half-sent, {} refused at the client limit); \
+         guest {} exits, ran {:?}; \
          serve returned {serve_took:?} after the guest; {} output messages dropped",
         sum(|s| s.frames),
         sum(|s| s.replies),
@@ -426,6 +448,7 @@ fn fuzz_run(seconds: f64, clients: u64, seed: u64) {
         sum(|s| s.bytes),
         sum(|s| s.connections),
         sum(|s| s.held),
+        sum(|s| s.refused),
         report.total_exits(),
         report.elapsed,
         fanout.dropped(),
