@@ -54,14 +54,17 @@
 //! and one that must reprogram its execute hooks in user mode switches stepping off
 //! until then. CPL3 code is never stepped anyway, and kernel code is entered from user
 //! mode only through the VMM-owned exception stubs (SYSCALL included), which exit at
-//! their OUT before any guest kernel instruction runs. A completion through `immediate_exit` while
-//! stepping may come back as the step exit that follows the completed instruction: the
-//! step is then taken as done and the next instruction looked at after the exit's post
-//! stage. After every CPL0 step the VMM looks at the next
-//! instruction; at a `CPUID` (0F A2) it runs pre (`$context` = EAX), then one step (KVM
-//! executes CPUID from its CPUID table), then post. Short-circuit: RIP += 2, registers as
-//! the scripts left them. Cost: one `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each
-//! here, spec/kvm.md) while the event exists; CPL3 runs unaffected. **CPL3 CPUIDs are not
+//! their OUT before any guest kernel instruction runs. A completion through
+//! `immediate_exit` while stepping may come back as the step exit that follows the
+//! completed instruction: the step is then taken as done and the next instruction looked
+//! at after the exit's post stage.
+//!
+//! After every CPL0 step the VMM looks at the next instruction; at a `CPUID` (0F A2) it
+//! runs pre (`$context` = EAX), then one step (KVM executes CPUID from its CPUID table),
+//! then post. Short-circuit: RIP += 2, registers as the scripts left them. Cost: one
+//! `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each here, spec/kvm.md) while the event
+//! exists (and one after each IN completed in user mode while stepping is on); CPL3
+//! otherwise runs unaffected. **CPL3 CPUIDs are not
 //! raised**: single-step does nothing at CPL3 on this KVM, and the trap-flag alternative
 //! would run all user code through the guest's #DB stub (~26 k instructions/s) and is
 //! visible to the guest (PUSHF), so it is not done.
