@@ -435,6 +435,7 @@ fn fuzz_run(seconds: f64, clients: u64, seed: u64) {
         report.elapsed
     );
     assert!(serve_took < Duration::from_secs(2), "{serve_took:?}");
+    assert_eq!(fanout.clients(), 0, "every client, gone or not, was detached");
     let sum = |f: fn(&Stats) -> u64| stats.iter().map(f).sum::<u64>();
     assert_eq!(sum(|s| s.unanswered), 0, "{stats:?}");
     println!(
