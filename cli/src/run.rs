@@ -351,6 +351,23 @@ pub fn run(args: Args) -> ExitCode {
         total as f64 / secs.max(1e-9),
         report.vcpus.len()
     );
+    if args.listen.is_some() {
+        outln!(
+            "clients: {} output messages dropped for clients that did not keep up",
+            fanout.dropped()
+        );
+    }
+    for s in vm.output().list() {
+        outln!(
+            "output {}: {} messages sent to {} {}, {} dropped (not open or not keeping up), {} failed",
+            s.name,
+            s.sent,
+            s.kind,
+            s.address,
+            s.dropped,
+            s.failed
+        );
+    }
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -1,4 +1,5 @@
-//! Hot-load: the control socket of a running VM.
+//! Hot-load: the control socket of a running VM, and the fan-out of event output to its
+//! clients.
 //!
 //! A unix stream socket; both directions carry frames: a 4-byte little-endian length,
 //! then that many bytes. Client frames are HyperDbg command lines in UTF-8 (`!ioin 510
@@ -6,17 +7,41 @@
 //! `r` a command's result, `e` a command's error (rendered with location), `o` event
 //! output. A malformed frame (not UTF-8, empty) is answered with an `e` frame and the
 //! connection goes on; a frame longer than [`MAX_FRAME`] is answered with an `e` frame
-//! and the connection is closed (its stream cannot be resynchronised). The VMM never
-//! stops because of a client.
+//! and the connection is closed (its stream cannot be resynchronised).
 //!
-//! Event output reaches every attached client through [`Fanout`], the VM's output sink.
+//! **Deadlines.** A frame that has started must be complete within [`FRAME_DEADLINE`]
+//! ([`ServeOptions::frame_deadline`]); otherwise the connection gets an `e` frame and is
+//! closed. When the VM is done (`stop`), [`serve`] returns within about
+//! [`FLUSH_GRACE`] plus [`POLL`], whatever its clients are doing: mid-frame, not
+//! reading, or gone. At most [`MAX_CLIENTS`] clients are served at once; another is sent
+//! an `e` frame and closed.
+//!
+//! **Output never waits for a client.** [`Fanout`] is the VM's output sink: it gives
+//! each event output to the local sink and puts one `o` frame in each client's bounded
+//! queue ([`QUEUE_FRAMES`] frames, [`QUEUE_BYTES`] bytes), which the client's own writer
+//! thread sends. A vCPU only takes a lock that no one holds across I/O. When a client's
+//! queue is full its message is dropped and counted (per client, and in
+//! [`Fanout::dropped`]); once there is room again, the client gets one `o` frame in the
+//! place of what it lost:
+//!
+//! ```text
+//! [N messages dropped: this client did not keep up]
+//! ```
+//!
+//! A command's reply is never dropped: the client's reader waits for room (it is the
+//! client's own thread, not a vCPU) and closes the connection if the client has not
+//! read for [`FRAME_DEADLINE`]. Socket writes use `MSG_NOSIGNAL`: a client that went
+//! away is an error on its connection, never a SIGPIPE, whatever the embedding program
+//! does with that signal. The VMM never stops because of a client.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use hv_core::{OutputSink, Stage};
 
@@ -24,6 +49,19 @@ use crate::vmm::Vm;
 
 /// The longest frame accepted (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
+/// How long a frame may take from its first byte to its last (and how long a client may
+/// leave its replies unread) before its connection is closed.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// A client's output queue: at most this many frames ...
+pub const QUEUE_FRAMES: usize = 1024;
+/// ... and this many bytes.
+pub const QUEUE_BYTES: usize = 1 << 20;
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 32;
+/// How often blocked socket calls wake up to look at the stop flag and deadlines.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Once the VM is done, how long a client's writer may still send what it has queued.
+pub const FLUSH_GRACE: Duration = Duration::from_millis(500);
 
 pub const TAG_RESULT: u8 = b'r';
 pub const TAG_ERROR: u8 = b'e';
@@ -31,12 +69,17 @@ pub const TAG_OUTPUT: u8 = b'o';
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
+    w.write_all(&encode_frame(payload)?)
+}
+
+/// A frame's bytes: the length, then the payload.
+fn encode_frame(payload: &[u8]) -> std::io::Result<Vec<u8>> {
     let len = u32::try_from(payload.len())
         .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "frame too long"))?;
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(payload);
-    w.write_all(&buf)
+    Ok(buf)
 }
 
 /// A frame read, or why not.
@@ -46,20 +89,54 @@ pub enum FrameError {
     Closed,
     /// Longer than [`MAX_FRAME`]: the stream is unusable after it.
     TooLong(usize),
+    /// The frame had started but was not complete by the deadline (`got` of the `want`
+    /// bytes, length prefix included).
+    Incomplete {
+        got: usize,
+        want: usize,
+    },
+    /// The caller's cancel condition became true in the middle of a frame.
+    Cancelled,
     Io(std::io::Error),
 }
 
 /// Reads one frame (blocking, or until the stream's read timeout with `Io(WouldBlock)`
-/// / `Io(TimedOut)` before any byte of the frame arrived).
+/// / `Io(TimedOut)` before any byte of the frame arrived). Inside a frame it waits for
+/// the rest however long it takes: a server uses [`read_frame_within`].
 pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    read_frame_within(r, None, &|| false)
+}
+
+/// [`read_frame`] with a bound: once the frame's first byte has arrived, the rest must
+/// arrive within `deadline` ([`FrameError::Incomplete`] otherwise), and `cancel` is
+/// asked at every read timeout inside the frame ([`FrameError::Cancelled`]). The stream
+/// needs a read timeout for either to be looked at while no byte comes.
+pub fn read_frame_within(
+    r: &mut impl Read,
+    deadline: Option<Duration>,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
+    let mut started: Option<Instant> = None;
+    // Called after every read inside the frame (a timeout or a trickle of bytes).
+    let check = |started: Option<Instant>, got: usize, want: usize| match (started, deadline) {
+        _ if cancel() => Err(FrameError::Cancelled),
+        (Some(t), Some(d)) if t.elapsed() > d => Err(FrameError::Incomplete { got, want }),
+        _ => Ok(()),
+    };
     while got < 4 {
         match r.read(&mut len[got..]) {
             Ok(0) => return Err(FrameError::Closed),
-            Ok(n) => got += n,
-            Err(e) if got > 0 && is_timeout(&e) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Ok(n) => {
+                got += n;
+                started.get_or_insert_with(Instant::now);
+                if got < 4 {
+                    check(started, got, 4)?;
+                }
+            }
+            Err(e) if got > 0 && is_timeout(&e) => check(started, got, 4)?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
@@ -67,13 +144,21 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
     if n > MAX_FRAME {
         return Err(FrameError::TooLong(n));
     }
-    let mut payload = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match r.read(&mut payload[got..]) {
+    // Grown as bytes arrive: a length prefix alone reserves no memory.
+    let mut payload = Vec::with_capacity(n.min(1 << 16));
+    let mut chunk = [0u8; 1 << 14];
+    while payload.len() < n {
+        let want = (n - payload.len()).min(chunk.len());
+        match r.read(&mut chunk[..want]) {
             Ok(0) => return Err(FrameError::Closed),
-            Ok(k) => got += k,
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+            Ok(k) => {
+                payload.extend_from_slice(&chunk[..k]);
+                if payload.len() < n {
+                    check(started, 4 + payload.len(), 4 + n)?;
+                }
+            }
+            Err(e) if is_timeout(&e) => check(started, 4 + payload.len(), 4 + n)?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
@@ -84,43 +169,276 @@ fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// The VM's output sink: the console (or any sink) plus every attached client.
+/// The text a client gets in place of `n` output messages it lost.
+pub fn dropped_notice(n: u64) -> String {
+    format!("[{n} messages dropped: this client did not keep up]\n")
+}
+
+/// One attached client's bounded output queue (frames already encoded).
+struct Queue {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Messages dropped since the last notice.
+    lost: u64,
+    /// No more frames will come: send what is queued (until `closing` + the grace).
+    closing: Option<Instant>,
+    /// The writer failed: the client is gone.
+    dead: bool,
+}
+
+impl Queue {
+    fn full(&self, extra: usize) -> bool {
+        self.frames.len() >= QUEUE_FRAMES || self.bytes + extra > QUEUE_BYTES
+    }
+
+    fn push(&mut self, frame: Vec<u8>) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Puts the notice of lost messages where they would have been.
+    fn push_notice(&mut self) {
+        if self.lost > 0 {
+            let mut text = vec![TAG_OUTPUT];
+            text.extend_from_slice(dropped_notice(self.lost).as_bytes());
+            if let Ok(f) = encode_frame(&text) {
+                self.push(f);
+            }
+            self.lost = 0;
+        }
+    }
+}
+
+struct Client {
+    id: u64,
+    queue: Mutex<Queue>,
+    /// Signalled when a frame is queued or the client closes (its writer waits).
+    ready: Condvar,
+    /// Signalled when the writer took a frame (a reply waits for room).
+    room: Condvar,
+    dropped: AtomicU64,
+}
+
+impl Client {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues event output, or drops it when the queue is full; `true` if dropped.
+    fn offer(&self, frame: &[u8]) -> bool {
+        let mut q = self.lock();
+        if q.dead || q.closing.is_some() {
+            return false;
+        }
+        if q.full(frame.len()) {
+            q.lost += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        q.push_notice();
+        q.push(frame.to_vec());
+        drop(q);
+        self.ready.notify_one();
+        false
+    }
+
+    /// Queues a reply, waiting (on this client's reader thread) for room while the
+    /// client reads; `false` if it did not read for [`FRAME_DEADLINE`], is gone, or the
+    /// VM is done.
+    fn reply(&self, tag: u8, text: &str, stop: &AtomicBool) -> bool {
+        let mut payload = vec![tag];
+        payload.extend_from_slice(text.as_bytes());
+        let Ok(frame) = encode_frame(&payload) else {
+            return false;
+        };
+        let deadline = Instant::now() + FRAME_DEADLINE;
+        let mut q = self.lock();
+        while q.full(frame.len()) && !q.frames.is_empty() {
+            if q.dead || stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                return false;
+            }
+            q = self
+                .room
+                .wait_timeout(q, POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if q.dead {
+            return false;
+        }
+        q.push_notice();
+        q.push(frame);
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// No more frames: the writer sends what is queued, for at most [`FLUSH_GRACE`].
+    fn close(&self) {
+        self.lock().closing.get_or_insert_with(Instant::now);
+        self.ready.notify_one();
+    }
+
+    /// The writer thread: sends queued frames until the client closes (and the queue
+    /// is empty or the grace is over) or the peer is gone.
+    fn write_loop(&self, stream: &UnixStream) {
+        loop {
+            let mut q = self.lock();
+            let frame = loop {
+                if q.dead || q.closing.is_some_and(|t| t.elapsed() > FLUSH_GRACE) {
+                    return;
+                }
+                if q.frames.is_empty() {
+                    // Caught up: tell the client what it lost meanwhile.
+                    q.push_notice();
+                }
+                if let Some(f) = q.frames.pop_front() {
+                    q.bytes -= f.len();
+                    break f;
+                }
+                if q.closing.is_some() || q.dead {
+                    return;
+                }
+                q = self
+                    .ready
+                    .wait_timeout(q, POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            };
+            drop(q);
+            self.room.notify_all();
+            if let Err(()) = self.send_all(stream, &frame) {
+                let mut q = self.lock();
+                q.dead = true;
+                q.frames.clear();
+                q.bytes = 0;
+                drop(q);
+                self.room.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// Sends one frame; gives up when the peer is gone or the client closed and the
+    /// grace is over.
+    fn send_all(&self, stream: &UnixStream, buf: &[u8]) -> Result<(), ()> {
+        send_all(stream, buf, &|| {
+            self.lock()
+                .closing
+                .is_some_and(|t| t.elapsed() > FLUSH_GRACE)
+        })
+    }
+}
+
+/// Sends `buf` whole; `Err` when the peer is gone or `give_up` says so at a write
+/// timeout.
+fn send_all(stream: &UnixStream, mut buf: &[u8], give_up: &dyn Fn() -> bool) -> Result<(), ()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live byte slice and the descriptor belongs to `stream`,
+        // borrowed for the call; MSG_NOSIGNAL turns a gone peer into EPIPE instead of a
+        // SIGPIPE to the whole VMM.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            buf = &buf[n as usize..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == ErrorKind::Interrupted {
+            continue;
+        }
+        if !is_timeout(&e) || give_up() {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// The VM's output sink: the console (or any sink) plus every attached client, each
+/// through its bounded queue (module documentation).
 pub struct Fanout {
     pub local: Arc<dyn OutputSink>,
-    clients: Mutex<Vec<Arc<Mutex<UnixStream>>>>,
+    clients: RwLock<Vec<Arc<Client>>>,
+    next_id: AtomicU64,
+    /// Output messages dropped for clients that did not keep up, over all clients.
+    dropped: AtomicU64,
 }
 
 impl Fanout {
     pub fn new(local: Arc<dyn OutputSink>) -> Fanout {
         Fanout {
             local,
-            clients: Mutex::new(Vec::new()),
+            clients: RwLock::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
-    fn attach(&self, stream: Arc<Mutex<UnixStream>>) {
+    /// Output messages dropped so far because a client's queue was full (all clients,
+    /// including those gone since).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Clients attached now.
+    pub fn clients(&self) -> usize {
+        self.clients.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn attach(&self) -> Option<Arc<Client>> {
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let client = Arc::new(Client {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                lost: 0,
+                closing: None,
+                dead: false,
+            }),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
+        clients.push(client.clone());
+        Some(client)
+    }
+
+    fn detach(&self, id: u64) {
         self.clients
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push(stream);
+            .retain(|c| c.id != id);
     }
 }
 
 impl OutputSink for Fanout {
     fn output(&self, event_id: u64, stage: Stage, core: u32, text: &[u8]) {
         self.local.output(event_id, stage, core, text);
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = self.clients.read().unwrap_or_else(|e| e.into_inner());
         if clients.is_empty() {
             return;
         }
-        let mut frame = Vec::with_capacity(1 + text.len());
-        frame.push(TAG_OUTPUT);
-        frame.extend_from_slice(text);
-        // A client that cannot take output any more is dropped, never waited for long.
-        clients.retain(|c| {
-            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-            write_frame(&mut *c, &frame).is_ok()
-        });
+        let mut payload = Vec::with_capacity(1 + text.len());
+        payload.push(TAG_OUTPUT);
+        payload.extend_from_slice(text);
+        let Ok(frame) = encode_frame(&payload) else {
+            return;
+        };
+        for c in clients.iter() {
+            if c.offer(&frame) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -130,13 +448,39 @@ pub fn execute(vm: &Vm, line: &str) -> Result<String, String> {
     vm.command(line).map_err(|e| e.render("attach", line))
 }
 
-/// Serves the control socket at `path` until `stop` is set. Replaces a stale socket
-/// file. Returns when the listener is closed.
+/// How [`serve_with`] bounds its clients.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// A started frame must be complete within this long ([`FRAME_DEADLINE`]).
+    pub frame_deadline: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            frame_deadline: FRAME_DEADLINE,
+        }
+    }
+}
+
+/// Serves the control socket until `stop` is set, then returns promptly (module
+/// documentation) whatever the clients do.
 pub fn serve(
     vm: &Vm,
     fanout: &Fanout,
     listener: UnixListener,
     stop: &AtomicBool,
+) -> std::io::Result<()> {
+    serve_with(vm, fanout, listener, stop, ServeOptions::default())
+}
+
+/// [`serve`] with other bounds.
+pub fn serve_with(
+    vm: &Vm,
+    fanout: &Fanout,
+    listener: UnixListener,
+    stop: &AtomicBool,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     std::thread::scope(|s| {
@@ -144,7 +488,7 @@ pub fn serve(
             match listener.accept() {
                 Ok((stream, _)) => {
                     s.spawn(move || {
-                        let _ = serve_client(vm, fanout, stream, stop);
+                        let _ = serve_client(vm, fanout, stream, stop, options);
                     });
                 }
                 Err(e) if is_timeout(&e) => std::thread::sleep(Duration::from_millis(20)),
@@ -170,54 +514,79 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// One client: this thread reads and executes its commands; a scoped writer thread
+/// sends its queue (replies and event output, in order).
 fn serve_client(
     vm: &Vm,
     fanout: &Fanout,
     stream: UnixStream,
     stop: &AtomicBool,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    // One lock per client orders its output frames and replies: frames never interleave.
-    let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    fanout.attach(writer.clone());
-    let mut reader = stream;
-    let reply = |w: &Arc<Mutex<UnixStream>>, tag: u8, text: &str| {
-        let mut f = vec![tag];
-        f.extend_from_slice(text.as_bytes());
-        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-        write_frame(&mut *w, &f)
-    };
-    while !stop.load(Ordering::SeqCst) {
-        match read_frame(&mut reader) {
-            Ok(payload) => {
-                let result = match std::str::from_utf8(&payload) {
-                    Err(e) => Err(format!("malformed frame: not UTF-8 ({e})")),
-                    Ok(line) if line.trim().is_empty() => {
-                        Err("malformed frame: empty command".to_string())
-                    }
-                    Ok(line) => execute(vm, line),
-                };
-                match result {
-                    Ok(text) => reply(&writer, TAG_RESULT, &text)?,
-                    Err(text) => reply(&writer, TAG_ERROR, &text)?,
-                }
-            }
-            Err(FrameError::Io(e)) if is_timeout(&e) => {}
-            Err(FrameError::TooLong(n)) => {
-                let _ = reply(
-                    &writer,
-                    TAG_ERROR,
-                    &format!(
-                        "malformed frame: {n} bytes is over the {MAX_FRAME}-byte limit; closing"
-                    ),
-                );
-                return Ok(());
-            }
-            Err(FrameError::Closed) => return Ok(()),
-            Err(FrameError::Io(e)) => return Err(e),
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(POLL))?;
+    let Some(client) = fanout.attach() else {
+        let mut f = vec![TAG_ERROR];
+        f.extend_from_slice(
+            format!("the VM serves at most {MAX_CLIENTS} clients at once; closing").as_bytes(),
+        );
+        if let Ok(frame) = encode_frame(&f) {
+            // One write timeout at most: this thread must not wait on the client.
+            let _ = send_all(&stream, &frame, &|| true);
         }
-    }
+        return Ok(());
+    };
+    let client = &client;
+    std::thread::scope(|s| {
+        s.spawn(|| client.write_loop(&stream));
+        let mut reader = &stream;
+        let stopped = || stop.load(Ordering::SeqCst);
+        while !stopped() {
+            let ok = match read_frame_within(&mut reader, Some(options.frame_deadline), &stopped) {
+                Ok(payload) => {
+                    let result = match std::str::from_utf8(&payload) {
+                        Err(e) => Err(format!("malformed frame: not UTF-8 ({e})")),
+                        Ok(line) if line.trim().is_empty() => {
+                            Err("malformed frame: empty command".to_string())
+                        }
+                        Ok(line) => execute(vm, line),
+                    };
+                    match result {
+                        Ok(text) => client.reply(TAG_RESULT, &text, stop),
+                        Err(text) => client.reply(TAG_ERROR, &text, stop),
+                    }
+                }
+                Err(FrameError::Io(e)) if is_timeout(&e) => true,
+                Err(FrameError::TooLong(n)) => {
+                    client.reply(
+                        TAG_ERROR,
+                        &format!(
+                            "malformed frame: {n} bytes is over the {MAX_FRAME}-byte limit; closing"
+                        ),
+                        stop,
+                    );
+                    false
+                }
+                Err(FrameError::Incomplete { got, want }) => {
+                    client.reply(
+                        TAG_ERROR,
+                        &format!(
+                            "malformed frame: {got} of its {want} bytes came within {:?}; closing",
+                            options.frame_deadline
+                        ),
+                        stop,
+                    );
+                    false
+                }
+                Err(FrameError::Cancelled | FrameError::Closed | FrameError::Io(_)) => false,
+            };
+            if !ok {
+                break;
+            }
+        }
+        fanout.detach(client.id);
+        client.close();
+    });
     Ok(())
 }

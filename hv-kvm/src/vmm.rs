@@ -43,12 +43,28 @@
 //!
 //! ## `!cpuid` (CPL0 single-stepping)
 //!
-//! While any `!cpuid` event exists, each vCPU turns on `KVM_GUESTDBG_SINGLESTEP` at its
-//! next exit (off again when none exists). After every CPL0 step the VMM looks at the next
-//! instruction; at a `CPUID` (0F A2) it runs pre (`$context` = EAX), then one step (KVM
-//! executes CPUID from its CPUID table), then post. Short-circuit: RIP += 2, registers as
-//! the scripts left them. Cost: one `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each
-//! here, spec/kvm.md) while the event exists; CPL3 runs unaffected. **CPL3 CPUIDs are not
+//! While any enabled `!cpuid` (or `!sysret`) event exists, each vCPU turns on
+//! `KVM_GUESTDBG_SINGLESTEP` at its next exit *in kernel mode*, and off again at its next
+//! exit once none exists. Switching it on makes KVM set RFLAGS.TF in the guest (it
+//! remembers the RIP it did it at); at CPL3, which this KVM runs natively, that TF is a
+//! real trap flag: the next user instruction raises a #DB that KVM delivers to the guest,
+//! not to the VMM (an OUT exits with RIP already past it, so stepping switched on at an
+//! OUT's exit killed the guest). So `KVM_SET_GUEST_DEBUG` is never called with
+//! SINGLESTEP in user mode: a vCPU there waits for its next CPL0 exit before it steps,
+//! and one that must reprogram its execute hooks in user mode switches stepping off
+//! until then. CPL3 code is never stepped anyway, and kernel code is entered from user
+//! mode only through the VMM-owned exception stubs (SYSCALL included), which exit at
+//! their OUT before any guest kernel instruction runs. A completion through
+//! `immediate_exit` while stepping may come back as the step exit that follows the
+//! completed instruction: the step is then taken as done and the next instruction looked
+//! at after the exit's post stage.
+//!
+//! After every CPL0 step the VMM looks at the next instruction; at a `CPUID` (0F A2) it
+//! runs pre (`$context` = EAX), then one step (KVM executes CPUID from its CPUID table),
+//! then post. Short-circuit: RIP += 2, registers as the scripts left them. Cost: one
+//! `KVM_EXIT_DEBUG` per CPL0 instruction (~7 µs each here, spec/kvm.md) while the event
+//! exists (and one after each IN completed in user mode while stepping is on); CPL3
+//! otherwise runs unaffected. **CPL3 CPUIDs are not
 //! raised**: single-step does nothing at CPL3 on this KVM, and the trap-flag alternative
 //! would run all user code through the guest's #DB stub (~26 k instructions/s) and is
 //! visible to the guest (PUSHF), so it is not done.
@@ -404,8 +420,11 @@ pub struct Vm {
     sync_regs: bool,
     /// `KVM_CAP_READONLY_MEM` (write-only `!monitor` watching).
     readonly_mem: bool,
-    /// Kinds that have at least one event / one post-or-all event (supersets: a
-    /// script's event_clear may leave a bit set, which only costs speed).
+    /// Kinds that have at least one enabled event (recomputed by every change made
+    /// through [`Vm`]; a script's `event_clear` may leave a bit set, which only costs
+    /// speed) / that ever had a post-or-all event (only grows: an exit that read it
+    /// before a change may run a post stage of the table it took, which needs the
+    /// completion done).
     kinds: AtomicU32,
     post_kinds: AtomicU32,
     /// Serialises event changes with the MSR filter they imply.
@@ -689,6 +708,7 @@ impl Vm {
             .and_then(|()| self.update_hooks())
         {
             let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
+            self.republish_kinds();
             let _ = self.update_watches();
             let _ = self.update_hooks();
             return Err(EventError {
@@ -713,10 +733,23 @@ impl Vm {
         for id in before {
             self.output.unroute(id);
         }
+        self.republish_kinds();
         let _ = self.update_msr_filter();
         let _ = self.update_watches();
         let _ = self.update_hooks();
         Ok(n)
+    }
+
+    /// Recomputes [`Vm::kinds`] from the enabled events, after the engine published its
+    /// table (an exit that still sees a cleared kind's bit finds no event of it in the
+    /// new table). The caller holds `events_lock`, so no bit an add set is lost.
+    fn republish_kinds(&self) {
+        let table = self.engine.snapshot();
+        let kinds = EventKind::ALL
+            .iter()
+            .filter(|&&k| table.events_of(k).any(|(_, enabled)| enabled))
+            .fold(0, |bits, &k| bits | kind_bit(k));
+        self.kinds.store(kinds, Ordering::SeqCst);
     }
 
     /// The physical watch of a `!monitor` filter on this VM, or why it cannot be watched.
@@ -1135,6 +1168,7 @@ impl Vm {
                                 exits: ExitCounts::default(),
                                 kicked,
                                 stepping: false,
+                                step_pending: false,
                                 hooks_gen: 0,
                                 hooks: Arc::new(Vec::new()),
                             };
@@ -1256,8 +1290,11 @@ struct VcpuThread<'v> {
     devices: DeviceCounters,
     exits: ExitCounts,
     kicked: &'v AtomicBool,
-    /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` event exists).
+    /// KVM_GUESTDBG_SINGLESTEP is on (a `!cpuid` or `!sysret` event exists).
     stepping: bool,
+    /// A completion through `immediate_exit` ended in the step exit after the completed
+    /// instruction: look at the next instruction once the exit is handled.
+    step_pending: bool,
     /// The hook generation and addresses programmed into this vCPU's DR0..DR3.
     hooks_gen: u64,
     hooks: Arc<Vec<u64>>,
@@ -1348,16 +1385,30 @@ impl VcpuThread<'_> {
             .map_err(|e| format!("KVM_SET_GUEST_DEBUG: {e}"))
     }
 
-    /// Turns CPL0 single-stepping on while a `!cpuid` event exists, off otherwise, and
-    /// programs the current execute hooks (`KVM_SET_GUEST_DEBUG` is a vCPU ioctl: the
-    /// vCPU thread does it, at its next exit; [`Vm::update_hooks`] forces one).
+    /// Turns CPL0 single-stepping on while a `!cpuid` or `!sysret` event exists, off
+    /// otherwise, and programs the current execute hooks (`KVM_SET_GUEST_DEBUG` is a
+    /// vCPU ioctl: the vCPU thread does it, at its next exit; [`Vm::update_hooks`]
+    /// forces one). Stepping is switched on only in kernel mode (module documentation:
+    /// the TF KVM sets would trap natively in user mode and reach the guest).
     fn sync_debug(&mut self) -> Flow {
-        let want = self.vm.kinds.load(Ordering::Relaxed)
+        let mut want = self.vm.kinds.load(Ordering::SeqCst)
             & (kind_bit(EventKind::Cpuid) | kind_bit(EventKind::Sysret))
             != 0;
         let gen = self.vm.hooks_gen.load(Ordering::SeqCst);
         if want == self.stepping && gen == self.hooks_gen {
             return Flow::Continue;
+        }
+        // Every KVM_SET_GUEST_DEBUG with SINGLESTEP sets TF at the current RIP, also
+        // one that only reprograms the hooks: in user mode, stepping goes off instead
+        // and comes back at the next kernel-mode exit.
+        if want {
+            match self.read_regs() {
+                Ok((regs, _)) => want = regs.cs & 3 == 0,
+                Err(e) => return Flow::Stop(StopReason::Error(e)),
+            }
+            if want == self.stepping && gen == self.hooks_gen {
+                return Flow::Continue;
+            }
         }
         if gen != self.hooks_gen {
             self.hooks = self
@@ -1482,6 +1533,12 @@ impl VcpuThread<'_> {
                     self.exits.other += 1;
                     Flow::Stop(StopReason::Error(format!("unexpected exit: {what}")))
                 }
+            };
+            let flow = match flow {
+                Flow::Continue if std::mem::take(&mut self.step_pending) && self.stepping => {
+                    self.on_step()
+                }
+                flow => flow,
             };
             if let Flow::Stop(reason) = flow {
                 return reason;
@@ -1663,13 +1720,22 @@ impl VcpuThread<'_> {
     fn complete(&mut self, regs: &mut GuestRegs) -> Result<(), String> {
         self.write_regs(regs)?;
         self.vcpu.set_kvm_immediate_exit(1);
-        let r = self.vcpu.run().map(|_| ());
+        let r = self
+            .vcpu
+            .run()
+            .map(|exit| matches!(exit, VcpuExit::Debug(_)));
         self.vcpu.set_kvm_immediate_exit(0);
         self.exits.completions += 1;
         match r {
             Err(e) if e.errno() == libc::EINTR => {}
             Err(e) => return Err(format!("completing the exit: KVM_RUN: {e}")),
-            Ok(()) => return Err("completing the exit: KVM_RUN ran the guest".into()),
+            // Stepping: KVM completed the instruction and reports the step after it
+            // instead of returning EINTR (the guest did not run).
+            Ok(true) if self.stepping => {
+                self.exits.steps += 1;
+                self.step_pending = true;
+            }
+            Ok(_) => return Err("completing the exit: KVM_RUN ran the guest".into()),
         }
         let (after, _) = self.read_regs()?;
         *regs = after;
@@ -1791,7 +1857,6 @@ impl VcpuThread<'_> {
                 .io_device(port, size, count, input, data_offset, None)
                 .0;
         }
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0 && count == 1;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -1813,6 +1878,8 @@ impl VcpuThread<'_> {
                 if let (Some(v), 1) = (last_in, count) {
                     regs.rax = merge_in(regs.rax, v, size);
                 }
+                // Read after the engine took its table: a post event in it is seen here.
+                let post = vm.post_kinds.load(Ordering::SeqCst) & kind_bit(kind) != 0 && count == 1;
                 if post && matches!(flow, Flow::Continue) {
                     match self.complete(regs) {
                         Ok(()) => completed = Some(*regs),
@@ -1883,6 +1950,13 @@ impl VcpuThread<'_> {
                     result = Err(format!("completing the MMIO access: KVM_RUN: {e}"));
                     break;
                 }
+                Ok(VcpuExit::Debug(_)) if self.stepping => {
+                    // The step after the completed instruction (see `complete`).
+                    self.exits.steps += 1;
+                    self.step_pending = true;
+                    result = Ok(());
+                    break;
+                }
                 Ok(VcpuExit::MmioRead(addr, data)) => (addr, data.len(), false),
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     let mut b = [0u8; 8];
@@ -1943,7 +2017,6 @@ impl VcpuThread<'_> {
             }
             return Flow::Continue;
         };
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(EventKind::Monitor) != 0;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -1966,6 +2039,9 @@ impl VcpuThread<'_> {
                     self.mem_store(addr, len, v);
                 } else {
                     self.set_mmio_data(v, len);
+                    // Read after the engine took its table: a post event in it is seen here.
+                    let post =
+                        vm.post_kinds.load(Ordering::SeqCst) & kind_bit(EventKind::Monitor) != 0;
                     if post || !same_applied(regs, &before) {
                         match self.complete_mmio(false) {
                             Ok(after) => {
@@ -2495,7 +2571,6 @@ impl VcpuThread<'_> {
             self.msr_emulate(write, index, &mut regs);
             return Flow::Continue;
         }
-        let post = self.vm.post_kinds.load(Ordering::Relaxed) & kind_bit(kind) != 0;
         let (mut regs, cr3) = match self.read_regs() {
             Ok(r) => r,
             Err(e) => return Flow::Stop(StopReason::Error(e)),
@@ -2512,7 +2587,8 @@ impl VcpuThread<'_> {
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 // Pre-stage register writes are the emulation's inputs: MSR @ecx.
                 self.msr_emulate(write, regs.rcx as u32, regs);
-                if post {
+                // Read after the engine took its table: a post event in it is seen here.
+                if vm.post_kinds.load(Ordering::SeqCst) & kind_bit(kind) != 0 {
                     match self.complete(regs) {
                         Ok(()) => completed = Some(*regs),
                         Err(e) => error = Some(e),
