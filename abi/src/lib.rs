@@ -8,10 +8,13 @@
 
 pub mod builtins;
 pub mod exec;
+pub mod number;
 pub mod pseudo;
 pub mod regs;
+pub mod stage;
 
 pub use builtins::{ArgKind, Builtin, BuiltinInfo, CallShape};
 pub use exec::{BuiltinFn, CallRecord, EntryFn, ExecCtx, ExecError, MemoryAccess, MemoryFn};
 pub use pseudo::{PseudoReg, PseudoValues};
 pub use regs::{GuestRegs, RegField, Register, GUEST_REG_SLOTS};
+pub use stage::Stage;

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use hvscript_grammar::lexer::{tokenize, Tok};
-
 pub fn split<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
     arg.split_once('=')
         .ok_or_else(|| format!("{flag} {arg}: expected NAME=VALUE"))
@@ -12,14 +10,8 @@ pub fn split<'a>(arg: &'a str, flag: &str) -> Result<(&'a str, &'a str), String>
 
 /// A HyperDbg number: hex by default, with 0x/0n/0y/0o prefixes, backticks allowed.
 pub fn number(text: &str) -> Result<u64, String> {
-    match tokenize(text.trim())
-        .map_err(|e| e.kind.to_string())?
-        .as_slice()
-    {
-        [(_, Tok::Number(n), _)] => Ok(*n),
-        [(_, Tok::Minus, _), (_, Tok::Number(n), _)] => Ok(n.wrapping_neg()),
-        _ => Err(format!("`{text}` is not a number")),
-    }
+    hvscript_abi::number::parse_signed_number(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a number"))
 }
 
 /// `--sym [MODULE!]NAME=ADDR` arguments as a symbol table. Scripts name symbols

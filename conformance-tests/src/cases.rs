@@ -19,7 +19,6 @@ use std::fs;
 use std::path::Path;
 
 use hvscript_abi::{PseudoReg, PseudoValues, Register};
-use hvscript_grammar::lexer::{tokenize, Tok};
 use hvscript_lang::{CompileOptions, Globals, HostEnv, Limits, Stage, StageUse};
 
 use crate::exec::{execute, Backend, Setup};
@@ -40,14 +39,8 @@ pub struct CaseHeader {
 
 /// A HyperDbg number: hex by default, with 0x/0n/0y/0o prefixes, an optional leading `-`.
 pub fn number(text: &str) -> Result<u64, String> {
-    match tokenize(text.trim())
-        .map_err(|e| e.kind.to_string())?
-        .as_slice()
-    {
-        [(_, Tok::Number(n), _)] => Ok(*n),
-        [(_, Tok::Minus, _), (_, Tok::Number(n), _)] => Ok(n.wrapping_neg()),
-        _ => Err(format!("`{text}` is not a number")),
-    }
+    hvscript_abi::number::parse_signed_number(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a number"))
 }
 
 fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {

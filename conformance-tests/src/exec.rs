@@ -5,7 +5,6 @@
 //! the single place that knows how to run a script on each of them.
 
 use std::fmt;
-use std::str::FromStr;
 
 use hvscript_abi::{GuestRegs, PseudoValues};
 use hvscript_grammar::diagnostic::line_col;
@@ -14,48 +13,8 @@ use hvscript_lang::{
     compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits,
 };
 
-/// The engine a conformance run drives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// The host interpreter (`hvscript-lang`), the reference semantics.
-    Interp,
-    /// Cranelift-compiled native code (`hvscript-jit`), run by `hvscript_lang::native`.
-    Jit,
-}
-
-impl Backend {
-    /// Every back end, in the order a full run uses them.
-    pub const ALL: &'static [Backend] = &[Backend::Interp, Backend::Jit];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Interp => "interp",
-            Backend::Jit => "jit",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Backend, String> {
-        Backend::ALL
-            .iter()
-            .copied()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
-                format!("unknown back end `{s}` (known: {})", names.join(", "))
-            })
-    }
-}
+/// The engine a conformance run drives (script-lang's one `Backend`).
+pub use hvscript_lang::Backend;
 
 /// The context of one execution: what the script sees.
 pub struct Setup {

@@ -592,17 +592,10 @@ fn classify_word(text: &str) -> Result<Tok<'_>, LexErrorKind> {
     Ok(Tok::Ident(text))
 }
 
-/// Digits in `radix`, with backticks as separators. Empty (`0x`) is 0, as in HyperDbg.
+/// Digits in `radix`, with backticks as separators (the ABI's one number parser); the
+/// token's pattern already admitted only digits of the radix, so `None` is an overflow.
 fn parse_radix(digits: &str, radix: u32) -> Result<u64, LexErrorKind> {
-    let mut value: u64 = 0;
-    for c in digits.chars().filter(|&c| c != '`') {
-        let d = c.to_digit(radix).ok_or(LexErrorKind::NumberTooLarge)? as u64;
-        value = value
-            .checked_mul(radix as u64)
-            .and_then(|v| v.checked_add(d))
-            .ok_or(LexErrorKind::NumberTooLarge)?;
-    }
-    Ok(value)
+    hvscript_abi::number::parse_digits(digits, radix).ok_or(LexErrorKind::NumberTooLarge)
 }
 
 /// HyperDbg's escapes: `\n \t \\ \"` and `\x` with 1-2 hex digits.

@@ -136,12 +136,8 @@ impl StageMode {
     }
 }
 
-/// The stage of one execution; `$stage` is its number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Pre = 0,
-    Post = 1,
-}
+/// The stage of one execution; `$stage` is its number (the ABI's one `Stage`).
+pub use hvscript_abi::Stage;
 
 /// `!monitor` access kinds, as a bit set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

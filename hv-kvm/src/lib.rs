@@ -27,7 +27,6 @@ pub mod vmm;
 pub use demo::{GuestCounters, COUNTER_PORT, DATA_PORT, DEMO_MSR, EXIT_PORT};
 pub use script::{
     compile_event, compile_event_with, refusal, CompiledEvent, EventError, InterpScript, JitScript,
-    ScriptBackend,
 };
 pub use vmm::{
     data_value, demo_msr_initial, DeviceCounters, ExitCounts, RunReport, StopReason, VcpuReport,

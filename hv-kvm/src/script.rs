@@ -18,23 +18,13 @@ use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
 use hvscript_grammar::ast::Span;
 use hvscript_grammar::Diagnostic;
 use hvscript_lang::{
-    compile_source, CompileOptions, Globals, Interpreter, Invocation, Limits, Program,
+    compile_source, Backend, CompileOptions, Globals, Interpreter, Invocation, Limits, Program,
     RunErrorKind, StageUse,
 };
 use hvscript_stdlib::Env;
 
 /// Fuel for one execution (loop iterations plus calls): `while (1) {}` ends with an error.
 pub const SCRIPT_FUEL: u64 = 100_000;
-
-/// Which engine runs event scripts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ScriptBackend {
-    /// Cranelift-compiled native code.
-    #[default]
-    Jit,
-    /// script-lang's interpreter.
-    Interp,
-}
 
 /// The limits of one event execution, the same on both back ends (and what `check`
 /// checks event scripts against).
@@ -344,19 +334,14 @@ pub struct CompiledEvent {
 /// Parses `line` as an event command, refuses what this KVM cannot intercept, and
 /// compiles its script. `globals` is the session's table of global variables.
 pub fn compile_event(line: &str, globals: &Arc<Globals>) -> Result<CompiledEvent, EventError> {
-    compile_event_with(
-        line,
-        globals,
-        ScriptBackend::default(),
-        &SymbolMap::default(),
-    )
+    compile_event_with(line, globals, Backend::Jit, &SymbolMap::default())
 }
 
 /// [`compile_event`] with a chosen back end.
 pub fn compile_event_with(
     line: &str,
     globals: &Arc<Globals>,
-    backend: ScriptBackend,
+    backend: Backend,
     symbols: &SymbolMap,
 ) -> Result<CompiledEvent, EventError> {
     let spec = parse_event_command_with(line, symbols).map_err(|e| {
@@ -411,13 +396,11 @@ pub fn compile_event_with(
             }
             let origin = ScriptOrigin::new(line, *offset);
             let script: Arc<dyn Script> = match backend {
-                ScriptBackend::Jit => Arc::new(
+                Backend::Jit => Arc::new(
                     JitScript::new(&program, globals.clone(), origin)
                         .map_err(|e| EventError::at(e, *offset, *offset + text.len(), None))?,
                 ),
-                ScriptBackend::Interp => {
-                    Arc::new(InterpScript::new(program, globals.clone(), origin))
-                }
+                Backend::Interp => Arc::new(InterpScript::new(program, globals.clone(), origin)),
             };
             Some(script)
         }

@@ -178,7 +178,8 @@ use crate::demo::{
 use crate::memory::{GuestMemory, GuestView};
 use crate::monitor::{self, Slot, Watch};
 use crate::output::OutputRouter;
-use crate::script::{compile_event_with, EventError, ScriptBackend};
+use crate::script::{compile_event_with, EventError};
+use hvscript_lang::Backend;
 
 /// MSRs the VMM models itself.
 pub const MODELLED_MSRS: std::ops::RangeInclusive<u32> = 0x4000_1000..=0x4000_10ff;
@@ -645,9 +646,9 @@ impl Vm {
     /// Parses, checks, compiles and adds an event command; works while the guest runs.
     pub fn add_event(&self, line: &str) -> Result<u64, EventError> {
         let backend = if self.interpreted.load(Ordering::Relaxed) {
-            ScriptBackend::Interp
+            Backend::Interp
         } else {
-            ScriptBackend::Jit
+            Backend::Jit
         };
         let compiled = compile_event_with(line, &self.globals, backend, &self.symbols())?;
         let whole_line = |msg: String| EventError {

@@ -13,13 +13,8 @@ use hvscript_stdlib::{AtomicRmw, Env, LocalTime, MemFault, Unavailable};
 
 pub const PAGE_SIZE: u64 = 0x1000;
 
-/// The calling stage a host run simulates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Stage {
-    #[default]
-    Pre,
-    Post,
-}
+/// The calling stage a host run simulates (the ABI's one `Stage`).
+pub use hvscript_abi::Stage;
 
 /// Guest memory as a set of mapped pages; everything else faults.
 #[derive(Clone, Debug, Default)]

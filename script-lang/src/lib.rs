@@ -4,17 +4,20 @@
 //! compiles too; [`interp`] executes it on the host and defines what every back end must
 //! produce. [`host_env`] is a simulated guest for running scripts on the host.
 
+pub mod backend;
 pub mod globals;
 pub mod host_env;
 pub mod interp;
 pub mod ir;
 pub mod lower;
 pub mod native;
+pub mod run_error;
 mod script_memory;
 pub mod semantics;
 pub mod stack;
 pub mod types;
 
+pub use backend::Backend;
 pub use globals::Globals;
 pub use host_env::{GuestMemory, HostEnv, Stage};
 pub use interp::{Interpreter, Invocation, Limits, RunError, RunErrorKind, RunStats};

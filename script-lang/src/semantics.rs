@@ -2,8 +2,8 @@
 //! interpreter runs, the lowering folds constants with, and the JIT is tested against.
 //! The rules are in [`crate::ir`]'s documentation.
 
-use crate::interp::RunErrorKind;
 use crate::ir::{BinaryOp, NumTy, ScalarTy, UnaryOp};
+use crate::run_error::RunErrorKind;
 
 /// Applies a binary operation in type `ty` to two normalised words.
 pub fn binary(op: BinaryOp, ty: NumTy, a: u64, b: u64) -> Result<u64, RunErrorKind> {

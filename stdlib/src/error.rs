@@ -7,7 +7,7 @@ use core::fmt;
 
 use hvscript_abi::{ArgKind, Builtin};
 
-use crate::printf::FormatError;
+use crate::format_error::FormatError;
 
 /// Which address space an access went to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

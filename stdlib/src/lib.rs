@@ -23,6 +23,7 @@ mod disasm;
 mod env;
 mod error;
 mod events;
+mod format_error;
 mod formats;
 mod memory;
 mod printf;

@@ -61,11 +61,7 @@ impl Setup {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Interp,
-    Jit,
-}
+pub use hvscript_lang::Backend;
 
 /// Runs an already-compiled program on `backend`; `globals` must be the table it was
 /// compiled against (a fresh copy per back end is made by the caller).
