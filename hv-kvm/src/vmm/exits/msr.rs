@@ -9,8 +9,8 @@
 //! `KVM_GET_MSRS`/`KVM_SET_MSRS` (host-initiated accesses bypass the filter); an MSR that
 //! neither knows gets #GP, as on hardware.
 //!
-//! The filter itself is rebuilt by [`Vm`](crate::vmm::Vm) when events change (module
-//! `vmm::events`); staging is the parent's "How an exit is staged".
+//! The filter itself is rebuilt by [`Vm`] when events change (`vmm::events`); staging
+//! is the parent's "How an exit is staged".
 
 use std::sync::atomic::Ordering;
 
