@@ -33,10 +33,17 @@
 //! read for [`FRAME_DEADLINE`]. Socket writes use `MSG_NOSIGNAL`: a client that went
 //! away is an error on its connection, never a SIGPIPE, whatever the embedding program
 //! does with that signal. The VMM never stops because of a client.
+//!
+//! **Only the VMM's own user.** Loading code into the hypervisor is a privilege: [`bind`]
+//! makes the socket file owner-only (mode 0600; connecting needs write permission on
+//! it), and every accepted connection whose peer (`SO_PEERCRED`) is another user gets an
+//! `e` frame saying why and is closed, before any frame of it is read. Root is another
+//! user too unless the VMM itself runs as root. Refused peers never attach to the output.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -500,7 +507,7 @@ pub fn serve_with(
     })
 }
 
-/// Binds the socket, removing a stale socket file first.
+/// Binds the socket, owner-only (mode 0600), removing a stale socket file first.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -511,7 +518,70 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
+    let listener = UnixListener::bind(path)?;
+    // chmod after bind rather than a umask around it: the umask is per process, and other
+    // threads of this one create files meanwhile (output sources, the embedding
+    // program's own) that would get its mode; fchmod on the descriptor does not reach
+    // the file (on Linux it changes the socket's own inode). The race: std's bind also
+    // listens, so until this chmod the file has the umask's mode, and a user it lets in
+    // may connect and wait in the backlog (the mode is checked at connect only). Nothing
+    // is accepted before this returns, and `serve_client` refuses every peer of another
+    // uid (`peer_refusal`), so such a connection gets nothing: the mode keeps others from
+    // connecting, the peer check is what decides.
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// Why the peer of `stream` may not use the control socket, if it may not: it must be
+/// the user the VMM runs as (its effective uid; a root peer is refused unless the VMM is
+/// root too). The credentials are the peer's at `connect`, as the kernel recorded them.
+fn peer_refusal(stream: &UnixStream) -> Option<String> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are live locals and `len` is `cred`'s size, so the kernel
+    // writes inside `cred`; the descriptor belongs to `stream`, borrowed for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || len as usize != std::mem::size_of::<libc::ucred>() {
+        return Some(format!(
+            "refused: the peer's credentials cannot be read (SO_PEERCRED: {}); closing",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = unsafe { libc::geteuid() };
+    (cred.uid != ours).then(|| {
+        format!(
+            "refused: this VM's control socket serves only uid {ours}, and this connection \
+             comes from uid {} (pid {}): loading code into the hypervisor is a privilege; \
+             closing",
+            cred.uid, cred.pid
+        )
+    })
+}
+
+/// Sends a client one `e` frame before its connection is closed, waiting one write
+/// timeout at most: the caller must not wait on the client.
+fn refuse(stream: &UnixStream, text: &str) {
+    let mut f = vec![TAG_ERROR];
+    f.extend_from_slice(text.as_bytes());
+    if let Ok(frame) = encode_frame(&f) {
+        let _ = send_all(stream, &frame, &|| true);
+    }
 }
 
 /// One client: this thread reads and executes its commands; a scoped writer thread
@@ -526,15 +596,15 @@ fn serve_client(
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(POLL))?;
+    if let Some(why) = peer_refusal(&stream) {
+        refuse(&stream, &why);
+        return Ok(());
+    }
     let Some(client) = fanout.attach() else {
-        let mut f = vec![TAG_ERROR];
-        f.extend_from_slice(
-            format!("the VM serves at most {MAX_CLIENTS} clients at once; closing").as_bytes(),
+        refuse(
+            &stream,
+            &format!("the VM serves at most {MAX_CLIENTS} clients at once; closing"),
         );
-        if let Ok(frame) = encode_frame(&f) {
-            // One write timeout at most: this thread must not wait on the client.
-            let _ = send_all(&stream, &frame, &|| true);
-        }
         return Ok(());
     };
     let client = &client;

@@ -30,7 +30,8 @@
 //! 5. **The kernel's SYSCALL handler** (LSTAR, CPL0, on the caller's stack): counts,
 //!    records RAX, RCX and R11, returns RAX + 0x100 with SYSRETQ. After the exception
 //!    rounds the user part makes [`field::SYSCALL_ROUNDS`] SYSCALLs with RAX = 0, 1, ...
-//!    EFER.SCE stays clear, so each SYSCALL/SYSRET is a #UD the VMM emulates (`vmm`).
+//!    EFER.SCE stays clear, so each SYSCALL/SYSRET is a #UD the VMM emulates
+//!    (`vmm::exits::syscall`).
 //!
 //! The guest's own counters live in its data block ([`GuestCounters`]), so a test can
 //! check that they agree with what the VMM's events counted.
@@ -51,7 +52,7 @@ pub const EXIT_PORT: u16 = 0x5f0;
 pub const EXCEPTION_PORT: u16 = 0x5f1;
 /// The made-up MSR the kernel part reads and writes.
 pub const DEMO_MSR: u32 = 0x4000_1000;
-/// The SYSCALL MSRs (the VMM models them, module `vmm`).
+/// The SYSCALL MSRs (the VMM models them, `vmm::exits::msr`).
 pub const MSR_STAR: u32 = 0xc000_0081;
 pub const MSR_LSTAR: u32 = 0xc000_0082;
 pub const MSR_CSTAR: u32 = 0xc000_0083;
@@ -110,7 +111,7 @@ pub mod field {
     pub const HOOK_ARG_SUM: u64 = 0x118;
     pub const HOOK_RET_SUM: u64 = 0x120;
     pub const HOOK_CODE: u64 = 0x128;
-    /// The VMM's IRETQ frame for an emulated SYSRET (5 quadwords, see `vmm`).
+    /// The VMM's IRETQ frame for an emulated SYSRET (5 quadwords, see `vmm::exits::syscall`).
     pub const SYSRET_FRAME: u64 = 0x3f00;
     pub const BUFFER: u64 = 0x1000;
     pub const USER_STACK_TOP: u64 = 0x3000;
@@ -134,7 +135,7 @@ pub struct GuestImage {
     pub sysret_addr: u64,
     pub hook_target: u64,
     /// A `ud2` the VMM gives KVM as LSTAR (never the guest's LSTAR): on this KVM a CPL3
-    /// SYSCALL jumps to KVM's LSTAR without leaving CPL3 (module `vmm`).
+    /// SYSCALL jumps to KVM's LSTAR without leaving CPL3 (`vmm::exits::syscall`).
     pub syscall_trap: u64,
     /// An `iretq` the VMM's SYSRET emulation returns to CPL3 through (frame at
     /// [`field::SYSRET_FRAME`]).
@@ -405,7 +406,7 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
     a.set_label(&mut sysret_label)?;
     a.sysretq()?;
 
-    // ---- the VMM's SYSCALL trap (KVM's LSTAR, see `vmm`): a CPL3 SYSCALL lands here ----
+    // ---- the VMM's SYSCALL trap (KVM's LSTAR, exits::syscall): a CPL3 SYSCALL lands here ----
     let mut syscall_trap = a.create_label();
     a.set_label(&mut syscall_trap)?;
     a.ud2()?;
@@ -423,7 +424,7 @@ pub fn demo_image() -> Result<GuestImage, IcedError> {
 
     // ---- user part (CPL3) ----
     a.set_label(&mut user_entry)?;
-    // One CPUID at CPL3 (not raised by hv-kvm: see the `vmm` documentation).
+    // One CPUID at CPL3 (not raised by hv-kvm: see `vmm::exits::stepping`).
     a.mov(eax, 1)?;
     a.xor(ecx, ecx)?;
     a.cpuid()?;

@@ -7,7 +7,8 @@
 //! pages taken out of the RAM slot ([`monitor`]), `!cpuid` for CPL0 CPUIDs by
 //! single-stepping CPL0 code, `!exception` from the VMM-owned IDT stubs, `!syscall` /
 //! `!sysret` from SYSCALL/SYSRET the VMM emulates (EFER.SCE kept clear), `!epthook` /
-//! `!epthook2` from hardware execute breakpoints on kernel code (details in [`vmm`]).
+//! `!epthook2` from hardware execute breakpoints on kernel code (details in [`vmm`], one
+//! module per exit kind).
 //! Events KVM cannot deliver here are
 //! refused ([`script::refusal`]) rather than faked. Scripts are compiled by script-lang and
 //! run by its interpreter ([`script::InterpScript`]). Events can be added, enabled, disabled

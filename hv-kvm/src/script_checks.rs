@@ -5,7 +5,7 @@
 //!   selector only with its hidden descriptor, and hv-kvm does not emulate a segment load);
 //! - debug registers, read or written: hv-kvm owns DR0..DR7 (execute hooks and `!cpuid`
 //!   stepping use them) and does not expose the guest's, except that a `!monitor` script
-//!   sees the access's data in `@dr0` and its length in `@dr1` (crate::vmm, `!monitor`);
+//!   sees the access's data in `@dr0` and its length in `@dr1` (`vmm::exits::monitor`);
 //! - pseudo-registers the guest has no notion of: the demo guest has no processes or
 //!   threads, so `$pid $tid $pname $proc $thread $peb $teb` have no value.
 //!
