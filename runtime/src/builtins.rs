@@ -1,9 +1,9 @@
 //! The built-in table compiled code calls through ([`builtin_table`]: one trampoline that
 //! decodes a call-site record and the arguments and calls `hvscript_stdlib::call`) and the
-//! context's [`MemoryFn`](hvscript_abi::MemoryFn) for typed loads and stores, both routing the script's own stack
-//! and globals versus guest memory through [`ScriptMemory`] exactly as the interpreter
-//! does. The state they reach through [`ExecCtx::host`] is [`HostState`], which the
-//! [`Runner`](crate::Runner) sets up for each run.
+//! context's [`MemoryFn`](hvscript_abi::MemoryFn) for typed loads and stores, both routing
+//! the script's own stack and globals versus guest memory through [`ScriptMemory`] exactly
+//! as the interpreter does. The state they reach through [`ExecCtx::host`] is `HostState`,
+//! which the [`Runner`](crate::Runner) sets up for each run.
 //!
 //! Compiled code never links the stdlib: it reaches it only through this table, which the
 //! runtime hands it in the context (DESIGN.md), so a code object has no relocations.
@@ -144,9 +144,9 @@ unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64
     }
 }
 
-/// The context's [`MemoryFn`](hvscript_abi::MemoryFn): a typed load or store outside the part of the local stack
-/// compiled code serves inline, routed through [`ScriptMemory`] exactly as the
-/// interpreter routes the IR's typed loads and stores.
+/// The context's [`MemoryFn`](hvscript_abi::MemoryFn): a typed load or store outside the
+/// part of the local stack compiled code serves inline, routed through [`ScriptMemory`]
+/// exactly as the interpreter routes the IR's typed loads and stores.
 ///
 /// # Safety
 /// Called by compiled code only, with the context of a run started by

@@ -7,9 +7,9 @@
 //! - [`object`]: the code object, its byte format and its validation; [`usage`]: what a
 //!   code object says about itself for vetting (registers, pseudo-registers, `event_sc`);
 //!   [`source_range`]: the byte ranges its error sites point at.
-//! - [`memory`]: the [`ExecutableMemory`] a platform provides and [`LoadedCode`], a
-//!   validated object in it; on std hosts [`mmap`] ([`MmapMemory`]) and [`arena`]
-//!   ([`ArenaMemory`], the default), over the page helpers in [`page`].
+//! - [`memory`]: the [`ExecutableMemory`] a platform provides; on std hosts [`mmap`]
+//!   ([`MmapMemory`]) and [`arena`] ([`ArenaMemory`], the default), over the page helpers
+//!   in `page`; [`loaded`]: [`LoadedCode`], a validated object in such memory.
 //! - [`runner`]: runs loaded code ([`Runner`] over a [`CodeImage`]) with an [`Invocation`]
 //!   ([`invocation`]: registers, pseudo-registers, [`GlobalSlots`], environment, [`Limits`]);
 //!   [`builtins`]: the table compiled code calls built-ins through, into
@@ -32,6 +32,7 @@ pub mod arena;
 pub mod builtins;
 pub mod globals;
 pub mod invocation;
+pub mod loaded;
 pub mod memory;
 #[cfg(feature = "std")]
 pub mod mmap;
@@ -50,7 +51,8 @@ pub use arena::ArenaMemory;
 pub use builtins::builtin_table;
 pub use globals::{GlobalSlots, DEFAULT_GLOBAL_SLOTS};
 pub use invocation::{Invocation, Limits, RunStats};
-pub use memory::{ExecutableMemory, LoadError, LoadedCode};
+pub use loaded::{DefaultMemory, LoadedCode};
+pub use memory::{ExecutableMemory, LoadError, NoExecutableMemory};
 #[cfg(feature = "std")]
 pub use mmap::MmapMemory;
 pub use object::{Arch, CodeObject, FormatError, FunctionInfo, StringInfo};

@@ -61,7 +61,8 @@ impl fmt::Display for NumTy {
     }
 }
 
-/// A type a value is stored as: the source and destination of [`Inst::Convert`].
+/// A type a value is stored as: the source and destination of the IR's
+/// `Inst::Convert`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScalarTy {
     /// 0 or 1.
