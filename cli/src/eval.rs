@@ -19,12 +19,12 @@ use std::process::ExitCode;
 
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues, Register, GUEST_REG_SLOTS};
 use hvscript_grammar::Diagnostic;
-use hvscript_jit::{Jit, LoadedCode, OptLevel};
-use hvscript_lang::native::{NativeError, NativeRunner};
+use hvscript_jit::{Jit, OptLevel};
 use hvscript_lang::{
     compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, RunError,
     RunStats, Stage, StageUse,
 };
+use hvscript_runtime::{LoadedCode, Runner, RunnerError};
 use serde_json::json;
 
 use crate::include::{self, Expanded, Located, SourceFile};
@@ -197,10 +197,10 @@ fn run_jit(
         }
     }
     let code: LoadedCode = LoadedCode::load(compiled.object).map_err(|e| e.to_string())?;
-    match NativeRunner::new().run(&code.image(), inv) {
+    match Runner::new().run(&code.image(), inv) {
         Ok(stats) => Ok(Ok(stats)),
-        Err(NativeError::Run(e)) => Ok(Err(e)),
-        Err(e @ NativeError::Incompatible(_)) => Err(e.to_string()),
+        Err(RunnerError::Run(e)) => Ok(Err(e.into())),
+        Err(e @ RunnerError::Incompatible(_)) => Err(e.to_string()),
     }
 }
 

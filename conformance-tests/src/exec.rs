@@ -140,15 +140,16 @@ fn run_jit(
         Ok(o) => o,
         Err(e) => return internal(format!("jit: {e}")),
     };
-    let code: hvscript_jit::LoadedCode = match hvscript_jit::LoadedCode::load(object) {
+    let code: hvscript_runtime::LoadedCode = match hvscript_runtime::LoadedCode::load(object) {
         Ok(c) => c,
         Err(e) => return internal(format!("jit load: {e}")),
     };
-    match hvscript_lang::native::NativeRunner::new().run(&code.image(), inv) {
+    match hvscript_runtime::Runner::new().run(&code.image(), inv) {
         Ok(_) => None,
-        Err(hvscript_lang::native::NativeError::Run(e)) => {
-            Some(Located::new(src, &e.to_diagnostic()))
-        }
+        Err(hvscript_runtime::RunnerError::Run(e)) => Some(Located::new(
+            src,
+            &hvscript_lang::RunError::from(e).to_diagnostic(),
+        )),
         Err(e) => internal(format!("jit run: {e}")),
     }
 }

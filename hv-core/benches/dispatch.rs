@@ -65,12 +65,12 @@ impl Script for Interpreted {
 
 /// The same script compiled by the JIT and run from its loaded code object.
 struct Jitted {
-    code: hvscript_jit::LoadedCode,
+    code: hvscript_runtime::LoadedCode,
     globals: Globals,
 }
 
 thread_local! {
-    static RUNNER: std::cell::RefCell<hvscript_lang::native::NativeRunner> = Default::default();
+    static RUNNER: std::cell::RefCell<hvscript_runtime::Runner> = Default::default();
 }
 
 impl Script for Jitted {
@@ -142,7 +142,7 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(Arc::new(NullSink));
     let globals = Globals::default();
     let program = compile_source("@rax = @rax + 1;", &globals, &CompileOptions::default()).unwrap();
-    let code = hvscript_jit::LoadedCode::load(
+    let code = hvscript_runtime::LoadedCode::load(
         hvscript_jit::Jit::new().unwrap().compile(&program).unwrap(),
     )
     .unwrap();

@@ -4,13 +4,15 @@
 //! [`Engine::handle_exit`] with their emulation as a closure; the engine runs the matching
 //! events' scripts in the pre stage, skips the emulation and every post execution if any
 //! of them short-circuited, else emulates and runs the post stage. Users' HyperDbg command
-//! lines are parsed by [`command`]; scripts arrive compiled, behind [`Script`].
+//! lines are parsed by [`command`]; scripts arrive compiled, behind [`Script`]: a code
+//! object loaded by the runtime (`hvscript-runtime`) is one as a [`CodeScript`].
 
 #![no_std]
 
 extern crate alloc;
 
 pub mod argument;
+pub mod code_script;
 pub mod command;
 pub mod engine;
 pub mod event;
@@ -21,6 +23,7 @@ pub mod output;
 pub mod script;
 
 pub use argument::{NoSymbols, SymbolMap, Symbols};
+pub use code_script::CodeScript;
 pub use command::{
     parse_command, parse_command_with, parse_event_command, parse_event_command_with, Command,
     CommandError, OutputCommand, OutputKind, Target,

@@ -1,7 +1,8 @@
 //! What an event runs: any compiled form of a script, behind one object-safe trait.
 //!
 //! hv-core never links the compiler. The embedder hands it [`Script`]s: JIT code objects
-//! on platforms that can execute generated code, or IR for the interpreter elsewhere.
+//! loaded by the runtime ([`crate::CodeScript`]) on platforms that can execute generated
+//! code, or IR for the interpreter elsewhere.
 //! hv-core supplies the environment each execution sees (guest memory, output, the
 //! short-circuit flag, event requests) as a [`hvscript_stdlib::Env`].
 

@@ -102,9 +102,9 @@ fn calls_event_sc(program: &Program) -> bool {
         })
 }
 
-/// A script compiled by the JIT: a loaded code object, run by script-lang's native runner.
+/// A script compiled by the JIT: a loaded code object, run by the runtime's runner.
 pub struct JitScript {
-    code: hvscript_jit::LoadedCode,
+    code: hvscript_runtime::LoadedCode,
     globals: Arc<Globals>,
     uses_sc: bool,
     uses_clock: bool,
@@ -112,8 +112,8 @@ pub struct JitScript {
 }
 
 thread_local! {
-    /// One native runner (and its local stack) per vCPU thread, reused across exits.
-    static RUNNER: RefCell<hvscript_lang::native::NativeRunner> = RefCell::default();
+    /// One runner (and its local stack) per vCPU thread, reused across exits.
+    static RUNNER: RefCell<hvscript_runtime::Runner> = RefCell::default();
 }
 
 impl JitScript {
@@ -125,7 +125,7 @@ impl JitScript {
         let object = hvscript_jit::Jit::new()
             .and_then(|mut jit| jit.compile(program))
             .map_err(|e| format!("the JIT failed: {e}"))?;
-        let code = hvscript_jit::LoadedCode::load(object)
+        let code = hvscript_runtime::LoadedCode::load(object)
             .map_err(|e| format!("loading the code failed: {e}"))?;
         Ok(JitScript {
             code,
@@ -154,7 +154,7 @@ impl Script for JitScript {
         let image = self.code.image();
         let result = with_thread_engine(&RUNNER, |runner| runner.run(&image, &mut invocation));
         result.map(|_| ()).map_err(|e| match e {
-            hvscript_lang::native::NativeError::Run(e) => failure(&e, &self.origin),
+            hvscript_runtime::RunnerError::Run(e) => failure(&e.into(), &self.origin),
             other => ScriptFailure::Error(other.to_string()),
         })
     }

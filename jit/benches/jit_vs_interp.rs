@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hvscript_abi::{GuestRegs, PseudoValues};
-use hvscript_jit::{Jit, LoadedCode, OptLevel};
-use hvscript_lang::native::NativeRunner;
+use hvscript_jit::{Jit, OptLevel};
 use hvscript_lang::{
     compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, Program,
     Stage,
 };
+use hvscript_runtime::LoadedCode;
+use hvscript_runtime::Runner;
 
 const ARITH: &str = "@rax = (@rbx + @rcx * 3 - @rdx) ^ (@rsi << 2) | (@rdi & 0xff) + @r8 * @r9 - (@r10 >> 3) + @r11 + (@r12 ^ @r13) + @r14 * 7 - @r15 + (@rbx | @rcx) - (@rdx & @rsi) + @rdi * @r8;";
 const FOR_LOOP: &str = "s = 0; for (i = 1; i <= 0n1000; i++) { s = s + i; } @rax = s;";
@@ -81,7 +82,7 @@ fn run_group(c: &mut Criterion, name: &str, src: &str, limits: Limits) {
             black_box(interp.run(&program, &mut inv).unwrap());
         })
     });
-    let mut runner = NativeRunner::new();
+    let mut runner = Runner::new();
     let image = code.image();
     group.bench_function("jit", |b| {
         let mut r = regs();
@@ -157,7 +158,7 @@ fn compile_latency(c: &mut Criterion) {
             let image = code.image();
             let pseudo = PseudoValues::default();
             let mut env = HostEnv::new(Stage::Pre);
-            let mut runner = NativeRunner::new();
+            let mut runner = Runner::new();
             let mut r = regs();
             group.bench_function(name, |b| {
                 b.iter(|| {
@@ -185,7 +186,7 @@ fn compile_latency(c: &mut Criterion) {
         let mut pseudo = PseudoValues::default();
         pseudo.set(hvscript_abi::PseudoReg::EventStage, 1);
         let mut env = HostEnv::new(Stage::Post);
-        let mut runner = NativeRunner::new();
+        let mut runner = Runner::new();
         let mut r = regs();
         r.rax = 0xd01;
         group.bench_function(name, |b| {

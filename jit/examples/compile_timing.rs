@@ -2,8 +2,9 @@
 //! Cranelift, mapping): `cargo run --release -p hvscript-jit --example compile_timing`.
 use std::time::Instant;
 
-use hvscript_jit::{Jit, LoadedCode, OptLevel};
+use hvscript_jit::{Jit, OptLevel};
 use hvscript_lang::{compile_source, CompileOptions, Globals};
+use hvscript_runtime::LoadedCode;
 
 const EVENT: &str = include_str!("../benches/event_script.ds");
 

@@ -37,15 +37,15 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use hvscript_abi::exec::{
     call_record_head, memory_access, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR,
 };
-use hvscript_abi::{ExecError, Register};
+use hvscript_abi::{Builtin, ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
     BinaryOp, Block as IrBlock, Function, Inst, NumTy, Operand, Program, ScalarTy, StrLit,
     Terminator, UnaryOp,
 };
+use hvscript_runtime::{Arch, CodeObject, FunctionInfo, SourceRange, StringInfo, Usage};
 
 use crate::layout as off;
-use crate::object::{Arch, CodeObject, FunctionInfo, StringInfo};
 
 /// Cranelift's optimisation level (and register allocator) for script code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,7 +191,7 @@ impl Jit {
             rodata,
             program,
             strings: &strings,
-            sites: vec![main.span],
+            sites: vec![range(main.span)],
             site_ids: HashMap::new(),
             builtins: Vec::new(),
             global_slots: program
@@ -258,6 +258,7 @@ impl Jit {
         } = shared;
         builtins.sort_unstable();
         builtins.dedup();
+        let usage = usage(program);
         let object = CodeObject {
             arch: self.arch,
             code,
@@ -267,12 +268,42 @@ impl Jit {
             global_slots,
             builtins,
             sites,
+            usage,
         };
         object
             .validate()
             .map_err(|e| JitError::Codegen(e.to_string()))?;
         Ok(Compiled { object, clif })
     }
+}
+
+/// A source span as the runtime's byte range.
+fn range(span: Span) -> SourceRange {
+    SourceRange::new(span.start, span.end)
+}
+
+/// What the program reads, writes and calls, over every instruction of every function
+/// (reachable or not: the sets may only over-approximate).
+fn usage(program: &Program) -> Usage {
+    let mut usage = Usage::default();
+    let insts = program
+        .functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.insts);
+    for inst in insts {
+        match inst {
+            Inst::ReadReg { reg, .. } => usage.note_read(*reg),
+            Inst::WriteReg { reg, .. } => usage.note_write(*reg),
+            Inst::ReadPseudo { reg, .. } => usage.note_pseudo(*reg),
+            Inst::CallBuiltin {
+                builtin: Builtin::EventSc,
+                ..
+            } => usage.calls_event_sc = true,
+            _ => {}
+        }
+    }
+    usage
 }
 
 /// String literal records: u32 length, then the bytes (or UTF-16LE units), 4-aligned.
@@ -340,7 +371,7 @@ struct Shared<'p> {
     rodata: Vec<u8>,
     program: &'p Program,
     strings: &'p [StringInfo],
-    sites: Vec<Span>,
+    sites: Vec<SourceRange>,
     site_ids: HashMap<(u32, u32), u32>,
     builtins: Vec<u16>,
     global_slots: u32,
@@ -370,7 +401,7 @@ impl Shared<'_> {
         let next = self.sites.len() as u32;
         let id = *self.site_ids.entry((span.start, span.end)).or_insert(next);
         if id == next {
-            self.sites.push(span);
+            self.sites.push(range(span));
         }
         id
     }

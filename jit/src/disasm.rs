@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
 
-use crate::object::{Arch, CodeObject};
+use hvscript_runtime::{Arch, CodeObject};
 
 /// Every function of `object`, disassembled, with offsets relative to the code's start.
 pub fn disassemble(object: &CodeObject) -> String {

@@ -1,27 +1,23 @@
 //! The hvscript JIT: compiles a script's IR ([`hvscript_lang::ir::Program`]) with Cranelift
 //! into a [`CodeObject`] — position-independent machine code, one
 //! `extern "C" fn(*mut ExecCtx) -> u64` per IR function, plus read-only data, slot counts,
-//! the built-ins it calls and the error-site table — and loads code objects into
-//! executable memory on std hosts.
+//! the built-ins it calls, the error-site table and the usage sets a hypervisor vets it by.
+//! The code-object format, the loader and the runner are the runtime's
+//! (`hvscript-runtime`), which a hypervisor links without this crate.
 //!
 //! - [`codegen`]: IR -> Cranelift IR -> machine code ([`Jit`]).
-//! - [`object`]: the code object and its validated byte format.
-//! - [`memory`]: the loader ([`ExecutableMemory`], [`MmapMemory`], [`LoadedCode`]).
-//! - [`arena`]: the default executable memory, a dual-mapped arena ([`ArenaMemory`]).
 //! - [`layout`]: the `ExecCtx` offsets the generated code uses.
 //! - [`disasm`]: Intel-syntax disassembly for `--dump-asm`.
 //!
 //! Compiled code never refers to the stdlib: it calls built-ins through the table in the
-//! context, and the runtime that provides the table (the trampoline into
-//! `hvscript_stdlib::call`) is not here but in `hvscript_lang::native`, which runs loaded
-//! code on the host (this crate depends on `hvscript-lang` only for the IR):
+//! context, which the runtime's [`Runner`](hvscript_runtime::Runner) provides:
 //! ```no_run
 //! # use hvscript_lang::{compile_source, CompileOptions, Globals};
 //! let globals = Globals::default();
 //! let program = compile_source("@rax = @rbx + 1;", &globals, &CompileOptions::default()).unwrap();
 //! let object = hvscript_jit::Jit::new().unwrap().compile(&program).unwrap();
-//! let code: hvscript_jit::LoadedCode = hvscript_jit::LoadedCode::load(object).unwrap();
-//! // hvscript_lang::native::NativeRunner::new().run(&code.image(), &mut invocation)
+//! let code: hvscript_runtime::LoadedCode = hvscript_runtime::LoadedCode::load(object).unwrap();
+//! // hvscript_runtime::Runner::new().run(&code.image(), &mut invocation)
 //! ```
 //!
 //! Optimisation level: `none` (with the backtracking register allocator), by measurement
@@ -39,18 +35,14 @@
 //! is dominated by loads, stores and calls through the context; the single-pass allocator
 //! compiles faster but makes loops 2.4x slower, so it is only the choice for run-once
 //! evaluation (`hvscript eval --jit` uses [`OptLevel::Fast`]). About 40 µs of the compile
-//! time is the front end (parse, check, lower); loading costs ~1 µs ([`arena`]: code goes
-//! into a dual-mapped executable arena, no system call per object).
+//! time is the front end (parse, check, lower); loading costs ~1 µs (the runtime's
+//! `ArenaMemory`: code goes into a dual-mapped executable arena, no system call per object).
 
-pub mod arena;
 pub mod codegen;
 pub mod disasm;
 pub mod layout;
-pub mod memory;
-pub mod object;
 
-pub use arena::ArenaMemory;
 pub use codegen::{Compiled, Jit, JitError, OptLevel};
 pub use disasm::disassemble;
-pub use memory::{ExecutableMemory, LoadError, LoadedCode, MmapMemory};
-pub use object::{Arch, CodeObject, FormatError, FunctionInfo, StringInfo};
+/// What [`Jit::compile`] produces (the runtime's format).
+pub use hvscript_runtime::CodeObject;

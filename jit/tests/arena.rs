@@ -10,9 +10,10 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use hvscript_abi::GuestRegs;
-use hvscript_jit::{ArenaMemory, CodeObject, ExecutableMemory, Jit, LoadedCode};
-use hvscript_lang::native::NativeRunner;
+use hvscript_jit::Jit;
 use hvscript_lang::{compile_source, CompileOptions, Globals, HostEnv, Invocation, Limits, Stage};
+use hvscript_runtime::Runner;
+use hvscript_runtime::{ArenaMemory, CodeObject, ExecutableMemory, LoadedCode};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -55,7 +56,7 @@ fn run<M: ExecutableMemory>(code: &LoadedCode<M>) -> u64 {
         host: &mut env,
         limits: Limits::default(),
     };
-    NativeRunner::new().run(&code.image(), &mut inv).unwrap();
+    Runner::new().run(&code.image(), &mut inv).unwrap();
     regs.rax
 }
 
@@ -242,7 +243,7 @@ fn an_object_larger_than_a_region_gets_its_own() {
 #[test]
 fn mmap_memory_stays_available() {
     let mut jit = Jit::new().unwrap();
-    let code: LoadedCode<hvscript_jit::MmapMemory> =
+    let code: LoadedCode<hvscript_runtime::MmapMemory> =
         LoadedCode::load(compile(&mut jit, 3)).unwrap();
     assert_eq!(run(&code), expected(3));
 }

@@ -4,9 +4,11 @@
 mod common;
 
 use common::*;
-use hvscript_jit::{CodeObject, Jit, LoadedCode};
-use hvscript_lang::native::NativeRunner;
+use hvscript_abi::{PseudoReg, Register};
+use hvscript_jit::Jit;
 use hvscript_lang::{compile_source, CompileOptions, Globals, Invocation};
+use hvscript_runtime::object::VERSION;
+use hvscript_runtime::{CodeObject, LoadedCode, Runner};
 use proptest::prelude::*;
 
 const SRC: &str = "int sq(int x) { return x * x; } .n = 0; for (i = 0; i < 5; i++) { .n = .n + sq(i); } printf(\"%d\\n\", .n); x = strlen(\"abc\") + wcslen(L\"w\"); @rax = .n + x;";
@@ -51,7 +53,7 @@ fn round_trip_and_run_from_bytes() {
             host: &mut env,
             limits: setup.limits,
         };
-        NativeRunner::new().run(&code.image(), &mut inv).unwrap();
+        Runner::new().run(&code.image(), &mut inv).unwrap();
         assert_eq!(env.output_text(), want.output);
         assert_eq!(regs, want.regs);
     }
@@ -76,12 +78,69 @@ fn malformed_bytes_are_errors() {
     assert!(CodeObject::from_bytes(&longer).is_err());
 }
 
+/// Re-seals `bytes` (a changed header) with a valid hash, so only the change is wrong.
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = bytes.len() - 8;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &bytes[..n] {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    bytes[n..].copy_from_slice(&h.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn other_format_versions_are_refused_by_name() {
+    let bytes = object().to_bytes();
+    for version in [0, 1, VERSION + 1, u32::MAX] {
+        let mut b = bytes.clone();
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        for b in [b.clone(), reseal(b)] {
+            let e = CodeObject::from_bytes(&b).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("format version {version}")) && e.contains("reads version 2"),
+                "{e}"
+            );
+        }
+    }
+    // A wrong hash is named as such.
+    let mut b = bytes.clone();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    let e = CodeObject::from_bytes(&b).unwrap_err().to_string();
+    assert!(e.contains("checksum"), "{e}");
+}
+
+#[test]
+fn usage_sets_describe_the_script_without_its_source() {
+    let g = Globals::default();
+    let src = "if ($stage == 1) { @ah = @rbx + $core; } else { event_sc(1); } x = @zf;";
+    let p = compile_source(src, &g, &CompileOptions::default()).unwrap();
+    let o = Jit::new().unwrap().compile(&p).unwrap();
+    let back = CodeObject::from_bytes(&o.to_bytes()).unwrap();
+    let u = back.usage();
+    assert!(back.calls_event_sc());
+    assert_eq!(
+        u.registers_read().collect::<Vec<_>>(),
+        [Register::Rbx, Register::Zf]
+    );
+    assert_eq!(u.registers_written().collect::<Vec<_>>(), [Register::Ah]);
+    assert!(u.changes(Register::Rax) && !u.changes(Register::Rbx));
+    assert_eq!(
+        u.pseudo_registers_read().collect::<Vec<_>>(),
+        [PseudoReg::Core, PseudoReg::EventStage]
+    );
+    assert!(!object().calls_event_sc());
+    assert!(object().usage().writes(Register::Rax));
+}
+
 #[test]
 fn inconsistent_objects_are_rejected() {
     let good = object();
     let mut o = good.clone();
     o.functions[1].offset = o.code.len() as u32;
-    assert!(LoadedCode::<hvscript_jit::MmapMemory>::load(o).is_err());
+    assert!(LoadedCode::<hvscript_runtime::MmapMemory>::load(o).is_err());
     let mut o = good.clone();
     o.strings[0].offset = o.rodata.len() as u32 - 2;
     assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
@@ -90,6 +149,15 @@ fn inconsistent_objects_are_rejected() {
     assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
     let mut o = good.clone();
     o.sites.clear();
+    assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
+    let mut o = good.clone();
+    o.usage.calls_event_sc = true; // but event_sc is not among the built-ins
+    assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
+    let mut o = good.clone();
+    o.usage.regs_read |= 1 << 127; // no such register
+    assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
+    let mut o = good.clone();
+    o.usage.pseudo_read |= 1 << 31; // no such pseudo-register
     assert!(CodeObject::from_bytes(&o.to_bytes()).is_err());
     let mut o = good;
     o.functions.clear();

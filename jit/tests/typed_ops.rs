@@ -23,14 +23,15 @@ use std::fmt;
 
 use hvscript_abi::{GuestRegs, PseudoValues, Register};
 use hvscript_grammar::ast::Span;
-use hvscript_jit::{Jit, LoadedCode, OptLevel};
+use hvscript_jit::{Jit, OptLevel};
 use hvscript_lang::ir::{
     BinaryOp, Block, Function, Inst, NumTy, Program, ScalarTy, Terminator, UnaryOp,
 };
-use hvscript_lang::native::{NativeError, NativeRunner};
 use hvscript_lang::{
     semantics, Globals, HostEnv, Interpreter, Invocation, Limits, RunError, RunErrorKind, Stage,
 };
+use hvscript_runtime::LoadedCode;
+use hvscript_runtime::{Runner, RunnerError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -595,7 +596,7 @@ struct Outcome {
 
 struct Harness {
     interp: Interpreter,
-    native: NativeRunner,
+    native: Runner,
     env: HostEnv,
     pseudo: PseudoValues,
     globals: Globals,
@@ -605,7 +606,7 @@ impl Harness {
     fn new() -> Harness {
         Harness {
             interp: Interpreter::new(),
-            native: NativeRunner::new(),
+            native: Runner::new(),
             env: HostEnv::new(Stage::Pre),
             pseudo: PseudoValues::default(),
             globals: Globals::default(),
@@ -635,8 +636,8 @@ impl Harness {
             None => self.interp.run(program, &mut inv).map(|_| ()),
             Some(code) => match self.native.run(&code.image(), &mut inv) {
                 Ok(_) => Ok(()),
-                Err(NativeError::Run(e)) => Err(e),
-                Err(NativeError::Incompatible(m)) => panic!("incompatible code object: {m}"),
+                Err(RunnerError::Run(e)) => Err(e.into()),
+                Err(RunnerError::Incompatible(m)) => panic!("incompatible code object: {m}"),
             },
         };
         Outcome {

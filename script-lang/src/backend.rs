@@ -9,7 +9,7 @@ use core::str::FromStr;
 pub enum Backend {
     /// The host interpreter (`hvscript-lang`), the reference semantics.
     Interp,
-    /// Cranelift-compiled native code (`hvscript-jit`), run by [`crate::native`].
+    /// Cranelift-compiled native code (`hvscript-jit`), run by `hvscript_runtime::Runner`.
     Jit,
 }
 

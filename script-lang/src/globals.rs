@@ -1,18 +1,18 @@
-//! Global variables (`.name`): one table of names and 64-bit slots shared by every script,
-//! event and core of a session, as in HyperDbg. Names are bound to slots when a script
-//! that assigns them compiles; values start at 0 and persist. Slots are atomics because
-//! several cores run scripts at once and `interlocked_*` operate on them.
+//! Global variables (`.name`): the compiler's side of the one table of names and 64-bit
+//! slots shared by every script, event and core of a session, as in HyperDbg. Names are
+//! bound to slots here when a script that assigns them compiles; the values are the
+//! runtime's [`GlobalSlots`] (what a run needs), which [`Globals`] derefs to, so an
+//! [`crate::Invocation`] takes `&globals` directly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 
-/// HyperDbg's limit (`MAX_VAR_COUNT`).
-pub const DEFAULT_GLOBAL_SLOTS: usize = 512;
+pub use hvscript_runtime::{GlobalSlots, DEFAULT_GLOBAL_SLOTS};
 
 pub struct Globals {
     names: Mutex<HashMap<String, u32>>,
-    values: Box<[AtomicU64]>,
+    values: Arc<GlobalSlots>,
 }
 
 impl Default for Globals {
@@ -21,12 +21,26 @@ impl Default for Globals {
     }
 }
 
+impl Deref for Globals {
+    type Target = GlobalSlots;
+
+    fn deref(&self) -> &GlobalSlots {
+        &self.values
+    }
+}
+
 impl Globals {
     pub fn with_capacity(slots: usize) -> Globals {
         Globals {
             names: Mutex::new(HashMap::new()),
-            values: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            values: Arc::new(GlobalSlots::with_capacity(slots)),
         }
+    }
+
+    /// The value table, shared, for runners that outlive a borrow of `self` (an
+    /// `hv_core::CodeScript`).
+    pub fn values(&self) -> &Arc<GlobalSlots> {
+        &self.values
     }
 
     /// The slot of a known name.
@@ -46,7 +60,7 @@ impl Globals {
             let next = table.len() as u32;
             let slot = match table.get(n) {
                 Some(&s) => s,
-                None if (next as usize) < self.values.len() => {
+                None if (next as usize) < self.values.capacity() => {
                     table.insert(n.clone(), next);
                     next
                 }
@@ -55,27 +69,6 @@ impl Globals {
             out.push(slot);
         }
         Some(out)
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn get(&self, slot: u32) -> u64 {
-        self.values[slot as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn set(&self, slot: u32, value: u64) {
-        self.values[slot as usize].store(value, Ordering::Relaxed)
-    }
-
-    pub fn slot(&self, slot: u32) -> &AtomicU64 {
-        &self.values[slot as usize]
-    }
-
-    /// The slots, for code that addresses them by pointer (`&.name`, JIT code).
-    pub fn slots(&self) -> &[AtomicU64] {
-        &self.values
     }
 
     /// Every bound name with its current value, sorted by name.

@@ -7,54 +7,14 @@
 //! user-function call burns one unit of fuel; running out, nesting calls too deep, or any
 //! run-time error ends the run with a [`RunError`] that carries the source span.
 
-use hvscript_abi::{GuestRegs, PseudoValues};
 use hvscript_grammar::ast::Span;
+use hvscript_runtime::ScriptMemory;
+pub use hvscript_runtime::{Invocation, Limits, RunStats};
+use hvscript_stdlib::{Arg, MemFault};
 
-use hvscript_stdlib::{Arg, Env, MemFault};
-
-use crate::globals::Globals;
 use crate::ir::*;
 pub use crate::run_error::{RunError, RunErrorKind};
-use crate::script_memory::ScriptMemory;
 use crate::semantics;
-
-/// Bounds of one run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Loop iterations plus function calls.
-    pub fuel: u64,
-    /// Nested user-function calls.
-    pub max_call_depth: u32,
-    /// 64-bit local slots for all active calls together.
-    pub stack_slots: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // HyperDbg stops a run after 1 000 000 executed IR symbols; a back edge here is a
-        // whole loop iteration, so the same number is a generous budget.
-        Limits {
-            fuel: 1_000_000,
-            max_call_depth: 256,
-            stack_slots: 16 * 1024,
-        }
-    }
-}
-
-/// What one run needs from its caller.
-pub struct Invocation<'a> {
-    pub regs: &'a mut GuestRegs,
-    pub pseudo: &'a PseudoValues,
-    pub globals: &'a Globals,
-    pub host: &'a mut dyn Env,
-    pub limits: Limits,
-}
-
-/// How a successful run ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunStats {
-    pub fuel_used: u64,
-}
 
 /// Reusable interpreter state (the local stack), so repeated runs do not allocate.
 #[derive(Default)]
@@ -112,15 +72,7 @@ pub(crate) fn memory_error(
     span: Span,
 ) -> RunError {
     RunError {
-        kind: RunErrorKind::Memory {
-            addr,
-            len: len as u8,
-            write,
-            reason: match fault {
-                MemFault::Invalid => None,
-                MemFault::Unavailable(u) => Some(u.0),
-            },
-        },
+        kind: RunErrorKind::memory(addr, len, write, fault),
         span,
     }
 }

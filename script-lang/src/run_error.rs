@@ -1,45 +1,12 @@
-//! Run-time errors: why a script stopped and where, in the words every back end reports
-//! (the interpreter, the reference semantics it shares with the constant folder, the JIT's
-//! runner). At the bottom of the crate: it imports none of the back ends.
+//! Run-time errors located in the source: the runtime's [`RunErrorKind`] (why a script
+//! stopped, in the words every back end reports) with a grammar [`Span`], so a front end can
+//! render it as a diagnostic. The runtime's own error ([`hvscript_runtime::RunError`], byte
+//! offsets) converts into this one. At the bottom of the crate: it imports none of the
+//! back ends.
 
 use hvscript_grammar::ast::Span;
 use hvscript_grammar::Diagnostic;
-use hvscript_stdlib::ScriptError;
-
-use crate::ir::{NumTy, ScalarTy};
-
-/// Why a run stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunErrorKind {
-    Builtin(ScriptError),
-    DivisionByZero,
-    /// `MIN / -1` or `MIN % -1` of a signed type.
-    DivisionOverflow(NumTy),
-    /// A shift count not below the width of the shifted type.
-    ShiftCount {
-        count: u64,
-        bits: u32,
-    },
-    /// A float operation whose result is not finite (overflow to infinity, NaN).
-    FloatRange,
-    /// A float converted to an integer type it does not fit (or a NaN).
-    FloatConversion {
-        to: ScalarTy,
-    },
-    /// `% << >> & | ^ ~` on a float: never produced by the compiler (a corrupt program).
-    InvalidFloatOperation,
-    /// A typed read or write ([`Inst::Load`], [`Inst::Store`]) at an address that cannot be
-    /// accessed; `reason` says why when the memory is unreachable in this context.
-    Memory {
-        addr: u64,
-        len: u8,
-        write: bool,
-        reason: Option<&'static str>,
-    },
-    FuelExhausted(u64),
-    CallDepth(u32),
-    StackExhausted(usize),
-}
+pub use hvscript_runtime::RunErrorKind;
 
 /// A run-time error: what and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,44 +17,7 @@ pub struct RunError {
 
 impl RunError {
     pub fn message(&self) -> String {
-        match &self.kind {
-            RunErrorKind::Builtin(e) => e.to_string(),
-            RunErrorKind::DivisionByZero => "division by zero".into(),
-            RunErrorKind::DivisionOverflow(ty) => match ty.bits() {
-                32 => "division overflow (-0x80000000 / -1 in a 32-bit type)".into(),
-                _ => "division overflow (-0x8000000000000000 / -1)".into(),
-            },
-            RunErrorKind::ShiftCount { count, bits } => {
-                format!("shift count {} is outside 0..{}", *count as i64, bits - 1)
-            }
-            RunErrorKind::FloatRange => {
-                "floating-point result out of range (infinity or NaN)".into()
-            }
-            RunErrorKind::FloatConversion { to } => {
-                format!("floating-point value does not fit the integer type ({to})")
-            }
-            RunErrorKind::InvalidFloatOperation => {
-                "operation not defined on floating-point values".into()
-            }
-            RunErrorKind::Memory {
-                addr,
-                len,
-                write,
-                reason,
-            } => {
-                let verb = if *write { "write" } else { "read" };
-                let unit = if *len == 1 { "byte" } else { "bytes" };
-                match reason {
-                    Some(r) => format!("cannot {verb} {len} {unit} at 0x{addr:x}: {r}"),
-                    None => format!("cannot {verb} {len} {unit} at 0x{addr:x} (invalid address)"),
-                }
-            }
-            RunErrorKind::FuelExhausted(f) => {
-                format!("fuel exhausted: {f} loop iterations and calls without finishing")
-            }
-            RunErrorKind::CallDepth(d) => format!("function calls nested deeper than {d}"),
-            RunErrorKind::StackExhausted(n) => format!("local variables need more than {n} slots"),
-        }
+        self.kind.message()
     }
 
     pub fn to_diagnostic(&self) -> Diagnostic {
@@ -97,6 +27,18 @@ impl RunError {
                 d.with_help("raise the budget with --fuel N if the loop is meant to be long")
             }
             _ => d,
+        }
+    }
+}
+
+impl From<hvscript_runtime::RunError> for RunError {
+    fn from(e: hvscript_runtime::RunError) -> RunError {
+        RunError {
+            kind: e.kind,
+            span: Span {
+                start: e.range.start,
+                end: e.range.end,
+            },
         }
     }
 }

@@ -3,12 +3,13 @@
 #![allow(dead_code)]
 
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
-use hvscript_jit::{Jit, LoadedCode};
-use hvscript_lang::native::{NativeError, NativeRunner};
+use hvscript_jit::Jit;
 use hvscript_lang::{
     compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, Program,
     RunError, RunErrorKind, Stage,
 };
+use hvscript_runtime::LoadedCode;
+use hvscript_runtime::{Runner, RunnerError};
 use hvscript_stdlib::ScriptError;
 
 /// Addresses at or above this are host addresses (stacks), not simulated guest memory.
@@ -82,7 +83,7 @@ pub fn run_program(
         }
     };
     let mut interp = Interpreter::new();
-    let mut runner = NativeRunner::new();
+    let mut runner = Runner::new();
     for _ in 0..setup.runs {
         let mut inv = Invocation {
             regs: &mut regs,
@@ -95,8 +96,8 @@ pub fn run_program(
             None => interp.run(program, &mut inv).map(|s| s.fuel_used),
             Some(code) => match runner.run(&code.image(), &mut inv) {
                 Ok(s) => Ok(s.fuel_used),
-                Err(NativeError::Run(e)) => Err(e),
-                Err(NativeError::Incompatible(m)) => panic!("incompatible: {m}"),
+                Err(RunnerError::Run(e)) => Err(e.into()),
+                Err(RunnerError::Incompatible(m)) => panic!("incompatible: {m}"),
             },
         };
         if result.is_err() {

@@ -1,6 +1,6 @@
-//! [`ArenaMemory`]: the default executable memory of [`LoadedCode`](crate::LoadedCode), a
-//! process-wide arena of code regions that makes loading a code object a `memcpy` under a
-//! mutex instead of three system calls.
+//! [`ArenaMemory`]: the default executable memory of [`LoadedCode`](crate::LoadedCode) on
+//! std hosts, a process-wide arena of code regions that makes loading a code object a
+//! `memcpy` under a mutex instead of three system calls.
 //!
 //! # What it owns
 //! One global arena (behind a [`Mutex`]) owns every *region*: a `memfd_create` file
@@ -45,7 +45,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::memory::{page_size, require_coherent_icache, ExecutableMemory, LoadError, MmapMemory};
+use crate::memory::{ExecutableMemory, LoadError};
+use crate::mmap::MmapMemory;
+use crate::page::{page_size, require_coherent_icache};
 
 /// Allocation granule and chunk alignment (one cache line).
 const GRANULE: usize = 64;
@@ -374,7 +376,7 @@ mod sys {
         }
     }
 
-    thread_local! {
+    std::thread_local! {
         /// The arena's lock, held by the forking thread across `fork()` so the child gets
         /// a consistent arena (the other threads do not exist in the child).
         static FORK_GUARD: RefCell<Option<MutexGuard<'static, Arena>>> =

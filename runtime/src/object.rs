@@ -3,31 +3,44 @@
 //! A code object is everything needed to run a script anywhere: the machine code of every
 //! function (concatenated, each 16-byte aligned, no relocations), the read-only data (string
 //! literal records, see [`hvscript_abi::exec::string_record`]), the slot counts, the
-//! built-ins it calls and the table mapping error-site ids to source spans.
+//! built-ins it calls, the table mapping error-site ids to source byte ranges, and its
+//! [`Usage`] (what a hypervisor vets a script by without its source).
 //! [`CodeObject::to_bytes`] / [`CodeObject::from_bytes`] serialize it for shipping (hot-load
 //! into the hypervisor); `from_bytes` validates everything and never panics.
 //!
 //! Format (all integers little-endian):
 //! ```text
-//! magic "HVSCOBJ\0", u32 version, u32 arch,
+//! magic "HVSCOBJ\0", u32 version (2), u32 arch,
 //! u32 global_slots,
 //! u32 nfunc,    nfunc x (u32 offset, u32 size, u32 params, u32 locals),
 //! u32 ncode,    ncode bytes,
 //! u32 nrodata,  nrodata bytes,
 //! u32 nstrings, nstrings x (u32 rodata offset, u8 wide),
 //! u32 nbuiltin, nbuiltin x u16 id,
-//! u32 nsites,   nsites x (u32 start, u32 end),
+//! u32 nsites,   nsites x (u32 start, u32 end),          source byte offsets
+//! u32 flags (bit 0: calls event_sc), u128 registers read, u128 registers written,
+//! u32 pseudo-registers read,
 //! u64 FNV-1a hash of everything before it.
 //! ```
+//! Version 1 had no usage sets; objects of any version but this one are refused (the
+//! producer and the runtime must agree on the format, there is no migration).
 
-use std::fmt;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 use hvscript_abi::exec::string_record;
 use hvscript_abi::Builtin;
-use hvscript_grammar::ast::Span;
+
+use crate::source_range::SourceRange;
+use crate::usage::Usage;
 
 const MAGIC: &[u8; 8] = b"HVSCOBJ\0";
-const VERSION: u32 = 1;
+/// The format version this runtime reads and writes.
+pub const VERSION: u32 = 2;
+/// Bit of the flags word: the code calls `event_sc`.
+const FLAG_EVENT_SC: u32 = 1;
 /// Upper bounds that keep a malformed header from asking for absurd allocations.
 const MAX_SECTION: usize = 64 << 20;
 const MAX_GLOBAL_SLOTS: u32 = 1 << 20;
@@ -99,8 +112,10 @@ pub struct CodeObject {
     pub global_slots: u32,
     /// The built-ins the code calls (sorted ids).
     pub builtins: Vec<u16>,
-    /// Error-site id -> source span; site 0 is the script body's span.
-    pub sites: Vec<Span>,
+    /// Error-site id -> source byte range; site 0 is the script body's.
+    pub sites: Vec<SourceRange>,
+    /// What the code reads, writes and calls, for vetting without the source.
+    pub usage: Usage,
 }
 
 /// Why bytes are not a valid code object.
@@ -113,6 +128,7 @@ impl fmt::Display for FormatError {
     }
 }
 
+#[cfg(feature = "std")]
 impl std::error::Error for FormatError {}
 
 fn bad<T>(msg: impl Into<String>) -> Result<T, FormatError> {
@@ -153,6 +169,11 @@ impl<'a> Reader<'a> {
     fn u32(&mut self, what: &str) -> Result<u32, FormatError> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u128(&mut self, what: &str) -> Result<u128, FormatError> {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(self.take(16, what)?);
+        Ok(u128::from_le_bytes(b))
     }
     /// A count of items of `item_size` bytes each, checked against what is left.
     fn count(&mut self, item_size: usize, what: &str) -> Result<usize, FormatError> {
@@ -198,6 +219,15 @@ impl CodeObject {
             u32s(&mut out, s.start);
             u32s(&mut out, s.end);
         }
+        let flags = if self.usage.calls_event_sc {
+            FLAG_EVENT_SC
+        } else {
+            0
+        };
+        u32s(&mut out, flags);
+        out.extend_from_slice(&self.usage.regs_read.to_le_bytes());
+        out.extend_from_slice(&self.usage.regs_written.to_le_bytes());
+        u32s(&mut out, self.usage.pseudo_read);
         let h = fnv1a(&out);
         out.extend_from_slice(&h.to_le_bytes());
         out
@@ -216,16 +246,21 @@ impl CodeObject {
         let (body, tail) = bytes.split_at(bytes.len() - 8);
         let mut t = [0u8; 8];
         t.copy_from_slice(tail);
-        if fnv1a(body) != u64::from_le_bytes(t) {
-            return bad("checksum mismatch");
-        }
         let mut r = Reader {
             bytes: body,
             pos: 8,
         };
+        // The version is checked before the hash: an object of another version may hash
+        // differently, and "wrong version" is the error that says what to do.
         let version = r.u32("version")?;
         if version != VERSION {
-            return bad(format!("version {version}, expected {VERSION}"));
+            return bad(format!(
+                "format version {version}, this runtime reads version {VERSION} only \
+                 (recompile the script with a matching compiler)"
+            ));
+        }
+        if fnv1a(body) != u64::from_le_bytes(t) {
+            return bad("checksum mismatch");
         }
         let arch = match Arch::from_code(r.u32("arch")?) {
             Some(a) => a,
@@ -267,8 +302,18 @@ impl CodeObject {
         for _ in 0..nsites {
             let start = r.u32("site")?;
             let end = r.u32("site")?;
-            sites.push(Span { start, end });
+            sites.push(SourceRange { start, end });
         }
+        let flags = r.u32("flags")?;
+        if flags & !FLAG_EVENT_SC != 0 {
+            return bad(format!("unknown flags {flags:#x}"));
+        }
+        let usage = Usage {
+            calls_event_sc: flags & FLAG_EVENT_SC != 0,
+            regs_read: r.u128("registers read")?,
+            regs_written: r.u128("registers written")?,
+            pseudo_read: r.u32("pseudo-registers read")?,
+        };
         if r.pos != body.len() {
             return bad("trailing bytes");
         }
@@ -281,6 +326,7 @@ impl CodeObject {
             global_slots,
             builtins,
             sites,
+            usage,
         };
         object.validate()?;
         Ok(object)
@@ -318,10 +364,27 @@ impl CodeObject {
         }
         for s in &self.sites {
             if s.start > s.end {
-                return bad("a site span ends before it starts");
+                return bad("a site's source range ends before it starts");
             }
         }
+        if !self.usage.is_valid() {
+            return bad("the usage sets name registers that do not exist");
+        }
+        let calls_sc = self.builtins.contains(&Builtin::EventSc.id());
+        if self.usage.calls_event_sc != calls_sc {
+            return bad("the event_sc flag disagrees with the built-ins the code calls");
+        }
         Ok(())
+    }
+
+    /// What the code reads, writes and calls (see [`Usage`]).
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// Whether the script can short-circuit its event (calls `event_sc`).
+    pub fn calls_event_sc(&self) -> bool {
+        self.usage.calls_event_sc
     }
 
     /// Local slots of the script body's frame.

@@ -4,9 +4,10 @@
 //! global slots), as in HyperDbg, so `poi(&x)`, `interlocked_increment(&.n)` and
 //! `memcpy(&a, &b, 8)` work on them. [`ScriptMemory`] serves accesses that fall inside those
 //! two areas itself and passes everything else — guest memory, output, events — to the
-//! host environment.
+//! host environment. The interpreter (`hvscript-lang`) and the [`Runner`](crate::Runner)
+//! both route through it, so the two back ends cannot disagree on what is the script's own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvscript_stdlib::{
     AtomicRmw, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
@@ -56,7 +57,7 @@ impl ScriptMemory<'_> {
         let len = self.stack.len() * 8;
         // SAFETY: a [u64] of n elements is n*8 initialised bytes with no padding, and u8
         // has alignment 1; the borrow of `self.stack` is held for the slice's lifetime.
-        unsafe { std::slice::from_raw_parts_mut(self.stack.as_mut_ptr().cast::<u8>(), len) }
+        unsafe { core::slice::from_raw_parts_mut(self.stack.as_mut_ptr().cast::<u8>(), len) }
     }
 
     fn global_read(&self, off: usize, buf: &mut [u8]) {
@@ -85,7 +86,7 @@ impl ScriptMemory<'_> {
 
 impl ScriptMemory<'_> {
     /// A typed load's bytes: `len` (at most 8) bytes at `addr`, little-endian,
-    /// zero-extended. Both back ends read [`crate::ir::Inst::Load`] through this.
+    /// zero-extended. Both back ends read the IR's typed loads through this.
     pub fn read_le(&mut self, addr: u64, len: usize) -> Result<u64, MemFault> {
         let mut bytes = [0u8; 8];
         self.read(addr, &mut bytes[..len])?;

@@ -1,0 +1,89 @@
+//! [`CodeScript`]: a loaded code object as a [`Script`], run by the runtime's
+//! [`Runner`] — what lets a hypervisor run compiled scripts it is sent with
+//! `hvscript-runtime` + `hv-core` and nothing of the compiler.
+//!
+//! The code object's [`Usage`](hvscript_runtime::Usage) answers the engine's questions
+//! about the script (does it call `event_sc`, does it read `$date`/`$time`) without the
+//! source. Run-time errors carry the failing expression's byte range in the script's
+//! source, which the engine reports as text (the hypervisor has no source to show).
+
+use alloc::format;
+use alloc::sync::Arc;
+
+use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
+use hvscript_runtime::{
+    ExecutableMemory, GlobalSlots, Invocation, Limits, LoadedCode, RunErrorKind, Runner,
+    RunnerError,
+};
+use hvscript_stdlib::Env;
+use spin::Mutex;
+
+use crate::script::{Script, ScriptFailure};
+
+/// A code object in executable memory `M`, with the global slots it runs against and the
+/// bounds of each execution.
+pub struct CodeScript<M: ExecutableMemory> {
+    code: LoadedCode<M>,
+    globals: Arc<GlobalSlots>,
+    limits: Limits,
+    /// The runner (its local stack) reused across executions; an execution that finds it
+    /// busy (the same script on another core at the same moment) uses a fresh one.
+    runner: Mutex<Runner>,
+}
+
+impl<M: ExecutableMemory> CodeScript<M> {
+    pub fn new(code: LoadedCode<M>, globals: Arc<GlobalSlots>, limits: Limits) -> Self {
+        CodeScript {
+            code,
+            globals,
+            limits,
+            runner: Mutex::new(Runner::new()),
+        }
+    }
+
+    pub fn code(&self) -> &LoadedCode<M> {
+        &self.code
+    }
+}
+
+impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
+    fn execute(
+        &self,
+        regs: &mut GuestRegs,
+        pseudo: &PseudoValues,
+        env: &mut dyn Env,
+    ) -> Result<(), ScriptFailure> {
+        let mut invocation = Invocation {
+            regs,
+            pseudo,
+            globals: &self.globals,
+            host: env,
+            limits: self.limits,
+        };
+        let image = self.code.image();
+        let result = match self.runner.try_lock() {
+            Some(mut runner) => runner.run(&image, &mut invocation),
+            None => Runner::new().run(&image, &mut invocation),
+        };
+        result.map(|_| ()).map_err(|e| match e {
+            RunnerError::Run(e) if matches!(e.kind, RunErrorKind::FuelExhausted(_)) => {
+                ScriptFailure::FuelExhausted
+            }
+            RunnerError::Run(e) => ScriptFailure::Error(format!(
+                "{} (script bytes {}..{})",
+                e.message(),
+                e.range.start,
+                e.range.end
+            )),
+            other => ScriptFailure::Error(format!("{other}")),
+        })
+    }
+
+    fn uses_short_circuit(&self) -> bool {
+        self.code.object().calls_event_sc()
+    }
+
+    fn reads_pseudo(&self, reg: PseudoReg) -> bool {
+        self.code.object().usage().reads_pseudo(reg)
+    }
+}

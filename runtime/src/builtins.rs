@@ -1,0 +1,220 @@
+//! The built-in table compiled code calls through ([`builtin_table`]: one trampoline that
+//! decodes a call-site record and the arguments and calls `hvscript_stdlib::call`) and the
+//! context's [`MemoryFn`](hvscript_abi::MemoryFn) for typed loads and stores, both routing
+//! the script's own stack and globals versus guest memory through [`ScriptMemory`] exactly
+//! as the interpreter does. The state they reach through [`ExecCtx::host`] is `HostState`,
+//! which the [`Runner`](crate::Runner) sets up for each run.
+//!
+//! Compiled code never links the stdlib: it reaches it only through this table, which the
+//! runtime hands it in the context (DESIGN.md), so a code object has no relocations.
+
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
+
+use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::{Builtin, BuiltinFn, ExecCtx, ExecError, MemoryAccess};
+use hvscript_stdlib::{Arg, Env, MemFault, ScriptError};
+
+use crate::script_memory::ScriptMemory;
+
+/// The runtime's state behind [`ExecCtx::host`] during a run.
+pub(crate) struct HostState<'a> {
+    pub(crate) env: &'a mut dyn Env,
+    pub(crate) globals: &'a [AtomicU64],
+    pub(crate) rodata: &'a [u8],
+    /// The error of the built-in that failed, for [`ExecError::Builtin`].
+    pub(crate) error: Option<ScriptError>,
+    /// The typed access that failed, for [`ExecError::Memory`].
+    pub(crate) memory_fault: Option<MemoryFault>,
+}
+
+/// A failed typed load or store, as [`RunErrorKind::memory`](crate::RunErrorKind::memory) needs it.
+#[derive(Clone, Copy)]
+pub(crate) struct MemoryFault {
+    pub(crate) addr: u64,
+    pub(crate) len: usize,
+    pub(crate) write: bool,
+    pub(crate) fault: MemFault,
+}
+
+/// The built-in table compiled code calls through, indexed by [`Builtin::id`].
+pub fn builtin_table() -> &'static [BuiltinFn] {
+    &BUILTINS
+}
+
+pub(crate) static BUILTINS: [BuiltinFn; Builtin::ALL.len()] = [call_builtin; Builtin::ALL.len()];
+
+/// Records a failed built-in in the context.
+fn record_error(ctx: &mut ExecCtx, host: &mut HostState<'_>, site: u32, e: ScriptError) -> u64 {
+    host.error = Some(e);
+    ctx.error_kind = ExecError::Builtin as u32;
+    ctx.error_site = site;
+    0
+}
+
+/// The one entry of the built-in table: decodes the call-site record and the arguments,
+/// routes `&local` and `&.global` addresses to the script's own memory, calls the stdlib,
+/// stores any error.
+///
+/// # Safety
+/// Called by compiled code only, with the context of a run started by
+/// [`Runner::run`], `call` the rodata offset of a call-site record, and `args`
+/// pointing to as many initialised `u64`s as the record has tags.
+unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64 {
+    // SAFETY: compiled code passes the context `Runner::run` made; no other
+    // reference to it is live while compiled code is suspended in this call.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the
+    // whole run and not otherwise borrowed while compiled code runs.
+    let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
+    let rodata = host.rodata;
+    let corrupt = |reason| ScriptError::Unavailable {
+        builtin: Builtin::Reference,
+        reason,
+    };
+    let Some(record) = call_record(rodata, call) else {
+        let e = corrupt("corrupt code object: call-site record outside its read-only data");
+        return record_error(ctx, host, 0, e);
+    };
+    let site = record.site;
+    let Some(b) = Builtin::from_id(record.builtin) else {
+        let e = corrupt("corrupt code object: unknown built-in id");
+        return record_error(ctx, host, site, e);
+    };
+    let raw: &[u64] = if record.tags.is_empty() || args.is_null() {
+        &[]
+    } else {
+        // SAFETY: compiled code stores one value per tag in a stack slot of its frame and
+        // passes its (non-null, aligned) address.
+        unsafe { core::slice::from_raw_parts(args, record.tags.len()) }
+    };
+    let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
+    let mut wide: Vec<Vec<u16>> = Vec::new();
+    for (&tag, &value) in record.tags.iter().zip(raw) {
+        if tag == ARG_WIDE_STR {
+            match string_record(rodata, value, true) {
+                Some(bytes) => wide.push(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect(),
+                ),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
+            }
+        }
+    }
+    let mut decoded: Vec<Arg<'_>> = Vec::with_capacity(raw.len());
+    let mut wide_iter = wide.iter();
+    for (&tag, &value) in record.tags.iter().zip(raw) {
+        let arg = match tag {
+            ARG_VALUE => {
+                // A built-in given an address inside the local stack may write anywhere in
+                // it: the whole stack must be zeroed before the next run.
+                if (stack_lo..stack_hi).contains(&value) {
+                    ctx.stack_high = ctx.stack_slots;
+                }
+                Arg::Val(value)
+            }
+            ARG_NARROW_STR => match string_record(rodata, value, false) {
+                Some(s) => Arg::Str(s),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
+            },
+            ARG_WIDE_STR => match wide_iter.next() {
+                Some(w) => Arg::WStr(w),
+                None => return record_error(ctx, host, site, bad_string(b, value)),
+            },
+            _ => return record_error(ctx, host, site, bad_string(b, value)),
+        };
+        decoded.push(arg);
+    }
+    // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
+    // not touch it while suspended in this call, so this is the only live reference.
+    let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
+    let mut mem = ScriptMemory {
+        stack,
+        globals: host.globals,
+        host: &mut *host.env,
+    };
+    match hvscript_stdlib::call(b, &mut mem, &decoded) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(decoded);
+            record_error(ctx, host, site, e)
+        }
+    }
+}
+
+/// The context's [`MemoryFn`](hvscript_abi::MemoryFn): a typed load or store outside the
+/// part of the local stack compiled code serves inline, routed through [`ScriptMemory`]
+/// exactly as the interpreter routes the IR's typed loads and stores.
+///
+/// # Safety
+/// Called by compiled code only, with the context of a run started by
+/// [`Runner::run`].
+pub(crate) unsafe extern "C" fn memory_access(
+    ctx: *mut ExecCtx,
+    access: u64,
+    addr: u64,
+    value: u64,
+) -> u64 {
+    // SAFETY: compiled code passes the context `Runner::run` made; no other
+    // reference to it is live while compiled code is suspended in this call.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the
+    // whole run and not otherwise borrowed while compiled code runs.
+    let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
+    let MemoryAccess { site, width, write } = MemoryAccess::decode(access);
+    let len = width as usize;
+    if !matches!(len, 1 | 2 | 4 | 8) {
+        // Corrupt code: reported as an incompatible image (no fault recorded).
+        ctx.error_kind = ExecError::Memory as u32;
+        ctx.error_site = site;
+        ctx.error_value = addr;
+        return 0;
+    }
+    // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
+    // not touch it while suspended in this call, so this is the only live reference.
+    let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
+    let mut mem = ScriptMemory {
+        stack,
+        globals: host.globals,
+        host: &mut *host.env,
+    };
+    let result = if write {
+        mem.write_le(addr, len, value).map(|()| 0)
+    } else {
+        mem.read_le(addr, len)
+    };
+    match result {
+        Ok(_) if write => {
+            // Compiled code only zeroes what it handed out; a write above that must be
+            // cleared before the next run too.
+            let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
+            if (stack_lo..stack_hi).contains(&addr) {
+                ctx.stack_high = ctx.stack_slots;
+            }
+            0
+        }
+        Ok(raw) => raw,
+        Err(fault) => {
+            host.memory_fault = Some(MemoryFault {
+                addr,
+                len,
+                write,
+                fault,
+            });
+            ctx.error_kind = ExecError::Memory as u32;
+            ctx.error_site = site;
+            ctx.error_value = addr;
+            0
+        }
+    }
+}
+
+fn bad_string(builtin: Builtin, offset: u64) -> ScriptError {
+    ScriptError::InvalidArgument {
+        builtin,
+        value: offset,
+        reason: "corrupt code object: string operand outside its read-only data",
+    }
+}
