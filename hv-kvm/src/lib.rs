@@ -21,6 +21,7 @@ pub mod demo;
 pub mod memory;
 pub mod monitor;
 pub mod output;
+pub mod program;
 pub mod script;
 pub mod script_checks;
 pub mod vmm;
