@@ -2,11 +2,13 @@
 //! Linux executable run natively at CPL3 under hv-kvm's small kernel. This module holds the
 //! parts that do not need a vCPU: reading the executable ([`elf`]), laying out the initial
 //! stack Linux gives a new process ([`stack`]), the address space's bookkeeping
-//! ([`memory_map`]), the file descriptors ([`files`]) and the system-call layer
-//! ([`syscalls`], whose module doc is the table of what is served and what is refused).
+//! ([`memory_map`]) and its page tables in guest memory ([`page_tables`]), the file
+//! descriptors ([`files`]) and the system-call layer ([`syscalls`], whose module doc is the
+//! table of what is served and what is refused).
 
 pub mod elf;
 pub mod files;
 pub mod memory_map;
+pub mod page_tables;
 pub mod stack;
 pub mod syscalls;
