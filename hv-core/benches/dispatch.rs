@@ -192,5 +192,115 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One matching event among N installed events of the same kind that do not match: the
+/// exit must cost the same at N = 1, 100 and 10 000 (issue 17). Exact keys (`!ioout PORT`)
+/// and ranges (`!monitor w FROM l LEN`), each with one native script on the match.
+fn table_size(c: &mut Criterion) {
+    let mut g = c.benchmark_group("table size");
+    let mut regs = GuestRegs::default();
+    for n in [1usize, 100, 10_000] {
+        let engine = Engine::new(Arc::new(NullSink));
+        let mut events: Vec<(EventSpec, Option<Arc<dyn Script>>)> = (1..n)
+            .map(|i| {
+                (
+                    parse_event_command(&format!("!ioout {:x}", 0x1000 + i)).unwrap(),
+                    None,
+                )
+            })
+            .collect();
+        events.push((
+            parse_event_command("!ioout 80").unwrap(),
+            Some(Arc::new(Native)),
+        ));
+        engine.add_all(events).unwrap();
+        g.bench_function(format!("exact keys, {n} installed"), |b| {
+            b.iter(|| exit_once(&engine, &mut regs))
+        });
+
+        let engine = Engine::new(Arc::new(NullSink));
+        let mut events: Vec<(EventSpec, Option<Arc<dyn Script>>)> = (1..n)
+            .map(|i| {
+                let line = format!("!monitor w {:x} l 10", 0x10_0000 + 0x100 * i as u64);
+                (parse_event_command(&line).unwrap(), None)
+            })
+            .collect();
+        events.push((
+            parse_event_command("!monitor w 8000 l 10").unwrap(),
+            Some(Arc::new(Native)),
+        ));
+        engine.add_all(events).unwrap();
+        let mut exit = Exit::new(EventKind::Monitor, 0, 0x8008);
+        exit.access = Access::WRITE;
+        g.bench_function(format!("ranges, {n} installed"), |b| {
+            b.iter(|| {
+                let o = engine.handle_exit(&exit, &mut regs, &mut NoGuestMemory, |r, _| r.rdx = 1);
+                std::hint::black_box(o);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The same comparison as A/B pairs run alternately (this machine is shared and noisy):
+/// 1 installed event vs 10 000, 21 pairs of 200 000 exits each; the median pair ratio with
+/// its min and max.
+fn table_size_pairs(_: &mut Criterion) {
+    let build = |n: usize, range: bool| {
+        let engine = Engine::new(Arc::new(NullSink));
+        let line = |i: usize| {
+            if range {
+                format!("!monitor w {:x} l 10", 0x10_0000 + 0x100 * i as u64)
+            } else {
+                format!("!ioout {:x}", 0x1000 + i)
+            }
+        };
+        let mut events: Vec<(EventSpec, Option<Arc<dyn Script>>)> = (1..n)
+            .map(|i| (parse_event_command(&line(i)).unwrap(), None))
+            .collect();
+        let hit = if range {
+            "!monitor w 8000 l 10"
+        } else {
+            "!ioout 80"
+        };
+        events.push((parse_event_command(hit).unwrap(), Some(Arc::new(Native))));
+        engine.add_all(events).unwrap();
+        engine
+    };
+    for range in [false, true] {
+        let (small, large) = (build(1, range), build(10_000, range));
+        let mut exit = if range {
+            Exit::new(EventKind::Monitor, 0, 0x8008)
+        } else {
+            Exit::new(EventKind::IoOut, 0, 0x80)
+        };
+        exit.access = Access::WRITE;
+        let mut regs = GuestRegs::default();
+        let mut time = |engine: &Engine| {
+            let t = std::time::Instant::now();
+            for _ in 0..200_000 {
+                let o = engine.handle_exit(&exit, &mut regs, &mut NoGuestMemory, |r, _| r.rdx = 1);
+                std::hint::black_box(o);
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let mut ratios: Vec<f64> = (0..21)
+            .map(|_| {
+                let a = time(&small);
+                let b = time(&large);
+                b / a
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "table size pairs, {}: 10 000 installed / 1 installed = median {:.3} (min {:.3}, max {:.3}) over {} pairs",
+            if range { "ranges" } else { "exact keys" },
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+            ratios.len()
+        );
+    }
+}
+
+criterion_group!(benches, bench, table_size, table_size_pairs);
 criterion_main!(benches);

@@ -17,6 +17,7 @@ use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
 use hvscript_stdlib::{Env, EventOp};
 
 use crate::command::Target;
+use crate::dispatch_index::{Indices, KindIndex};
 use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
 use crate::execution::{EventRequest, ExecutionEnv};
 use crate::guest::GuestAccess;
@@ -55,6 +56,21 @@ impl Exit {
     }
 }
 
+/// A new event with its own counters and safe buffer.
+fn new_event(id: u64, spec: EventSpec, script: Option<Arc<dyn Script>>) -> Event {
+    let buffer = spec
+        .options
+        .buffer
+        .map(|n| Arc::new(spin::Mutex::new(alloc::vec![0u8; n as usize])));
+    Event {
+        id,
+        spec,
+        script,
+        counters: Arc::new(Counters::default()),
+        buffer,
+    }
+}
+
 /// What the dispatcher did for one exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitOutcome {
@@ -75,18 +91,36 @@ struct Entry {
 pub struct EventTable {
     /// In id order.
     entries: Vec<Entry>,
-    /// Per kind, indices into `entries`, newest first (HyperDbg's order).
-    by_kind: Vec<Vec<usize>>,
+    /// Per kind, the enabled events indexed by their filters' keys; shared with the
+    /// previous table for the kinds a change did not touch.
+    by_kind: Vec<Arc<KindIndex>>,
+}
+
+/// The kinds a table change touched, as bits of `EventKind as u32`.
+type KindSet = u32;
+const ALL_KINDS: KindSet = u32::MAX;
+
+fn kind_set(kind: EventKind) -> KindSet {
+    1 << (kind as u32)
 }
 
 impl EventTable {
-    fn build(entries: Vec<Entry>) -> EventTable {
-        let mut by_kind: Vec<Vec<usize>> = (0..EventKind::ALL.len()).map(|_| Vec::new()).collect();
-        for (i, e) in entries.iter().enumerate().rev() {
-            if e.enabled {
-                by_kind[e.event.spec.kind as usize].push(i);
-            }
-        }
+    /// The table of `entries`, reusing `prev`'s index for every kind not in `changed`
+    /// (valid because a change outside `changed` moved no entry of those kinds).
+    fn build(entries: Vec<Entry>, prev: Option<&EventTable>, changed: KindSet) -> EventTable {
+        let by_kind = EventKind::ALL
+            .iter()
+            .map(|&kind| match prev {
+                Some(p) if changed & kind_set(kind) == 0 => p.by_kind[kind as usize].clone(),
+                _ => Arc::new(KindIndex::build(
+                    entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.enabled && e.event.spec.kind == kind)
+                        .map(|(i, e)| (i, &*e.event)),
+                )),
+            })
+            .collect();
         EventTable { entries, by_kind }
     }
 
@@ -110,12 +144,17 @@ impl EventTable {
         self.entries.iter().any(|e| e.event.id == id)
     }
 
-    /// Enabled events of the exit's kind whose filters match, newest first.
-    fn candidates<'t>(&'t self, exit: &'t Exit) -> impl Iterator<Item = &'t Arc<Event>> + 't {
-        self.by_kind[exit.kind as usize]
-            .iter()
-            .map(|&i| &self.entries[i].event)
-            .filter(move |e| matches(e, exit))
+    /// Enabled events of the exit's kind whose filters match, newest first, as indices
+    /// into the entries (found through the kind's index: see [`crate::dispatch_index`]).
+    fn candidates(&self, exit: &Exit, out: &mut Indices) {
+        let index = &self.by_kind[exit.kind as usize];
+        if !index.is_empty() {
+            index.lookup(exit.context, out);
+        }
+    }
+
+    fn event_at(&self, i: usize) -> &Arc<Event> {
+        &self.entries[i].event
     }
 }
 
@@ -180,7 +219,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(sink: Arc<dyn OutputSink>) -> Engine {
         Engine {
-            table: spin::RwLock::new(Arc::new(EventTable::build(Vec::new()))),
+            table: spin::RwLock::new(Arc::new(EventTable::build(Vec::new(), None, ALL_KINDS))),
             writer: spin::Mutex::new(()),
             next_id: AtomicU64::new(1),
             sink,
@@ -198,16 +237,48 @@ impl Engine {
         self.exits.load(Ordering::Relaxed)
     }
 
+    /// Builds the next table from the current one; `change` edits the entries and says
+    /// how many it affected and which kinds' indices must be rebuilt.
     fn publish(
         &self,
-        change: impl FnOnce(&mut Vec<Entry>) -> Result<usize, EngineError>,
+        change: impl FnOnce(&mut Vec<Entry>) -> Result<(usize, KindSet), EngineError>,
     ) -> Result<usize, EngineError> {
         let _w = self.writer.lock();
-        let mut entries = self.snapshot().entries.clone();
-        let n = change(&mut entries)?;
-        let table = Arc::new(EventTable::build(entries));
+        let current = self.snapshot();
+        let mut entries = current.entries.clone();
+        let (n, changed) = change(&mut entries)?;
+        let table = Arc::new(EventTable::build(entries, Some(&current), changed));
         *self.table.write() = table;
         Ok(n)
+    }
+
+    /// Adds several events in one publication (a command file): their ids, in order.
+    pub fn add_all(
+        &self,
+        events: Vec<(EventSpec, Option<Arc<dyn Script>>)>,
+    ) -> Result<Vec<u64>, EngineError> {
+        for (spec, script) in &events {
+            if spec.options.stage == crate::event::StageMode::Post
+                && script.as_ref().is_some_and(|s| s.uses_short_circuit())
+            {
+                return Err(EngineError::ShortCircuitInPost);
+            }
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        self.publish(|entries| {
+            let mut kinds = 0;
+            for (spec, script) in events {
+                kinds |= kind_set(spec.kind);
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                entries.push(Entry {
+                    event: Arc::new(new_event(id, spec, script)),
+                    enabled: true,
+                });
+                ids.push(id);
+            }
+            Ok((ids.len(), kinds))
+        })?;
+        Ok(ids)
     }
 
     /// Adds an event (enabled) and returns its id. `script` is the compiled form of
@@ -225,22 +296,12 @@ impl Engine {
         let mut id = 0;
         self.publish(|entries| {
             id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let buffer = spec
-                .options
-                .buffer
-                .map(|n| Arc::new(spin::Mutex::new(alloc::vec![0u8; n as usize])));
-            let event = Event {
-                id,
-                spec,
-                script,
-                counters: Arc::new(Counters::default()),
-                buffer,
-            };
+            let kinds = kind_set(spec.kind);
             entries.push(Entry {
-                event: Arc::new(event),
+                event: Arc::new(new_event(id, spec, script)),
                 enabled: true,
             });
-            Ok(1)
+            Ok((1, kinds))
         })?;
         Ok(id)
     }
@@ -268,7 +329,8 @@ impl Engine {
                 buffer: old.buffer.clone(),
             };
             e.event = Arc::new(event);
-            Ok(1)
+            // Same position, filter and state: no index changes.
+            Ok((1, 0))
         })
         .map(|_| ())
     }
@@ -286,15 +348,22 @@ impl Engine {
                     return Err(EngineError::UnknownEvent(id));
                 }
             }
-            match op {
-                EventOp::Clear => entries.retain(|e| !hit(e)),
+            let kinds = match op {
+                EventOp::Clear => {
+                    entries.retain(|e| !hit(e));
+                    // Later entries moved: every kind's positions change.
+                    ALL_KINDS
+                }
                 EventOp::Enable | EventOp::Disable => {
+                    let mut kinds = 0;
                     for e in entries.iter_mut().filter(|e| hit(e)) {
                         e.enabled = op == EventOp::Enable;
+                        kinds |= kind_set(e.event.spec.kind);
                     }
+                    kinds
                 }
-            }
-            Ok(n)
+            };
+            Ok((n, kinds))
         })
     }
 
@@ -334,7 +403,14 @@ impl Engine {
         self.exits.fetch_add(1, Ordering::Relaxed);
         let table = self.snapshot();
         let mut outcome = ExitOutcome::default();
-        let mut candidates = table.candidates(exit).peekable();
+        let mut found = Indices::new();
+        table.candidates(exit, &mut found);
+        let mut candidates = found
+            .newest_first()
+            .iter()
+            .map(|&i| table.event_at(i))
+            .filter(|e| matches(e, exit))
+            .peekable();
         if candidates.peek().is_none() {
             emulate(regs, guest);
             return outcome;
@@ -359,7 +435,10 @@ impl Engine {
         }
         emulate(regs, guest);
         if post_wanted {
-            for event in table.candidates(exit) {
+            let mut found = Indices::new();
+            table.candidates(exit, &mut found);
+            let post = found.newest_first().iter().map(|&i| table.event_at(i));
+            for event in post.filter(|e| matches(e, exit)) {
                 if event.spec.options.stage.runs_post() && event.spec.kind.has_stages() {
                     outcome.post_executions += 1;
                     self.execute(event, Stage::Post, exit, regs, guest, &mut requests, &known);

@@ -14,6 +14,7 @@ extern crate alloc;
 pub mod argument;
 pub mod code_script;
 pub mod command;
+mod dispatch_index;
 pub mod engine;
 pub mod event;
 mod execution;
