@@ -2,8 +2,11 @@
 //! global slots and a host environment. It is the reference semantics every other back
 //! end is compared against.
 //!
-//! Locals of every call live in one local stack (HyperDbg's per-run script stack), zeroed
-//! for each run, so `&local` is a stable address for the run. Each loop back edge and each
+//! Locals of every call live in one local stack (HyperDbg's per-run script stack), which
+//! reads as zeroed at the start of each run, so `&local` is a stable address for the run.
+//! Only what the last run touched is cleared (the frames it handed out, or all of it once a
+//! store or a built-in reached into the stack through an address), as the JIT's runner does:
+//! a run does not pay for the whole 16 Ki-slot stack. Each loop back edge and each
 //! user-function call burns one unit of fuel; running out, nesting calls too deep, or any
 //! run-time error ends the run with a [`RunError`] that carries the source span.
 
@@ -20,6 +23,8 @@ use crate::semantics;
 #[derive(Default)]
 pub struct Interpreter {
     stack: Vec<u64>,
+    /// Slots `dirty..` of the stack are known to be zero.
+    dirty: usize,
 }
 
 struct Machine<'p, 'i, 'a> {
@@ -27,6 +32,8 @@ struct Machine<'p, 'i, 'a> {
     inv: &'i mut Invocation<'a>,
     stack: &'i mut [u64],
     sp: usize,
+    /// One past the highest slot this run may have written.
+    high: usize,
     depth: u32,
     fuel_used: u64,
 }
@@ -46,17 +53,20 @@ impl Interpreter {
         if self.stack.len() != slots {
             self.stack = vec![0; slots];
         } else {
-            self.stack.fill(0);
+            self.stack[..self.dirty.min(slots)].fill(0);
         }
         let mut m = Machine {
             program,
             inv,
             stack: &mut self.stack,
             sp: 0,
+            high: 0,
             depth: 0,
             fuel_used: 0,
         };
-        m.call(0, &[], program.functions[0].span)?;
+        let result = m.call(0, &[], program.functions[0].span);
+        self.dirty = m.high.min(slots);
+        result?;
         Ok(RunStats {
             fuel_used: m.fuel_used,
         })
@@ -84,6 +94,15 @@ impl Machine<'_, '_, '_> {
             stack: &mut *self.stack,
             globals: self.inv.globals.slots(),
             host: &mut *self.inv.host,
+        }
+    }
+
+    /// A write through `addr` may land anywhere in the stack if it points into it: the
+    /// next run must then clear all of it.
+    fn note_stack_address(&mut self, addr: u64) {
+        let lo = self.stack.as_ptr() as u64;
+        if (lo..lo + self.stack.len() as u64 * 8).contains(&addr) {
+            self.high = self.stack.len();
         }
     }
 
@@ -117,6 +136,7 @@ impl Machine<'_, '_, '_> {
         self.stack[fp..top].fill(0);
         self.stack[fp..fp + args.len()].copy_from_slice(args);
         self.sp = top;
+        self.high = self.high.max(top);
         self.depth += 1;
         let mut temps = vec![0u64; func.temps as usize];
         let result = self.execute(func, fp, &mut temps);
@@ -212,6 +232,7 @@ impl Machine<'_, '_, '_> {
             } => {
                 let addr = t[*addr as usize];
                 let len = ty.bytes();
+                self.note_stack_address(addr);
                 self.memory()
                     .write_le(addr, len, t[*src as usize])
                     .map_err(|fault| memory_error(addr, len, true, fault, *span))?;
@@ -222,6 +243,12 @@ impl Machine<'_, '_, '_> {
                 args,
                 span,
             } => {
+                for a in args {
+                    if let Operand::Temp(x) = a {
+                        // A built-in given a stack address may write anywhere in the stack.
+                        self.note_stack_address(t[*x as usize]);
+                    }
+                }
                 let strings = &self.program.strings;
                 let args: Vec<Arg<'_>> = args
                     .iter()
