@@ -20,6 +20,7 @@ mod execution;
 pub mod guest;
 pub mod number;
 pub mod output;
+pub mod platform;
 pub mod script;
 
 pub use argument::{NoSymbols, SymbolMap, Symbols};
@@ -36,4 +37,5 @@ pub use event::{
 pub use execution::EventRequest;
 pub use guest::{GuestAccess, NoGuestMemory};
 pub use output::{NullSink, OutputSink};
+pub use platform::{Platform, Prepared};
 pub use script::{Script, ScriptFailure};
