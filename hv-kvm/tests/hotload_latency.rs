@@ -15,7 +15,12 @@ use hv_kvm::control::{bind, read_frame, serve, write_frame, Fanout, TAG_OUTPUT, 
 use hv_kvm::*;
 
 fn ask(s: &mut UnixStream, line: &str) -> u8 {
-    write_frame(s, line.as_bytes()).unwrap();
+    send(s, line.as_bytes(), line)
+}
+
+/// Sends a frame (`line` names it in messages) and returns the reply's tag.
+fn send(s: &mut UnixStream, frame: &[u8], line: &str) -> u8 {
+    write_frame(s, frame).unwrap();
     loop {
         let f = read_frame(s).unwrap();
         if f[0] != TAG_OUTPUT {
@@ -50,8 +55,11 @@ fn command_sent_to_event_armed() {
             let line = format!(
                 "!ioout 511 script {{ if (@eax == 0x{i:x}) {{ printf(\"%x %d\\n\", @eax, $core); }} }}"
             );
+            // Compiled on the client side first, as `attach` does: the figure is the VM's
+            // part, from the compiled frame sent to the event armed.
+            let frame = client_frame(&mut c, &line, &mut |_| {});
             let t = Instant::now();
-            assert_eq!(ask(&mut c, &line), TAG_RESULT);
+            assert_eq!(send(&mut c, &frame, &line), TAG_RESULT);
             times.push(t.elapsed());
             assert_eq!(ask(&mut c, "events c all"), TAG_RESULT);
         }
