@@ -387,7 +387,8 @@ impl Vm {
             };
             if stale {
                 return Err(format!(
-                    "{STALE_GLOBALS} (`.{name}` was compiled into slot {slot}, which the VM                      does not have for it)"
+                    "{STALE_GLOBALS} (`.{name}` was compiled into slot {slot}, which the VM \
+                     does not have for it)"
                 ));
             }
         }
