@@ -57,7 +57,7 @@ pub struct Args {
 }
 
 /// hv-kvm's limits for one event execution.
-const EVENT_LIMITS: Limits = hv_kvm::script::EVENT_LIMITS;
+const EVENT_LIMITS: Limits = hv_kvm::platform::EVENT_LIMITS;
 
 /// Words that start a debugger command rather than a script.
 const DEBUGGER_WORDS: [&str; 2] = ["events", "output"];

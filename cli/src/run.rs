@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use hv_core::{OutputSink, Stage};
 use hv_kvm::control::{self, Fanout};
-use hv_kvm::{StopReason, Vm, VmConfig};
+use hv_kvm::{KvmPlatform, StopReason, Vm, VmConfig};
+use hvscript_front::Backend;
 
 use crate::commands;
 use crate::include::{Expanded, Located, SourceFile};
@@ -91,7 +92,7 @@ fn attach_commands() -> String {
 A command may span lines: it ends on the line where its braces balance. Comments (// and
 /* */) may appear anywhere; `#include \"FILE\"` and `script {{ file:PATH }}` load script
 text from files (relative to the command file, or the current directory).",
-        hv_kvm::script::raised_kinds()
+        hv_kvm::platform::raised_kinds()
     )
 }
 
@@ -191,7 +192,6 @@ pub fn run(args: Args) -> ExitCode {
     vm.set_syscall_rounds(args.syscall_rounds);
     vm.set_hook_rounds(args.hook_rounds);
     vm.set_exception_rounds(args.exception_rounds);
-    vm.set_interpreted(args.interp);
     if args.hook_rounds > 0 {
         outln!(
             "demo guest: hookable kernel function at {:#x} (!epthook {:x})",
@@ -209,8 +209,26 @@ pub fn run(args: Args) -> ExitCode {
     }
     // Commands run in order before the guest starts: event commands, `? SCRIPT` (whose
     // globals every later event shares), `output ...`, `events ...`.
+    // The front end compiles each command against the VM's rules, symbols and globals
+    // (this process holds both, so `--interp` can hand the VM an interpreter script); the
+    // VM loads what it is given.
+    let backend = if args.interp {
+        Backend::Interp
+    } else {
+        Backend::Jit
+    };
     for c in &commands {
-        match vm.command(&c.text) {
+        let target = hvscript_front::Target {
+            platform: &KvmPlatform,
+            symbols: vm.symbols(),
+            globals: vm.global_names(),
+            values: Some(vm.globals().clone()),
+        };
+        let result = hvscript_front::prepare(&c.text, &target, backend).and_then(|prepared| {
+            vm.command(&c.text, &prepared)
+                .map_err(hvscript_front::FrontError::from)
+        });
+        match result {
             Ok(_) if c.text.trim_start().starts_with('!') => {}
             Ok(text) => out!("{}", with_newline(&text)),
             Err(e) => {
@@ -461,21 +479,77 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        control::write_frame(self.stream, command.text.as_bytes()).map_err(|_| Closed)?;
+        // Compile here, against the VM's globals and symbols; if another client bound
+        // globals between our request and our command, refresh and compile once more.
+        let mut retried = false;
+        loop {
+            let (globals, symbols) = match self.request(&control::encode_session_request())? {
+                Ok(text) => control::parse_session(&text),
+                Err(text) => {
+                    self.failed = true;
+                    errln!("{}", text.trim_end());
+                    return Ok(());
+                }
+            };
+            let target = hvscript_front::Target {
+                platform: &KvmPlatform,
+                symbols,
+                globals,
+                values: None,
+            };
+            let prepared = match hvscript_front::prepare(&command.text, &target, Backend::Jit) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.failed = true;
+                    for d in &e.diagnostics {
+                        err!("{}", command.locate(d.clone()).render());
+                    }
+                    return Ok(());
+                }
+            };
+            let frame = if prepared.has_script() {
+                control::encode_compiled(&command.text, prepared.code.as_deref(), &prepared.globals)
+            } else {
+                command.text.as_bytes().to_vec()
+            };
+            match self.request(&frame)? {
+                Ok(text) => outln!("{}", text.trim_end()),
+                Err(text) => match control::decode_error(&text) {
+                    Some(e) if e.message.starts_with(hv_kvm::STALE_GLOBALS) && !retried => {
+                        retried = true;
+                        continue;
+                    }
+                    Some(e) => {
+                        self.failed = true;
+                        let d = hvscript_front::diagnostic(&e);
+                        err!("{}", command.locate(d).render());
+                    }
+                    None => {
+                        self.failed = true;
+                        errln!("{}", text.trim_end());
+                    }
+                },
+            }
+            return Ok(());
+        }
+    }
+
+    /// Sends one frame and waits for its reply, printing event output meanwhile: `Ok` the
+    /// result's text, `Err` the error frame's.
+    fn request(&mut self, frame: &[u8]) -> Result<Result<String, String>, Closed> {
+        control::write_frame(self.stream, frame).map_err(|_| Closed)?;
         loop {
             let f = control::read_frame(self.stream).map_err(|_| Closed)?;
             if f.first() == Some(&control::TAG_OUTPUT) {
                 out!("{}", String::from_utf8_lossy(&f[1..]));
                 continue;
             }
-            let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default());
-            if f.first() == Some(&control::TAG_ERROR) {
-                self.failed = true;
-                errln!("{}", text.trim_end());
+            let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default()).into_owned();
+            return Ok(if f.first() == Some(&control::TAG_ERROR) {
+                Err(text)
             } else {
-                outln!("{}", text.trim_end());
-            }
-            return Ok(());
+                Ok(text)
+            });
         }
     }
 

@@ -29,6 +29,9 @@ pub struct CodeScript<M: ExecutableMemory> {
     /// The runner (its local stack) reused across executions; an execution that finds it
     /// busy (the same script on another core at the same moment) uses a fresh one.
     runner: Mutex<Runner>,
+    /// The command line the script came in and the script's offset in it, so a run-time
+    /// error says `line:col:` as a compile error would ([`CodeScript::with_origin`]).
+    origin: Option<(Arc<str>, usize)>,
 }
 
 impl<M: ExecutableMemory> CodeScript<M> {
@@ -38,7 +41,14 @@ impl<M: ExecutableMemory> CodeScript<M> {
             globals,
             limits,
             runner: Mutex::new(Runner::new()),
+            origin: None,
         }
+    }
+
+    /// Locates run-time errors in `command`, whose script starts at byte `offset`.
+    pub fn with_origin(mut self, command: &str, offset: usize) -> Self {
+        self.origin = Some((command.into(), offset));
+        self
     }
 
     pub fn code(&self) -> &LoadedCode<M> {
@@ -69,12 +79,18 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
             RunnerError::Run(e) if matches!(e.kind, RunErrorKind::FuelExhausted(_)) => {
                 ScriptFailure::FuelExhausted
             }
-            RunnerError::Run(e) => ScriptFailure::Error(format!(
-                "{} (script bytes {}..{})",
-                e.message(),
-                e.range.start,
-                e.range.end
-            )),
+            RunnerError::Run(e) => ScriptFailure::Error(match &self.origin {
+                Some((line, offset)) => {
+                    let (l, c) = line_col(line, offset + e.range.start as usize);
+                    format!("{l}:{c}: {}", e.message())
+                }
+                None => format!(
+                    "{} (script bytes {}..{})",
+                    e.message(),
+                    e.range.start,
+                    e.range.end
+                ),
+            }),
             other => ScriptFailure::Error(format!("{other}")),
         })
     }
@@ -86,4 +102,16 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
     fn reads_pseudo(&self, reg: PseudoReg) -> bool {
         self.code.object().usage().reads_pseudo(reg)
     }
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |p| p + 1);
+    (line, before[start..].chars().count() + 1)
 }

@@ -41,6 +41,33 @@ impl CommandError {
         self.help = Some(help.into());
         self
     }
+
+    /// An error at `start..end` of the line; an empty range is widened to one byte so a
+    /// caret has something to point at.
+    pub fn new(
+        message: impl Into<String>,
+        start: usize,
+        end: usize,
+        help: Option<String>,
+    ) -> CommandError {
+        CommandError {
+            message: message.into(),
+            start,
+            end: end.max(start + usize::from(start == end)),
+            help,
+        }
+    }
+
+    /// An error about the whole of `line`.
+    pub fn whole(line: &str, message: impl Into<String>) -> CommandError {
+        CommandError::new(message, 0, line.trim_end().len().max(1), None)
+    }
+}
+
+impl core::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// `events e|d|c` target.

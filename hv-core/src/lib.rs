@@ -5,7 +5,10 @@
 //! events' scripts in the pre stage, skips the emulation and every post execution if any
 //! of them short-circuited, else emulates and runs the post stage. Users' HyperDbg command
 //! lines are parsed by [`command`]; scripts arrive compiled, behind [`Script`]: a code
-//! object loaded by the runtime (`hvscript-runtime`) is one as a [`CodeScript`].
+//! object loaded by the runtime (`hvscript-runtime`) is one as a [`CodeScript`]. A
+//! hypervisor states what it supports as a [`Platform`] (data, no compiler), which a front
+//! end checks scripts against before compiling and the hypervisor checks loaded code
+//! against; a front end hands it a command line with a [`Prepared`].
 
 #![no_std]
 
@@ -21,6 +24,7 @@ mod execution;
 pub mod guest;
 pub mod number;
 pub mod output;
+pub mod platform;
 pub mod script;
 
 pub use argument::{NoSymbols, SymbolMap, Symbols};
@@ -37,4 +41,5 @@ pub use event::{
 pub use execution::EventRequest;
 pub use guest::{GuestAccess, NoGuestMemory};
 pub use output::{NullSink, OutputSink};
+pub use platform::{Platform, Prepared};
 pub use script::{Script, ScriptFailure};

@@ -38,7 +38,17 @@ fn measure(label: &str, events: &[String], vcpus: usize, iterations: u64) {
     };
     let vm = Vm::new(config, Arc::new(hv_core::NullSink)).expect("VM");
     for e in events {
-        vm.add_event(e).unwrap_or_else(|err| panic!("{e}: {err}"));
+        // Compiled as `hvscript run` does: the front end compiles, the VM loads.
+        let target = hvscript_front::Target {
+            platform: &hv_kvm::KvmPlatform,
+            symbols: vm.symbols(),
+            globals: vm.global_names(),
+            values: Some(vm.globals().clone()),
+        };
+        let prepared = hvscript_front::prepare(e, &target, hvscript_front::Backend::Jit)
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
+        vm.add_event(e, &prepared)
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
     }
     let report = vm.run().expect("run");
     for v in &report.vcpus {

@@ -8,27 +8,33 @@
 //! (every register reads 0; the guest keeps running while it evaluates). Its output is the
 //! command's result, not event output.
 //!
-//! Every error is an [`EventError`] located in the command line.
+//! A command with a script comes compiled by a front end ([`Prepared`]; the VM does not
+//! compile): a `?` runs its code object (or in-process script) once. Every error is a
+//! [`CommandError`] located in the command line.
 
-use hv_core::{parse_command_with, Command, OutputCommand, Target};
+use hv_core::{parse_command_with, Command, CommandError, OutputCommand, Prepared, Target};
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
-use hvscript_lang::{compile_source, CompileOptions, Interpreter, Invocation, Limits};
+use hvscript_runtime::{CodeObject, Invocation, LoadedCode, Runner, RunnerError};
 use hvscript_stdlib::{Env, EventOp, LocalTime, MemFault, Unavailable};
 
 use crate::memory::GuestView;
-use crate::script::{EventError, SCRIPT_FUEL};
+use crate::platform::EVAL_LIMITS;
 use crate::vmm::Vm;
 
 impl Vm {
-    /// Runs one command line; `Ok` is the text of its result.
-    pub fn command(&self, line: &str) -> Result<String, EventError> {
+    /// Runs one command line with what a front end compiled for it (an empty
+    /// [`Prepared`] for a command without a script); `Ok` is the text of its result.
+    pub fn command(&self, line: &str, prepared: &Prepared) -> Result<String, CommandError> {
         let symbols = self.symbols();
-        let command = parse_command_with(line, &symbols).map_err(|e| {
-            let end = e.end.max(e.start + usize::from(e.start == e.end));
-            EventError::at(e.message, e.start, end, e.help)
-        })?;
-        let whole =
-            |message: String| EventError::at(message, 0, line.trim_end().len().max(1), None);
+        let command = parse_command_with(line, &symbols)
+            .map_err(|e| CommandError::new(e.message, e.start, e.end, e.help))?;
+        if !matches!(command, Command::Event(_) | Command::Eval(..)) && prepared.has_script() {
+            return Err(CommandError::whole(
+                line,
+                "a compiled script came with a command that has no script",
+            ));
+        }
+        let whole = |message: String| CommandError::whole(line, message);
         let target_text = |t: Target| match t {
             Target::All => "all events".to_string(),
             Target::Id(id) => format!("event {id:#x}"),
@@ -40,7 +46,7 @@ impl Vm {
         };
         match command {
             Command::Event(_) => self
-                .add_event(line)
+                .add_event(line, prepared)
                 .map(|id| format!("event {id:#x} added")),
             Command::List => Ok(self.listing()),
             Command::Enable(t) => apply(EventOp::Enable, t, "enabled"),
@@ -50,7 +56,7 @@ impl Vm {
                 "`events sc` applies to an execution the debugger is stopped in; hv-kvm never stops in one"
                     .into(),
             )),
-            Command::Eval(script, offset) => self.evaluate(&script, offset),
+            Command::Eval(script, offset) => self.evaluate(line, script, offset, prepared),
             Command::Output(o) => self.output_command(o).map_err(whole),
         }
     }
@@ -110,15 +116,46 @@ impl Vm {
     }
 
     /// `? SCRIPT` (see the module documentation); `offset` is the script's in the line.
-    fn evaluate(&self, script: &str, offset: usize) -> Result<String, EventError> {
-        let options = CompileOptions {
-            symbols: self.symbols().0,
-            ..Default::default()
+    fn evaluate(
+        &self,
+        line: &str,
+        script: String,
+        offset: usize,
+        prepared: &Prepared,
+    ) -> Result<String, CommandError> {
+        let block = (script, offset);
+        let at = |start: usize, end: usize, message: String| {
+            CommandError::new(message, offset + start, offset + end, None)
         };
-        let program =
-            compile_source(script, self.globals(), &options).map_err(|ds| EventError {
-                diagnostics: ds.into_iter().map(|d| d.offset_by(offset)).collect(),
-            })?;
+        // A code object runs here with the runtime's runner (not as a `CodeScript`) so a
+        // run-time error keeps its byte range for the caret; an in-process script (the
+        // front end's interpreter) runs through `Script`.
+        let code = match &prepared.code {
+            Some(bytes) if prepared.script.is_none() => {
+                let object = CodeObject::from_bytes(bytes).map_err(|e| {
+                    at(
+                        0,
+                        block.0.len(),
+                        format!("the code object was refused: {}", e.0),
+                    )
+                })?;
+                let code: LoadedCode = LoadedCode::load(object).map_err(|e| {
+                    at(
+                        0,
+                        block.0.len(),
+                        format!("the code object could not be loaded: {e}"),
+                    )
+                })?;
+                self.bind_globals(&prepared.globals)
+                    .map_err(|e| at(0, block.0.len(), e))?;
+                Some(code)
+            }
+            _ => None,
+        };
+        let script = match code {
+            Some(_) => None,
+            None => self.load_script(line, Some(&block), None, prepared, EVAL_LIMITS)?,
+        };
         let mut regs = GuestRegs {
             cr3: self.boot_cr3(),
             ..Default::default()
@@ -135,31 +172,45 @@ impl Vm {
             pseudo.set(PseudoReg::Date, env.clock.as_ptr() as u64);
             pseudo.set(PseudoReg::Time, env.clock.as_ptr() as u64 + 16);
         }
-        let mut invocation = Invocation {
-            regs: &mut regs,
-            pseudo: &pseudo,
-            globals: self.globals(),
-            host: &mut env,
-            limits: Limits {
-                fuel: SCRIPT_FUEL,
-                max_call_depth: 64,
-                stack_slots: 0x4000,
-            },
+        let result = match (&code, &script) {
+            (Some(code), _) => {
+                let mut invocation = Invocation {
+                    regs: &mut regs,
+                    pseudo: &pseudo,
+                    globals: self.globals(),
+                    host: &mut env,
+                    limits: EVAL_LIMITS,
+                };
+                Runner::new()
+                    .run(&code.image(), &mut invocation)
+                    .map(|_| ())
+                    .map_err(|e| match e {
+                        RunnerError::Run(e) => {
+                            at(e.range.start as usize, e.range.end as usize, e.message())
+                        }
+                        other => at(0, block.0.len(), other.to_string()),
+                    })
+            }
+            (None, Some(script)) => script.execute(&mut regs, &pseudo, &mut env).map_err(|e| {
+                let message = match e {
+                    hv_core::ScriptFailure::FuelExhausted => {
+                        hvscript_runtime::RunErrorKind::FuelExhausted(EVAL_LIMITS.fuel).message()
+                    }
+                    hv_core::ScriptFailure::Error(m) => m,
+                };
+                at(0, block.0.len(), message)
+            }),
+            (None, None) => Ok(()),
         };
-        let result = Interpreter::default().run(&program, &mut invocation);
         let mut text = String::from_utf8_lossy(&env.output).into_owned();
         match result {
-            Ok(_) => Ok(text),
-            Err(e) => {
-                let mut d =
-                    hvscript_grammar::Diagnostic::error(e.message(), e.span).offset_by(offset);
+            Ok(()) => Ok(text),
+            Err(mut e) => {
                 if !text.is_empty() {
                     text.truncate(text.trim_end().len());
-                    d = d.with_note(format!("printed before the error: {text}"));
+                    e.help = Some(format!("printed before the error: {text}"));
                 }
-                Err(EventError {
-                    diagnostics: vec![d],
-                })
+                Err(e)
             }
         }
     }

@@ -49,7 +49,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hv_core::{Engine, EventKind, OutputSink, SymbolMap};
-use hvscript_lang::Globals;
+use hvscript_runtime::GlobalSlots;
 use kvm_bindings::{
     kvm_enable_cap, kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_CAP_X86_USER_SPACE_MSR,
     KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
@@ -142,6 +142,10 @@ fn kind_bit(kind: EventKind) -> u32 {
     1 << (kind as u32)
 }
 
+/// The start of the error for a script compiled against global bindings the VM no longer
+/// has (a front end refreshes its names and compiles again).
+pub const STALE_GLOBALS: &str = "the VM's globals changed; recompile";
+
 /// A virtual machine with the demo guest loaded, ready to run once.
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
@@ -150,13 +154,15 @@ pub struct Vm {
     _kvm: Kvm,
     mem: GuestMemory,
     engine: Arc<Engine>,
-    globals: Arc<Globals>,
+    /// The session's global variables: the values every event and `?` share ...
+    globals: Arc<GlobalSlots>,
+    /// ... and the authoritative name -> slot table front ends compile against
+    /// ([`Vm::global_names`], [`Vm::bind_globals`]).
+    global_names: Mutex<std::collections::BTreeMap<String, u32>>,
     /// Where event messages go (console, output sources, `imm no` buffers).
     output: Arc<OutputRouter>,
     /// Names usable in event arguments and scripts (`--sym`).
     symbols: RwLock<SymbolMap>,
-    /// Interpret event scripts instead of compiling them (`Vm::set_interpreted`).
-    interpreted: AtomicBool,
     config: VmConfig,
     image: GuestImage,
     sync_regs: bool,
@@ -303,10 +309,10 @@ impl Vm {
             _kvm: kvm,
             mem,
             engine: Arc::new(Engine::new(output.clone())),
-            globals: Arc::new(Globals::default()),
+            globals: Arc::new(GlobalSlots::default()),
+            global_names: Mutex::default(),
             output,
             symbols: RwLock::new(SymbolMap::default()),
-            interpreted: AtomicBool::new(false),
             config,
             image,
             sync_regs,
@@ -340,9 +346,54 @@ impl Vm {
         &self.engine
     }
 
-    /// The session's global variables, shared by every event and `?`.
-    pub fn globals(&self) -> &Arc<Globals> {
+    /// The session's global variable values, shared by every event and `?`.
+    pub fn globals(&self) -> &Arc<GlobalSlots> {
         &self.globals
+    }
+
+    /// The session's global names with their slots: what a front end compiles against.
+    pub fn global_names(&self) -> Vec<(String, u32)> {
+        let table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
+        table.iter().map(|(n, &s)| (n.clone(), s)).collect()
+    }
+
+    /// The current value of global `.name`, if a script bound it.
+    pub fn global(&self, name: &str) -> Option<u64> {
+        let table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
+        table.get(name).map(|&s| self.globals.get(s))
+    }
+
+    /// Accepts the bindings a script was compiled with: a known name must have its slot,
+    /// a new name must take a slot no name holds (and that exists). Anything else means
+    /// another client bound names since this one asked: `Err` says to recompile, and
+    /// nothing is bound.
+    pub fn bind_globals(&self, bindings: &[(String, u32)]) -> Result<(), String> {
+        let mut table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken: std::collections::BTreeMap<u32, &str> =
+            table.iter().map(|(n, &s)| (s, n.as_str())).collect();
+        let mut new = Vec::new();
+        for (name, slot) in bindings {
+            let stale = match table.get(name) {
+                Some(&s) => s != *slot,
+                None => {
+                    let free =
+                        (*slot as usize) < self.globals.capacity() && !taken.contains_key(slot);
+                    if free {
+                        taken.insert(*slot, name);
+                        new.push((name.clone(), *slot));
+                    }
+                    !free
+                }
+            };
+            if stale {
+                return Err(format!(
+                    "{STALE_GLOBALS} (`.{name}` was compiled into slot {slot}, which the VM \
+                     does not have for it)"
+                ));
+            }
+        }
+        table.extend(new);
+        Ok(())
     }
 
     /// The output router: sources, `imm no` buffers, the console.
@@ -407,12 +458,6 @@ impl Vm {
 
     /// Sets how many times the demo kernel calls its hookable function
     /// ([`GuestImage::hook_target`], default 0). Call before [`Vm::run`].
-    /// Runs the scripts of events added from now on with the interpreter instead of the
-    /// JIT (the default).
-    pub fn set_interpreted(&self, interpreted: bool) {
-        self.interpreted.store(interpreted, Ordering::Relaxed);
-    }
-
     pub fn set_hook_rounds(&self, rounds: u64) {
         for cpu in 0..self.config.vcpus {
             let _ = self

@@ -57,7 +57,7 @@ fn the_hard_timeout_kicks_a_guest_that_never_finishes() {
     cfg.timeout = std::time::Duration::from_millis(300);
     let vm = Vm::new(cfg, std::sync::Arc::new(hv_core::NullSink)).unwrap();
     // The exit port never reaches the device: the guest retries it forever.
-    vm.add_event(&format!("!ioout {EXIT_PORT:x} sc on"))
+    vm.front_add_event(&format!("!ioout {EXIT_PORT:x} sc on"))
         .unwrap();
     let start = std::time::Instant::now();
     let report = vm.run().unwrap();

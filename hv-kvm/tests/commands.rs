@@ -34,7 +34,7 @@ fn finish(vm: &Vm) -> RunReport {
 
 /// The rendered error of a refused command.
 fn refused(vm: &Vm, line: &str) -> String {
-    match vm.command(line) {
+    match vm.front_command(line) {
         Ok(t) => panic!("`{line}` was accepted: {t}"),
         Err(e) => e.render("test", line),
     }
@@ -49,17 +49,18 @@ fn question_mark_shares_globals_with_every_event() {
     // HyperDbg's counter idiom: without the `?`, the event reads a global nobody assigned.
     let line = "!ioout 511 script { .my_counter = .my_counter + 1; }";
     assert!(refused(&vm, line).contains("read before it is assigned"));
-    assert_eq!(vm.command("? .my_counter = 0n10;").unwrap(), "");
-    vm.command(line).unwrap();
+    assert_eq!(vm.front_command("? .my_counter = 0n10;").unwrap(), "");
+    vm.front_command(line).unwrap();
     finish(&vm);
     assert_eq!(
-        vm.command(r#"? printf("%d\n", .my_counter);"#).unwrap(),
+        vm.front_command(r#"? printf("%d\n", .my_counter);"#)
+            .unwrap(),
         format!("{}\n", 10 + N)
     );
     // `?` reads guest memory through the guest's page tables, and reports its errors.
     let iterations = per_cpu(0) + field::ITERATIONS;
     assert_eq!(
-        vm.command(&format!(r#"? printf("%d\n", dq({iterations:x}));"#))
+        vm.front_command(&format!(r#"? printf("%d\n", dq({iterations:x}));"#))
             .unwrap(),
         format!("{N}\n")
     );
@@ -76,7 +77,7 @@ fn event_arguments_are_expressions_over_symbols() {
     let buf = per_cpu(0) + field::BUFFER;
     vm.add_symbols([("demo!buffer0".to_string(), buf)]);
     let id = vm
-        .command(r#"!monitor w buffer0 buffer0+fff script { printf("w %x\n", $context - demo!buffer0); }"#)
+        .front_command(r#"!monitor w buffer0 buffer0+fff script { printf("w %x\n", $context - demo!buffer0); }"#)
         .map(|t| u64::from_str_radix(t.trim_start_matches("event 0x").trim_end_matches(" added"), 16).unwrap())
         .unwrap();
     let e = refused(&vm, "!monitor w buffer0 bufer0+8");
@@ -111,14 +112,14 @@ fn output_sources_receive_their_events_messages() {
         "output open log".into(),
         "output open net".into(),
     ] {
-        vm.command(&c).unwrap_or_else(|e| panic!("{c}: {e}"));
+        vm.front_command(&c).unwrap_or_else(|e| panic!("{c}: {e}"));
     }
     let e = refused(&vm, "!ioin 510 output {nolog} script { printf(\"x\"); }");
     assert!(e.contains("no output source named `nolog`"), "{e}");
-    vm.command(r#"!ioin 510 output {log, net} script { printf("in %d\n", $core); }"#)
+    vm.front_command(r#"!ioin 510 output {log, net} script { printf("in %d\n", $core); }"#)
         .unwrap();
     let buffered = vm
-        .command(r#"!ioout 511 imm no script { printf("out %x\n", @eax); }"#)
+        .front_command(r#"!ioout 511 imm no script { printf("out %x\n", @eax); }"#)
         .unwrap();
     assert!(buffered.contains("added"));
     finish(&vm);
@@ -130,7 +131,7 @@ fn output_sources_receive_their_events_messages() {
     assert!(!console.contains("in 0"), "{console}");
     let outs: String = (0..N).map(|i| format!("out {i:x}\n")).collect();
     assert_eq!(console, outs);
-    let listing = vm.command("output").unwrap();
+    let listing = vm.front_command("output").unwrap();
     assert!(
         listing.contains(&format!("sent {N} dropped 0")),
         "{listing}"
@@ -146,10 +147,10 @@ fn register_writes_are_applied_or_refused_with_the_register_named() {
     let (vm, sink) = new_vm(1, N);
     // CR2 is written on each OUT and read back at the next IN: KVM_SET_SREGS applied it.
     let w = vm
-        .command("!ioout 511 script { @cr2 = 0xc2000 + @eax; }")
+        .front_command("!ioout 511 script { @cr2 = 0xc2000 + @eax; }")
         .unwrap();
     let r = vm
-        .command(r#"!ioin 510 script { printf("%x ", @cr2); }"#)
+        .front_command(r#"!ioin 510 script { printf("%x ", @cr2); }"#)
         .unwrap();
     assert!(w.contains("added") && r.contains("added"));
     for (line, reg) in [
@@ -187,7 +188,7 @@ fn pseudo_registers_have_a_value_or_are_refused() {
         let col = line.find(word).unwrap() + 1;
         assert!(e.contains(&format!("test:1:{col}")), "{word}: {e}");
     }
-    vm.command(r#"!ioin 510 script { printf("%s %s|", $date, $time); }"#)
+    vm.front_command(r#"!ioin 510 script { printf("%s %s|", $date, $time); }"#)
         .unwrap();
     finish(&vm);
     let today = hvscript_stdlib::LocalTime::from_unix(
@@ -212,13 +213,13 @@ fn event_inject_reaches_the_guest_and_microsleep_is_bounded() {
         return;
     }
     let (vm, sink) = new_vm(1, 3);
-    vm.command("!ioout 511 script { event_inject(3, 3); }")
+    vm.front_command("!ioout 511 script { event_inject(3, 3); }")
         .unwrap();
     let bp = vm
-        .command(r##"!exception 3 sc on script { printf("#BP "); }"##)
+        .front_command(r##"!exception 3 sc on script { printf("#BP "); }"##)
         .unwrap();
     let sleep = vm
-        .command("!ioin 510 script { microsleep(0n1000); }")
+        .front_command("!ioin 510 script { microsleep(0n1000); }")
         .unwrap();
     assert!(bp.contains("added") && sleep.contains("added"));
     let report = finish(&vm);
@@ -226,7 +227,7 @@ fn event_inject_reaches_the_guest_and_microsleep_is_bounded() {
     assert_eq!(report.vcpus[0].exits.exceptions, 3);
 
     let (vm, sink) = new_vm(1, 1);
-    vm.command("!ioin 510 script { microsleep(0n700000); microsleep(0n700000); }")
+    vm.front_command("!ioin 510 script { microsleep(0n700000); microsleep(0n700000); }")
         .unwrap();
     let started = std::time::Instant::now();
     finish(&vm);
@@ -251,6 +252,6 @@ fn kinds_this_kvm_cannot_raise_are_refused_with_the_reason() {
     assert!(refused(&vm, "!mode u").contains("mode changes happen inside KVM"));
     assert!(refused(&vm, "!trace step-in").contains("single-stepping works only"));
     assert!(refused(&vm, "!ioin 510 asm condition { nop }").contains("machine code"));
-    assert!(vm.command("!syscall2").unwrap().contains("added"));
-    assert!(vm.command("!sysret2").unwrap().contains("added"));
+    assert!(vm.front_command("!syscall2").unwrap().contains("added"));
+    assert!(vm.front_command("!sysret2").unwrap().contains("added"));
 }

@@ -86,9 +86,9 @@ fn vm_with_sentinels(cfg: VmConfig, sink: Arc<RecordingSink>) -> (Arc<Vm>, Arc<F
     let fanout = Arc::new(Fanout::new(sink));
     let vm = Vm::new(cfg, fanout.clone()).unwrap();
     let ins = vm
-        .add_event(r#"!ioin 510 script { printf("in %d\n", $core); }"#)
+        .front_add_event(r#"!ioin 510 script { printf("in %d\n", $core); }"#)
         .unwrap();
-    let outs = vm.add_event("!ioout 511").unwrap();
+    let outs = vm.front_add_event("!ioout 511").unwrap();
     (Arc::new(vm), fanout, ins, outs)
 }
 
@@ -337,7 +337,7 @@ fn fuzz_client(path: &Path, seed: u64, finish: &AtomicBool, guest_done: &AtomicB
             }
             // Valid commands interleaved with the garbage: hot-load on an unused port.
             7 => {
-                let _ = write_frame(&mut main, b"!ioout 999 script { x = 1; }");
+                let _ = write_frame(&mut main, &offline_frame("!ioout 999 script { x = 1; }"));
                 st.frames += 1;
                 if let Some(t) = expect(&mut main, &mut st, None) {
                     if let Some(id) = t

@@ -21,7 +21,8 @@ fn timed(syscalls: u64, hooks: u64, events: &[String]) -> (Duration, RunReport) 
     vm.set_syscall_rounds(syscalls);
     vm.set_hook_rounds(hooks);
     for e in events {
-        vm.add_event(e).unwrap_or_else(|err| panic!("{e}: {err}"));
+        vm.front_add_event(e)
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
     }
     let report = vm.run().unwrap();
     assert_eq!(report.vcpus[0].stop, StopReason::GuestExit(0));

@@ -77,20 +77,22 @@ fn hooks_are_refused_on_user_code_beyond_four_and_inside_instructions() {
     let vm = Vm::new(config(1, 1), Arc::new(hv_core::NullSink)).unwrap();
     let img = vm.image();
     let user = img.user_entry;
-    let err = vm.add_event(&format!("!epthook {user:x}")).unwrap_err();
+    let err = vm
+        .front_add_event(&format!("!epthook {user:x}"))
+        .unwrap_err();
     assert!(err.message().contains("CPL3"), "{}", err.message());
     let err = vm
-        .add_event(&format!("!epthook {:x}", img.hook_target + 1))
+        .front_add_event(&format!("!epthook {:x}", img.hook_target + 1))
         .unwrap_err();
     assert!(
         err.message().contains("start of an instruction"),
         "{}",
         err.message()
     );
-    let err = vm.add_event("!epthook 1000").unwrap_err();
+    let err = vm.front_add_event("!epthook 1000").unwrap_err();
     assert!(err.message().contains("kernel code"), "{}", err.message());
     let err = vm
-        .add_event(&format!("!epthook {:x}", img.sysret_addr))
+        .front_add_event(&format!("!epthook {:x}", img.sysret_addr))
         .unwrap_err();
     assert!(
         err.message().contains("leaves kernel mode"),
@@ -99,18 +101,18 @@ fn hooks_are_refused_on_user_code_beyond_four_and_inside_instructions() {
     );
     // Four distinct kernel instructions: the stub entries of vectors 0..4.
     for s in &img.stubs[..4] {
-        vm.add_event(&format!("!epthook {s:x}")).unwrap();
+        vm.front_add_event(&format!("!epthook {s:x}")).unwrap();
     }
     // The same address again is fine (same debug register).
-    vm.add_event(&format!("!epthook2 {:x}", img.stubs[0]))
+    vm.front_add_event(&format!("!epthook2 {:x}", img.stubs[0]))
         .unwrap();
     let err = vm
-        .add_event(&format!("!epthook {:x}", img.stubs[4]))
+        .front_add_event(&format!("!epthook {:x}", img.stubs[4]))
         .unwrap_err();
     assert!(err.message().contains("at most 4"), "{}", err.message());
     assert_eq!(vm.hooks().len(), 4);
     let err = vm
-        .add_event(&format!("!epthook {:x} stage post", img.stubs[0]))
+        .front_add_event(&format!("!epthook {:x} stage post", img.stubs[0]))
         .unwrap_err();
     assert!(!err.message().is_empty());
 }
@@ -130,7 +132,7 @@ fn hooks_are_added_and_removed_while_the_guest_runs() {
     let vm = Arc::new(Vm::new(cfg, sink).unwrap());
     vm.set_hook_rounds(CALLS);
     let id = vm
-        .add_event(&format!("!epthook {:x}", img.hook_target))
+        .front_add_event(&format!("!epthook {:x}", img.hook_target))
         .unwrap();
     let runner = {
         let vm = vm.clone();
@@ -138,7 +140,7 @@ fn hooks_are_added_and_removed_while_the_guest_runs() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
-    vm.add_event(&format!("!epthook {:x}", img.syscall_entry))
+    vm.front_add_event(&format!("!epthook {:x}", img.syscall_entry))
         .unwrap();
     vm.apply(hvscript_stdlib::EventOp::Clear, hv_core::Target::Id(id))
         .unwrap();

@@ -277,7 +277,7 @@ fn uninterceptable_events_are_refused_with_the_reason() {
         "!xsetbv",
         "!interrupt 0x30",
     ] {
-        let err = vm.add_event(cmd).unwrap_err();
+        let err = vm.front_add_event(cmd).unwrap_err();
         let msg = err.message();
         assert!(msg.contains("cannot be raised by hv-kvm"), "{cmd}: {msg}");
         let rendered = err.render("-e", cmd);
@@ -300,12 +300,14 @@ fn syscall_sysret_and_execute_hooks_are_accepted() {
         format!("!epthook {hook:x}"),
         format!("!epthook2 {hook:x}"),
     ] {
-        vm.add_event(&cmd)
+        vm.front_add_event(&cmd)
             .unwrap_or_else(|e| panic!("{cmd}: {}", e.message()));
     }
     assert_eq!(vm.hooks(), vec![hook], "one debug register for one address");
     // No stages and no short-circuit on execute hooks (hv-core's checks).
-    assert!(vm.add_event(&format!("!epthook {hook:x} sc on")).is_err());
+    assert!(vm
+        .front_add_event(&format!("!epthook {hook:x} sc on"))
+        .is_err());
 }
 
 #[test]
@@ -315,16 +317,16 @@ fn bad_commands_are_located_in_the_line() {
     }
     let vm = Vm::new(config(1, 1), std::sync::Arc::new(hv_core::NullSink)).unwrap();
     let line = "!ioin 510 script { printf(\"%d\\n\", ; }";
-    let err = vm.add_event(line).unwrap_err();
+    let err = vm.front_add_event(line).unwrap_err();
     let rendered = err.render("-e", line);
     assert!(rendered.starts_with("-e:1:"), "{rendered}");
     let col: usize = rendered.split(':').nth(2).unwrap().parse().unwrap();
     assert!(col > 18, "the column points inside the script: {rendered}");
 
-    let err = vm.add_event("!ioin 0x10000").unwrap_err();
+    let err = vm.front_add_event("!ioin 0x10000").unwrap_err();
     assert!(err.message().contains("port"), "{}", err.message());
     let err = vm
-        .add_event("!ioin stage post script { event_sc(1); }")
+        .front_add_event("!ioin stage post script { event_sc(1); }")
         .unwrap_err();
     assert!(err.message().contains("event_sc"), "{}", err.message());
 }

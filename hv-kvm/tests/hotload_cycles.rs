@@ -18,7 +18,8 @@ use hv_kvm::*;
 
 /// Sends one command line and returns the result text (event output frames skipped).
 fn command(s: &mut UnixStream, line: &str) -> String {
-    write_frame(s, line.as_bytes()).unwrap();
+    let frame = client_frame(s, line, &mut |_| {});
+    write_frame(s, &frame).unwrap();
     loop {
         let f = read_frame(s).expect("a reply");
         if f[0] != TAG_OUTPUT {
@@ -45,8 +46,10 @@ fn a_thousand_add_remove_cycles_lose_no_trigger() {
     let mut cfg = config(2, 0);
     cfg.duration = Some(Duration::from_secs(50));
     let vm = Vm::new(cfg, fanout.clone()).unwrap();
-    let ins = vm.add_event("!ioin 510").unwrap();
-    let outs = vm.add_event("!ioout 511 script { n = $context; }").unwrap();
+    let ins = vm.front_add_event("!ioin 510").unwrap();
+    let outs = vm
+        .front_add_event("!ioout 511 script { n = $context; }")
+        .unwrap();
     let path = std::env::temp_dir().join(format!("hv-kvm-cycles-{}.sock", std::process::id()));
     let listener = bind(&path).unwrap();
     let stop = AtomicBool::new(false);

@@ -30,7 +30,7 @@ fn churn_stepping(vcpus: usize, exception_rounds: u64, changes: usize) -> (u64, 
     let vm = Vm::new(config(vcpus, 0), sink).unwrap();
     vm.set_exception_rounds(exception_rounds);
     // A post stage while stepping: the completion may come back as the step after it.
-    let ins = vm.add_event("!ioin 510 stage post").unwrap();
+    let ins = vm.front_add_event("!ioin 510 stage post").unwrap();
     let report = std::thread::scope(|s| {
         let run = s.spawn(|| vm.run().unwrap());
         if exception_rounds == 0 {
@@ -44,7 +44,7 @@ fn churn_stepping(vcpus: usize, exception_rounds: u64, changes: usize) -> (u64, 
             // also clears the sentinel: it is added again).
             match i % 5 {
                 0 | 1 => {
-                    vm.add_event("!cpuid").unwrap();
+                    vm.front_add_event("!cpuid").unwrap();
                 }
                 2 => {
                     let _ = vm.apply(EventOp::Disable, Target::All);

@@ -226,10 +226,10 @@ fn monitor_is_added_and_removed_while_the_guest_runs() {
         let runner = s.spawn(|| vm.run().unwrap());
         std::thread::sleep(Duration::from_millis(300));
         let w = vm
-            .add_event(&format!("!monitor w {:x} l 1000", buffer(0)))
+            .front_add_event(&format!("!monitor w {:x} l 1000", buffer(0)))
             .unwrap();
         let r = vm
-            .add_event(&format!("!monitor rw {:x} l 1000", buffer(1)))
+            .front_add_event(&format!("!monitor rw {:x} l 1000", buffer(1)))
             .unwrap();
         std::thread::sleep(Duration::from_millis(400));
         let slots_during = vm.memory_slots().len();
@@ -269,7 +269,7 @@ fn monitor_ranges_hv_kvm_cannot_watch_are_refused_with_the_reason() {
         ("!monitor w 10f000 l 8", "kernel stack"),
         ("!monitor pa w 400000 l 8", "not inside guest RAM"),
     ] {
-        let err = vm.add_event(cmd).unwrap_err();
+        let err = vm.front_add_event(cmd).unwrap_err();
         assert!(err.message().contains(why), "{cmd}: {}", err.message());
     }
     assert!(vm.engine().list().is_empty());

@@ -42,9 +42,9 @@ fn measure(slow_client: bool) -> Measured {
     let mut cfg = config(2, 0);
     cfg.duration = Some(RUN);
     let vm = Vm::new(cfg, fanout.clone()).unwrap();
-    vm.add_event(r#"!ioin 510 script { printf("in %d %x\n", $core, @rip); }"#)
+    vm.front_add_event(r#"!ioin 510 script { printf("in %d %x\n", $core, @rip); }"#)
         .unwrap();
-    vm.add_event(r#"!ioout 511 script { printf("out %d %x\n", $core, $context); }"#)
+    vm.front_add_event(r#"!ioout 511 script { printf("out %d %x\n", $core, $context); }"#)
         .unwrap();
     let path = std::env::temp_dir().join(format!("hv-kvm-slow-{}.sock", std::process::id()));
     let listener = bind(&path).unwrap();

@@ -38,9 +38,12 @@ fn reads_the_guests_counters_through_a_struct_pointer(interpreted: bool) {
         }}"
     );
     let n = 50;
-    let (vm, ids, report, sink) = run_prepared(config(1, n), &[&script], |vm| {
-        vm.set_interpreted(interpreted)
-    });
+    let backend = if interpreted {
+        Backend::Interp
+    } else {
+        Backend::Jit
+    };
+    let (vm, ids, report, sink) = run_prepared_with(config(1, n), &[&script], backend, |_| {});
     let c = counters(&vm, ids[0]);
     assert_eq!((c.pre_runs, c.script_errors), (n, 0));
     let lines = sink.lines_of(ids[0]);

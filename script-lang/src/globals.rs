@@ -37,6 +37,27 @@ impl Globals {
         }
     }
 
+    /// A table bound exactly to `names` (`(name, slot)`, as a hypervisor that owns the
+    /// session's table reports them) over `values`: a front end compiles against it, and
+    /// names new to it go to slots no name holds.
+    pub fn with_names(
+        values: Arc<GlobalSlots>,
+        names: impl IntoIterator<Item = (String, u32)>,
+    ) -> Globals {
+        Globals {
+            names: Mutex::new(names.into_iter().collect()),
+            values,
+        }
+    }
+
+    /// Every bound name with its slot, sorted by slot.
+    pub fn bindings(&self) -> Vec<(String, u32)> {
+        let table = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, u32)> = table.iter().map(|(n, &s)| (n.clone(), s)).collect();
+        v.sort_by_key(|b| b.1);
+        v
+    }
+
     /// The value table, shared, for runners that outlive a borrow of `self` (an
     /// `hv_core::CodeScript`).
     pub fn values(&self) -> &Arc<GlobalSlots> {
@@ -57,10 +78,15 @@ impl Globals {
         let mut table = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            let next = table.len() as u32;
-            let slot = match table.get(n) {
-                Some(&s) => s,
-                None if (next as usize) < self.values.capacity() => {
+            if let Some(&s) = table.get(n) {
+                out.push(s);
+                continue;
+            }
+            // The lowest slot no name holds: a table given by `with_names` may have gaps.
+            let used: std::collections::HashSet<u32> = table.values().copied().collect();
+            let next = (0..self.values.capacity() as u32).find(|s| !used.contains(s));
+            let slot = match next {
+                Some(next) => {
                     table.insert(n.clone(), next);
                     next
                 }

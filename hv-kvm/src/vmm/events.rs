@@ -10,31 +10,38 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hv_core::{EventKind, Filter, Target};
+use hv_core::{CommandError, EventKind, Filter, Platform, Prepared, Target};
 use hvscript_stdlib::EventOp;
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
 
 use crate::monitor::{self, Slot, Watch};
-use crate::script::{compile_event_with, EventError};
+use crate::platform::KvmPlatform;
 use crate::vmm::{kick_signal, kind_bit, Vm, VmError, MAX_HOOKS, MODELLED_MSRS, SYSCALL_MSRS};
-use hvscript_lang::Backend;
+
+/// A parsed event command with its loaded script.
+struct Compiled {
+    spec: hv_core::EventSpec,
+    script: Option<Arc<dyn hv_core::Script>>,
+}
 
 impl Vm {
-    /// Parses, checks, compiles and adds an event command; works while the guest runs.
-    pub fn add_event(&self, line: &str) -> Result<u64, EventError> {
-        let backend = if self.interpreted.load(Ordering::Relaxed) {
-            Backend::Interp
-        } else {
-            Backend::Jit
-        };
-        let compiled = compile_event_with(line, &self.globals, backend, &self.symbols())?;
-        let whole_line = |msg: String| EventError {
-            diagnostics: vec![hvscript_grammar::Diagnostic::error(
-                msg,
-                hvscript_grammar::ast::Span::new(0, line.trim_end().len().max(1)),
-            )],
-        };
+    /// Adds an event command with what a front end compiled for it ([`Prepared`]): parses
+    /// the line, refuses what this KVM cannot raise, loads the script (`crate::loading`);
+    /// works while the guest runs.
+    pub fn add_event(&self, line: &str, prepared: &Prepared) -> Result<u64, CommandError> {
+        let spec = hv_core::parse_event_command_with(line, &self.symbols())
+            .map_err(|e| CommandError::new(e.message, e.start, e.end, e.help))?;
+        hv_core::platform::check_event(&KvmPlatform, line, &spec)?;
+        let script = self.load_script(
+            line,
+            spec.script.as_ref(),
+            Some(spec.kind),
+            prepared,
+            KvmPlatform.event_limits(),
+        )?;
+        let compiled = Compiled { spec, script };
+        let whole_line = |msg: String| CommandError::whole(line, msg);
         if compiled.spec.kind == EventKind::Monitor {
             if !self.readonly_mem {
                 return Err(whole_line(
@@ -56,7 +63,7 @@ impl Vm {
         let immediate = compiled.spec.options.immediate;
         if let Err(why) = self.output.check_names(&outputs) {
             let at = line.find("output").unwrap_or(0);
-            return Err(EventError::at(
+            return Err(CommandError::new(
                 why,
                 at,
                 at + "output".len(),
@@ -74,12 +81,7 @@ impl Vm {
         let id = self
             .engine
             .add(compiled.spec, compiled.script)
-            .map_err(|e| EventError {
-                diagnostics: vec![hvscript_grammar::Diagnostic::error(
-                    e.to_string(),
-                    hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
-                )],
-            })?;
+            .map_err(|e| whole_line(e.to_string()))?;
         self.output.route(id, &outputs, immediate);
         if let Err(e) = self
             .update_msr_filter()
@@ -90,12 +92,7 @@ impl Vm {
             self.republish_kinds();
             let _ = self.update_watches();
             let _ = self.update_hooks();
-            return Err(EventError {
-                diagnostics: vec![hvscript_grammar::Diagnostic::error(
-                    e.to_string(),
-                    hvscript_grammar::ast::Span::new(0, line.trim_end().len()),
-                )],
-            });
+            return Err(whole_line(e.to_string()));
         }
         Ok(id)
     }
