@@ -88,6 +88,7 @@ pub fn execute(backend: Backend, src: &str, setup: Setup, globals: &Globals) -> 
         options,
         limits,
     } = setup;
+    let fresh = globals.bindings().is_empty();
     let program = match compile_source(src, globals, &options) {
         Ok(p) => p,
         Err(errors) => {
@@ -101,6 +102,33 @@ pub fn execute(backend: Backend, src: &str, setup: Setup, globals: &Globals) -> 
             }
         }
     };
+    if backend == Backend::Vm {
+        // The environment moves to the vCPU's thread and back; if the VM cannot take the
+        // case, the case reports why (a copy of the environment stands in).
+        let fallback = env.clone();
+        let (regs, env, run_error) = match crate::vm_backend::run(
+            fresh, src, &program, globals, regs, pseudo, env, limits,
+        ) {
+            Ok(done) => done,
+            Err(why) => (
+                regs,
+                fallback,
+                Some(Located {
+                    line: 0,
+                    column: 0,
+                    message: format!("--backend vm: {why}"),
+                }),
+            ),
+        };
+        return Execution {
+            compile_errors: Vec::new(),
+            run_error,
+            output: env.output_text(),
+            test_values: env.test_values.clone(),
+            regs,
+            env,
+        };
+    }
     let mut inv = Invocation {
         regs: &mut regs,
         pseudo: &pseudo,
@@ -114,6 +142,7 @@ pub fn execute(backend: Backend, src: &str, setup: Setup, globals: &Globals) -> 
             .err()
             .map(|e| Located::new(src, &e.to_diagnostic())),
         Backend::Jit => run_jit(&program, &mut inv, src),
+        Backend::Vm => unreachable!("handled above"),
     };
     Execution {
         compile_errors: Vec::new(),

@@ -9,6 +9,7 @@ pub mod harness;
 pub mod report;
 pub mod runner;
 pub mod suite_file;
+pub mod vm_backend;
 
 pub use exec::Backend;
 pub use report::Report;

@@ -1,14 +1,23 @@
-//! Runs HyperDbg's public suites and hvscript's own cases on every back end, prints the
-//! report (`cargo test -p hvscript-conformance --test suites -- --nocapture`) and asserts
-//! that nothing failed.
+//! Runs HyperDbg's public suites and hvscript's own cases on every back end — the
+//! interpreter, the JIT, and the JIT's code objects loaded and run by hv-kvm on real exits
+//! (`--backend vm`, where `/dev/kvm` opens) — prints the report (`cargo test -p
+//! hvscript-conformance --test suites -- --nocapture`) and asserts that nothing failed and
+//! that every back end passes exactly as many as the interpreter.
 
 use std::path::PathBuf;
 
-use hvscript_conformance::{run_dir, Backend};
+use hvscript_conformance::{run_dir, vm_backend, Backend};
 
 fn check(dir: PathBuf) {
-    for &backend in Backend::ALL {
+    let mut backends = Backend::ALL.to_vec();
+    match vm_backend::available() {
+        Ok(()) => backends.push(Backend::Vm),
+        Err(why) => println!("skipping --backend vm: {why}"),
+    }
+    let mut passed = Vec::new();
+    for backend in backends {
         let report = run_dir(&dir, backend);
+        passed.push((backend, report.passed()));
         println!("{report}");
         assert_eq!(
             report.failed(),
@@ -18,6 +27,13 @@ fn check(dir: PathBuf) {
             dir.display()
         );
         assert!(report.passed() > 0, "nothing ran in {}", dir.display());
+    }
+    let reference = passed[0].1;
+    for (backend, n) in &passed {
+        assert_eq!(
+            *n, reference,
+            "{backend} passed {n}, the interpreter {reference}"
+        );
     }
 }
 

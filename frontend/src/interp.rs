@@ -87,9 +87,12 @@ impl Script for InterpScript {
             Ok(mut interp) => interp.run(&self.program, &mut invocation),
             Err(_) => Interpreter::default().run(&self.program, &mut invocation),
         });
-        result.map(|_| ()).map_err(|e| match e.kind {
-            RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
-            _ => ScriptFailure::Error(self.origin.locate(e.span.start as usize, &e.message())),
+        result.map(|_| ()).map_err(|e| {
+            let text = self.origin.locate(e.span.start as usize, &e.message());
+            match e.kind {
+                RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted(Some(text)),
+                _ => ScriptFailure::Error(text),
+            }
         })
     }
 

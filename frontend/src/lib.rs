@@ -177,7 +177,7 @@ fn finish(
         ..Prepared::default()
     };
     match backend {
-        Backend::Jit => {
+        Backend::Jit | Backend::Vm => {
             let object = hvscript_jit::Jit::new()
                 .and_then(|mut jit| jit.compile(&program))
                 .map_err(|e| {

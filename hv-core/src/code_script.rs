@@ -76,21 +76,25 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
             None => Runner::new().run(&image, &mut invocation),
         };
         result.map(|_| ()).map_err(|e| match e {
-            RunnerError::Run(e) if matches!(e.kind, RunErrorKind::FuelExhausted(_)) => {
-                ScriptFailure::FuelExhausted
-            }
-            RunnerError::Run(e) => ScriptFailure::Error(match &self.origin {
-                Some((line, offset)) => {
-                    let (l, c) = line_col(line, offset + e.range.start as usize);
-                    format!("{l}:{c}: {}", e.message())
+            RunnerError::Run(e) => {
+                let text = match &self.origin {
+                    Some((line, offset)) => {
+                        let (l, c) = line_col(line, offset + e.range.start as usize);
+                        format!("{l}:{c}: {}", e.message())
+                    }
+                    None => format!(
+                        "{} (script bytes {}..{})",
+                        e.message(),
+                        e.range.start,
+                        e.range.end
+                    ),
+                };
+                if matches!(e.kind, RunErrorKind::FuelExhausted(_)) {
+                    ScriptFailure::FuelExhausted(Some(text))
+                } else {
+                    ScriptFailure::Error(text)
                 }
-                None => format!(
-                    "{} (script bytes {}..{})",
-                    e.message(),
-                    e.range.start,
-                    e.range.end
-                ),
-            }),
+            }
             other => ScriptFailure::Error(format!("{other}")),
         })
     }

@@ -526,9 +526,11 @@ impl Engine {
         if let Err(failure) = result {
             counters.script_errors.fetch_add(1, Ordering::Relaxed);
             let msg = match &failure {
-                ScriptFailure::FuelExhausted => {
+                ScriptFailure::FuelExhausted(located) => {
                     counters.fuel_exhaustions.fetch_add(1, Ordering::Relaxed);
-                    String::from("fuel exhausted (endless loop?)")
+                    located
+                        .clone()
+                        .unwrap_or_else(|| String::from("fuel exhausted (endless loop?)"))
                 }
                 ScriptFailure::Error(m) => m.clone(),
             };

@@ -12,8 +12,9 @@ use hvscript_stdlib::Env;
 /// Why an execution ended early.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScriptFailure {
-    /// The fuel budget ran out (an endless loop).
-    FuelExhausted,
+    /// The fuel budget ran out (an endless loop); the located message when the script
+    /// knows where it was (`line:col: fuel exhausted: ...`).
+    FuelExhausted(Option<alloc::string::String>),
     /// Any other run-time error (faulting read, division by zero, ...), with its message.
     Error(alloc::string::String),
 }

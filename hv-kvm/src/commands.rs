@@ -193,7 +193,7 @@ impl Vm {
             }
             (None, Some(script)) => script.execute(&mut regs, &pseudo, &mut env).map_err(|e| {
                 let message = match e {
-                    hv_core::ScriptFailure::FuelExhausted => {
+                    hv_core::ScriptFailure::FuelExhausted(_) => {
                         hvscript_runtime::RunErrorKind::FuelExhausted(EVAL_LIMITS.fuel).message()
                     }
                     hv_core::ScriptFailure::Error(m) => m,

@@ -34,6 +34,7 @@ pub mod memory;
 pub mod monitor;
 pub mod output;
 pub mod platform;
+pub mod probe;
 pub mod program;
 pub mod vmm;
 

@@ -194,6 +194,8 @@ pub struct Vm {
     /// Per vCPU: its thread (pthread_t, 0 before it starts) and whether it finished.
     thread_ids: Vec<AtomicU64>,
     done: Vec<AtomicBool>,
+    /// A script waiting for vCPU 0's next I/O exit ([`Vm::run_on_exit`]).
+    probe: crate::probe::ProbeSlot,
 }
 
 /// The vCPU parking protocol (see [`Vm::with_vcpus_parked`]).
@@ -311,6 +313,7 @@ impl Vm {
             engine: Arc::new(Engine::new(output.clone())),
             globals: Arc::new(GlobalSlots::default()),
             global_names: Mutex::default(),
+            probe: crate::probe::ProbeSlot::default(),
             output,
             symbols: RwLock::new(SymbolMap::default()),
             config,
@@ -349,6 +352,20 @@ impl Vm {
     /// The session's global variable values, shared by every event and `?`.
     pub fn globals(&self) -> &Arc<GlobalSlots> {
         &self.globals
+    }
+
+    pub(crate) fn probe_slot(&self) -> &crate::probe::ProbeSlot {
+        &self.probe
+    }
+
+    /// Forgets every global name and zeroes every value: a fresh session (conformance
+    /// runs each case in one).
+    pub fn reset_globals(&self) {
+        let mut table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
+        table.clear();
+        for slot in 0..self.globals.capacity() {
+            self.globals.set(slot as u32, 0);
+        }
     }
 
     /// The session's global names with their slots: what a front end compiles against.

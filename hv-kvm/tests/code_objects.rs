@@ -105,7 +105,11 @@ fn malformed_truncated_flipped_and_other_version_objects_are_refused_and_the_gue
         assert!(e.message.contains("the code object was refused"), "{text}");
         assert!(e.message.contains(what), "case {i}: {text}");
         // Located at the script block of the line.
-        assert_eq!(&line[e.start..e.end], " interlocked_increment(&.hits); ", "{text}");
+        assert_eq!(
+            &line[e.start..e.end],
+            " interlocked_increment(&.hits); ",
+            "{text}"
+        );
     }
     assert_eq!(results[4], (TAG_RESULT, "event 0x1 added".to_string()));
     // Only the valid object became an event.

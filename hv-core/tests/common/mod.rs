@@ -46,7 +46,7 @@ impl Script for InterpScript {
             )
             .map(|_| ())
             .map_err(|e| match e.kind {
-                RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted,
+                RunErrorKind::FuelExhausted(_) => ScriptFailure::FuelExhausted(None),
                 _ => ScriptFailure::Error(e.message()),
             })
     }

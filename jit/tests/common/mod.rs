@@ -81,6 +81,7 @@ pub fn run_program(
         Backend::Jit => {
             Some(LoadedCode::load(jit.compile(program).expect("jit compile")).expect("load"))
         }
+        Backend::Vm => panic!("the JIT's tests compare the in-process back ends"),
     };
     let mut interp = Interpreter::new();
     let mut runner = Runner::new();

@@ -88,6 +88,24 @@ impl VcpuThread<'_> {
         input: bool,
         data_offset: usize,
     ) -> Flow {
+        if self.cpu == 0
+            && self
+                .vm
+                .probe_slot()
+                .pending
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let job = self
+                .vm
+                .probe_slot()
+                .job
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(job) = job {
+                job();
+            }
+        }
         let size = size.clamp(1, 4);
         let kind = if input {
             EventKind::IoIn
