@@ -426,7 +426,7 @@ fn mem_typed() -> MemFlagsData {
 }
 
 /// Per-function translation state.
-struct Tx<'a, 'b, 'p> {
+struct FunctionTranslator<'a, 'b, 'p> {
     b: FunctionBuilder<'a>,
     shared: &'b mut Shared<'p>,
     func: &'b Function,
@@ -546,7 +546,7 @@ fn translate(
     let unwind = b.create_block();
     b.set_cold_block(unwind);
 
-    let mut tx = Tx {
+    let mut translator = FunctionTranslator {
         b,
         shared,
         func,
@@ -573,11 +573,11 @@ fn translate(
     };
     for (i, block) in func.blocks.iter().enumerate() {
         if targets[i] == i {
-            tx.block(i, block)?;
+            translator.block(i, block)?;
         }
     }
     // The error exits.
-    let b = &mut tx.b;
+    let b = &mut translator.b;
     b.switch_to_block(raise);
     let p = b.block_params(raise).to_vec();
     b.ins().store(mem(), p[0], ctx, off::ERROR_KIND);
@@ -588,8 +588,8 @@ fn translate(
     b.switch_to_block(unwind);
     let z = b.ins().iconst(I64, 0);
     b.ins().return_(&[z]);
-    tx.b.seal_all_blocks();
-    tx.b.finalize(frontend);
+    translator.b.seal_all_blocks();
+    translator.b.finalize(frontend);
     Ok(())
 }
 
@@ -800,7 +800,7 @@ fn check_function(program: &Program, func: &Function) -> Result<(), JitError> {
     Ok(())
 }
 
-impl Tx<'_, '_, '_> {
+impl FunctionTranslator<'_, '_, '_> {
     fn get(&mut self, t: u32) -> Value {
         self.b.use_var(self.temps[t as usize])
     }
