@@ -1,12 +1,9 @@
 //! `hvscript check` as a user runs it: exit codes, located diagnostics on stderr,
 //! standard input, several files.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
-fn hvscript() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hvscript"))
-}
+use common::*;
 
 fn examples() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -56,20 +53,7 @@ fn a_broken_script_exits_1_with_file_line_col_and_a_caret() {
 
 #[test]
 fn standard_input_and_missing_files() {
-    let mut child = hvscript()
-        .args(["check", "-", "--ast"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"if (@rax == 1) { print(@rbx); }")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["check", "-", "--ast"], b"if (@rax == 1) { print(@rbx); }");
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -86,19 +70,7 @@ fn standard_input_and_missing_files() {
 
 #[test]
 fn binary_garbage_is_an_error_not_a_panic() {
-    let mut child = hvscript()
-        .args(["check", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\xff\xfe\x00garbage")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["check", "-"], b"\xff\xfe\x00garbage");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");

@@ -2,20 +2,14 @@
 //! `events`, checked without a VM, every error located in the file; `--sym`; and the same
 //! stack limit as `eval` (item 14a).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
 
-fn hvscript() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hvscript"))
-}
+use common::*;
+
+use std::path::PathBuf;
 
 fn temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hvscript-check-cmd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    common::temp("check-cmd", name, text)
 }
 
 fn check(args: &[&str], file: &std::path::Path) -> (Option<i32>, String) {
@@ -78,19 +72,7 @@ fn errors_are_located_in_the_file() {
 
 #[test]
 fn standard_input_and_detection() {
-    let mut child = hvscript()
-        .args(["check", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"!cpuid script {\n  x = q;\n}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["check", "-f", "-"], b"!cpuid script {\n  x = q;\n}\n");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -3,21 +3,17 @@
 //! inside them do not count); `attach -f` and multi-line commands on standard input;
 //! `eval -` reads standard input; `run --seconds -1` and `attach --help`.
 
+mod common;
+
+use common::*;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn hvscript() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hvscript"))
-}
-
 fn temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hvscript-cmdfiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    common::temp("cmdfiles", name, text)
 }
 
 /// Comments everywhere: between commands, after them, spanning lines, and inside scripts
@@ -56,39 +52,17 @@ fn check_reads_commented_command_files() {
 
 #[test]
 fn eval_reads_standard_input() {
-    let mut child = hvscript()
-        .args(["eval", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"x = 0n41;\nprintf(\"%d\\n\", x + 1);\ny = z;\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        &["eval", "-"],
+        b"x = 0n41;\nprintf(\"%d\\n\", x + 1);\ny = z;\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("<stdin>:3:5: error: `z` is read before it is assigned"),
         "{err}"
     );
-    let mut child = hvscript()
-        .args(["eval", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"printf(\"%d\\n\", 0n42);")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["eval", "-"], b"printf(\"%d\\n\", 0n42);");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
 }
 

@@ -2,12 +2,12 @@
 //! that read scripts: diagnostics point into the included file, a missing file is an error
 //! at the include, relative paths resolve against the including file.
 
+mod common;
+
+use common::*;
+
 use std::path::PathBuf;
 use std::process::Command;
-
-fn hvscript() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hvscript"))
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hvscript-inc-{}-{name}", std::process::id()));

@@ -160,17 +160,9 @@ impl Files {
                 uid: 0,
                 gid: 0,
             })),
-            OpenFile::Read { file, .. } => {
-                let m = file.metadata().map_err(|_| EBADF)?;
-                Ok(stat_bytes(&StatInfo {
-                    mode: m.mode(),
-                    size: m.len(),
-                    ino: m.ino(),
-                    blksize: m.blksize(),
-                    uid: m.uid(),
-                    gid: m.gid(),
-                }))
-            }
+            OpenFile::Read { file, .. } => Ok(stat_bytes(&StatInfo::of(
+                &file.metadata().map_err(|_| EBADF)?,
+            ))),
         }
     }
 
@@ -181,14 +173,7 @@ impl Files {
             return Err(EACCES);
         }
         let m = std::fs::metadata(&real).map_err(|_| ENOENT)?;
-        Ok(stat_bytes(&StatInfo {
-            mode: m.mode(),
-            size: m.len(),
-            ino: m.ino(),
-            blksize: m.blksize(),
-            uid: m.uid(),
-            gid: m.gid(),
-        }))
+        Ok(stat_bytes(&StatInfo::of(&m)))
     }
 
     /// The host descriptor behind a standard stream, for `ioctl(TCGETS/TIOCGWINSZ)`.
@@ -211,6 +196,19 @@ struct StatInfo {
     blksize: u64,
     uid: u32,
     gid: u32,
+}
+
+impl StatInfo {
+    fn of(m: &std::fs::Metadata) -> StatInfo {
+        StatInfo {
+            mode: m.mode(),
+            size: m.len(),
+            ino: m.ino(),
+            blksize: m.blksize(),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
 }
 
 /// `struct stat` for x86-64 (`arch/x86/include/uapi/asm/stat.h`).

@@ -1,0 +1,36 @@
+//! What the `hvscript` command tests share: the binary, scratch files, and running it with
+//! bytes on its standard input.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// The `hvscript` binary this test run built.
+pub fn hvscript() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hvscript"))
+}
+
+/// Writes `text` to `name` in this test process's scratch directory (`tag` keeps test
+/// binaries apart) and returns its path.
+pub fn temp(tag: &str, name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hvscript-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `hvscript ARGS` with `input` on its standard input; everything it prints is kept.
+pub fn with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = hvscript()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
