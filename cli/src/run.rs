@@ -513,6 +513,8 @@ impl Session<'_> {
                 command.text.as_bytes().to_vec()
             };
             match self.request(&frame)? {
+                // A `?` that printed nothing answers nothing.
+                Ok(text) if text.trim_end().is_empty() => {}
                 Ok(text) => outln!("{}", text.trim_end()),
                 Err(text) => match control::decode_error(&text) {
                     Some(e) if e.message.starts_with(hv_kvm::STALE_GLOBALS) && !retried => {
