@@ -78,6 +78,13 @@ pub struct Args {
     /// (repeatable), e.g. `--sym counter=0x3000` then `!monitor w counter counter+7`.
     #[arg(long = "sym", value_name = "NAME=ADDR")]
     symbols: Vec<String>,
+    /// A file the program guest may open, read-only (repeatable).
+    #[arg(long = "allow-read", value_name = "PATH")]
+    allow_read: Vec<PathBuf>,
+    /// A static x86-64 Linux executable to run as the guest instead of the demo, and its
+    /// arguments: `hvscript run -- ./hello one two`.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    program: Vec<String>,
 }
 
 /// The commands `run --listen` accepts, for `attach --help`; the rest of HyperDbg's console
@@ -127,6 +134,9 @@ impl OutputSink for Console {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if !args.program.is_empty() {
+        return run_program(&args);
+    }
     if args.guest != "demo" {
         errln!("error: unknown guest `{}` (available: demo)", args.guest);
         return ExitCode::from(2);
@@ -574,6 +584,53 @@ impl Session<'_> {
             if eof {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// `hvscript run -- PROGRAM ARGS`: the program runs natively at CPL3 under hv-kvm's
+/// system-call layer, with the user's standard streams; its exit status is `run`'s (128 +
+/// the signal after a fault, with a line saying which).
+fn run_program(args: &Args) -> ExitCode {
+    if !args.events.is_empty() || !args.files.is_empty() || args.listen.is_some() {
+        errln!(
+            "error: events on a program guest are not raised yet: the program runs, but \
+             `-e`, `-f` and `--listen` work on the demo guest only for now"
+        );
+        return ExitCode::from(2);
+    }
+    let path = PathBuf::from(&args.program[0]);
+    let spec = hv_kvm::program::vm::ProgramSpec {
+        args: args.program.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: std::env::vars_os()
+            .map(|(k, v)| {
+                let mut e = k.as_encoded_bytes().to_vec();
+                e.push(b'=');
+                e.extend_from_slice(v.as_encoded_bytes());
+                e
+            })
+            .collect(),
+        allow_read: args.allow_read.clone(),
+        pid: std::process::id(),
+        path,
+    };
+    match hv_kvm::program::vm::run_program(
+        &spec,
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+    ) {
+        Ok((ending, notes)) => {
+            for n in notes {
+                errln!("hvscript: {n}");
+            }
+            if let hv_kvm::program::vm::Ending::Signal { what, .. } = &ending {
+                errln!("hvscript: {} ended: {what}", args.program[0]);
+            }
+            ExitCode::from(ending.status() as u8)
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -86,3 +86,70 @@ fn symbols_name_addresses_in_event_arguments() {
     );
     assert!(err.contains("did you mean `port`?"), "{err}");
 }
+
+/// `hvscript run -- PROGRAM ARGS` (issue 16): a static C program built here runs as the
+/// guest; its output, arguments, environment and exit status are the user's, it reads
+/// only what `--allow-read` allows, and a fault ends it with Linux's signal status.
+#[test]
+fn a_static_program_runs_as_the_guest() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("cat1.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[1], "r");
+    char line[64] = "";
+    if (f) fgets(line, sizeof line, f);
+    printf("%s|%s|%s", f ? "opened" : "refused", getenv("HVS_TEST"), line);
+    if (argc > 2) { volatile int *p = 0; return *p; }
+    return f ? 0 : 7;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("cat1");
+    match Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success()),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return;
+        }
+    }
+    let data = dir.join("data.txt");
+    std::fs::write(&data, "line one\n").unwrap();
+    let run = |allow: bool, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hvscript"));
+        c.arg("run").env("HVS_TEST", "env-ok");
+        if allow {
+            c.arg("--allow-read").arg(&data);
+        }
+        c.arg("--").arg(&exe).arg(&data).args(extra);
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(true, &[]),
+        (Some(0), "opened|env-ok|line one\n".into(), String::new())
+    );
+    let (code, out, _) = run(false, &[]);
+    assert_eq!((code, out.as_str()), (Some(7), "refused|env-ok|"));
+    let (code, _, err) = run(true, &["crash"]);
+    assert_eq!(code, Some(128 + 11), "{err}");
+    assert!(err.contains("SIGSEGV: #PF"), "{err}");
+}

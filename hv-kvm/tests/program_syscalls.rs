@@ -140,6 +140,13 @@ fn files_only_those_allowed_and_only_read() {
     assert_eq!(open(&mut p, &mut m, &dir.join("secret"), 0), -13, "EACCES");
     assert_eq!(open(&mut p, &mut m, &dir.join("nope"), 0), -2, "ENOENT");
     assert_eq!(open(&mut p, &mut m, &ok, 0o101), -13, "O_WRONLY|O_CREAT");
+    // glibc passes AT_FDCWD as a C int: the upper half of RDI is zero.
+    let mut bytes = ok.as_os_str().as_encoded_bytes().to_vec();
+    bytes.push(0);
+    m.write(SCRATCH + 0x800, &bytes);
+    let fd = ret(p.syscall(&mut m, 257, [0xffff_ff9c, SCRATCH + 0x800, 0, 0, 0, 0]));
+    assert_eq!(fd, 3);
+    assert_eq!(ret(p.syscall(&mut m, 3, [3, 0, 0, 0, 0, 0])), 0);
     let fd = open(&mut p, &mut m, &ok, 0) as u64;
     assert_eq!(ret(p.syscall(&mut m, 0, [fd, SCRATCH, 4, 0, 0, 0])), 4);
     let mut got = [0u8; 4];

@@ -12,3 +12,4 @@ pub mod memory_map;
 pub mod page_tables;
 pub mod stack;
 pub mod syscalls;
+pub mod vm;

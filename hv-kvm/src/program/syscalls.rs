@@ -208,8 +208,9 @@ impl Process {
                 ok(self.files.write(a[0], &all)?)
             }
             257 => {
-                if a[0] as i64 != -100 {
-                    return Err(EACCES); // only AT_FDCWD: no directory descriptors exist
+                if a[0] as i32 != -100 {
+                    // `dirfd` is a C int: only AT_FDCWD, as no directory descriptors exist.
+                    return Err(EACCES);
                 }
                 let path = self.read_cstr(g, a[1])?;
                 let path = PathBuf::from(std::ffi::OsStr::from_bytes(&path));

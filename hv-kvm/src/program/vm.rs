@@ -1,0 +1,541 @@
+//! A program guest on one vCPU: the executable's segments, its stack and the VMM's own
+//! pages in a fresh address space, entered directly at CPL3 (no guest kernel code runs:
+//! on this KVM it would be emulated instruction by instruction), with Linux's system calls
+//! served by [`super::syscalls`].
+//!
+//! How a system call reaches the VMM without running emulated kernel code: `EFER.SCE` stays
+//! clear, and on this KVM a CPL3 `SYSCALL` then jumps to KVM's `LSTAR` *staying at CPL3*
+//! (measured; see `vmm/exits/syscall.rs`), with RCX and R11 set as `SYSCALL` does. `LSTAR`
+//! points at a user-executable VMM page holding `out 0xf1, al`; the TSS's I/O bitmap allows
+//! that one port, so the `OUT` exits to the VMM, which serves the call and returns to
+//! RCX with RFLAGS = R11, as `SYSRET` would. An `OUT` to that port from anywhere else is
+//! the program's own and ends it like a fault.
+//!
+//! A fault (any exception vector) goes through the IDT to a VMM-owned stub at CPL0 that
+//! reports the vector with `out 0xf2, al`; the program ends with the signal Linux would
+//! send (SIGSEGV for #PF/#GP, SIGILL for #UD, SIGFPE for #DE, SIGTRAP for #BP/#DB, SIGBUS
+//! for #AC).
+//!
+//! Layout: guest-physical frames come from one large lazily-backed region; the VMM's
+//! pages (GDT, IDT, TSS, the exception stubs, a kernel stack for the stubs, the system-call
+//! page) are at low virtual addresses no static executable uses, mapped for the
+//! supervisor except the system-call page.
+
+use std::path::PathBuf;
+
+use kvm_bindings::{kvm_msr_entry, kvm_segment, kvm_xcrs, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+
+use super::elf::Executable;
+use super::files::Files;
+use super::memory_map::{AddressSpace, MemoryMap, Prot, PAGE};
+use super::page_tables::{FrameAllocator, PageFlags, PageTables};
+use super::stack::{self, ProcessInfo};
+use super::syscalls::{Guest, Outcome, Process};
+use crate::memory::GuestMemory;
+
+/// Guest-physical memory for a program (lazily backed: only touched pages cost).
+const PHYS_SIZE: usize = 1 << 30;
+/// The VMM's pages: virtual = physical, below the first frame the allocator hands out.
+const GDT: u64 = 0x1000;
+const IDT: u64 = 0x2000;
+const TSS: u64 = 0x3000; // 0x68 bytes + the 8 KiB I/O bitmap + 1: up to 0x5069
+const STUBS: u64 = 0x6000;
+const SYSCALL_PAGE: u64 = 0x7000;
+const KERNEL_STACK_TOP: u64 = 0x10000;
+const FIRST_FRAME: u64 = 0x10_0000;
+/// The port of the system-call page's `OUT`, and of the exception stubs'.
+pub const SYSCALL_PORT: u16 = 0xf1;
+pub const FAULT_PORT: u16 = 0xf2;
+/// The top of the program's stack, and how much of it is mapped from the start.
+const STACK_TOP: u64 = 0x7fff_ffff_f000;
+const STACK_SIZE: u64 = 8 << 20;
+
+const KERNEL_CS: u16 = 0x08;
+const USER_DS: u16 = 0x18 | 3;
+const USER_CS: u16 = 0x20 | 3;
+const TSS_SEL: u16 = 0x28;
+
+/// How a program ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// `exit`/`exit_group` with this status.
+    Exited(i32),
+    /// Ended by a fault, with the signal Linux would send and what happened.
+    Signal { signal: i32, what: String },
+}
+
+impl Ending {
+    /// The status `run` exits with: the program's, or 128 + the signal.
+    pub fn status(&self) -> i32 {
+        match self {
+            Ending::Exited(s) => *s & 0xff,
+            Ending::Signal { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+/// The program's memory as its system calls and the VMM see it.
+struct Space<'a> {
+    mem: &'a GuestMemory,
+    tables: PageTables,
+    frames: FrameAllocator,
+}
+
+fn flags(prot: Prot) -> PageFlags {
+    PageFlags {
+        writable: prot.write,
+        executable: prot.execute,
+        user: true,
+    }
+}
+
+impl AddressSpace for Space<'_> {
+    fn map(&mut self, addr: u64, len: u64, prot: Prot) -> Result<(), i64> {
+        for page in (addr..addr + len).step_by(PAGE as usize) {
+            let frame = self.frames.allocate(self.mem).ok_or(12)?;
+            self.tables
+                .map(self.mem, &mut self.frames, page, frame, flags(prot))
+                .map_err(|_| 12)?;
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, addr: u64, len: u64) {
+        for page in (addr..addr + len).step_by(PAGE as usize) {
+            if let Some(frame) = self.tables.unmap(self.mem, &mut self.frames, page) {
+                self.frames.release(frame);
+            }
+        }
+    }
+
+    fn protect(&mut self, addr: u64, len: u64, prot: Prot) {
+        for page in (addr..addr + len).step_by(PAGE as usize) {
+            self.tables
+                .protect(self.mem, &mut self.frames, page, flags(prot));
+        }
+    }
+
+    fn copy(&mut self, from: u64, to: u64, len: u64) {
+        let mut buf = vec![0u8; PAGE as usize];
+        for off in (0..len).step_by(PAGE as usize) {
+            if Guest::read(self, from + off, &mut buf) {
+                Guest::write(self, to + off, &buf);
+            }
+        }
+    }
+}
+
+impl Guest for Space<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = addr + done as u64;
+            let Some(pa) = self.mem.translate(self.tables.root, va) else {
+                return false;
+            };
+            let n = ((PAGE - (va & (PAGE - 1))) as usize).min(buf.len() - done);
+            if self.mem.read(pa, &mut buf[done..done + n]).is_err() {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> bool {
+        let mut done = 0;
+        while done < data.len() {
+            let va = addr + done as u64;
+            let Some(pa) = self.mem.translate(self.tables.root, va) else {
+                return false;
+            };
+            let n = ((PAGE - (va & (PAGE - 1))) as usize).min(data.len() - done);
+            if self.mem.write(pa, &data[done..done + n]).is_err() {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+}
+
+/// What to run and with what.
+pub struct ProgramSpec {
+    pub path: PathBuf,
+    pub args: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub allow_read: Vec<PathBuf>,
+    pub pid: u32,
+}
+
+/// Runs a program to its end; `stdout`/`stderr` receive its output.
+pub fn run_program(
+    spec: &ProgramSpec,
+    stdout: super::files::Output,
+    stderr: super::files::Output,
+) -> Result<(Ending, Vec<String>), String> {
+    let bytes = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+    let exe = super::elf::parse(&bytes).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+    let mem = GuestMemory::new(PHYS_SIZE).map_err(|e| format!("guest memory: {e}"))?;
+    let mut frames = FrameAllocator::new(FIRST_FRAME, PHYS_SIZE as u64);
+    let tables = PageTables::new(&mem, &mut frames).map_err(|e| format!("{e:?}"))?;
+    let mut space = Space {
+        mem: &mem,
+        tables,
+        frames,
+    };
+    vmm_pages(&mut space)?;
+    let mut memory = MemoryMap::new(exe.end_of_image(), 0x1000_0000, 0x7f00_0000_0000);
+    load_segments(&mut space, &mut memory, &exe, &bytes)?;
+    let mut allowed = spec.allow_read.clone();
+    allowed.push(spec.path.clone());
+    let files = Files::new(&allowed, stdout, stderr);
+    let mut process = Process::new(spec.pid, spec.path.clone(), memory, files);
+    // The stack, mapped up front.
+    process
+        .memory
+        .map(
+            &mut space,
+            STACK_TOP - STACK_SIZE,
+            STACK_SIZE,
+            Prot::RW,
+            true,
+        )
+        .map_err(|e| format!("stack: errno {e}"))?;
+    let mut random = [0u8; 16];
+    let _ = std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+        &mut random,
+    );
+    let info = ProcessInfo {
+        phdr: exe.phdr,
+        phent: exe.phent,
+        phnum: exe.phnum,
+        entry: exe.entry,
+        uid: process.uid,
+        gid: process.gid,
+        hwcap: 0,
+        execfn: spec.path.as_os_str().as_encoded_bytes().to_vec(),
+        random,
+    };
+    let initial = stack::build(STACK_TOP, &spec.args, &spec.env, &info);
+    if !Guest::write(&mut space, initial.rsp, &initial.bytes) {
+        return Err("the initial stack does not fit".into());
+    }
+
+    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: mem.size() as u64,
+        userspace_addr: mem.host_addr(),
+    };
+    // SAFETY: the region is our own live mapping of exactly `memory_size` bytes, and it
+    // outlives the VM (`vm` is dropped before `mem` at the end of this function).
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+    let mut vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
+    let ending = run_loop(&mut vcpu, &mut process, &mut space)?;
+    drop(vcpu);
+    drop(vm);
+    Ok((ending, std::mem::take(&mut process.notes)))
+}
+
+/// GDT, IDT, TSS (I/O bitmap allowing only the system-call port), exception stubs, a
+/// kernel stack for them, and the system-call page.
+fn vmm_pages(space: &mut Space<'_>) -> Result<(), String> {
+    let sup = |executable: bool| PageFlags {
+        writable: !executable,
+        executable,
+        user: false,
+    };
+    for page in (GDT..KERNEL_STACK_TOP).step_by(PAGE as usize) {
+        let f = match page {
+            STUBS => sup(true),
+            SYSCALL_PAGE => PageFlags {
+                writable: false,
+                executable: true,
+                user: true,
+            },
+            _ => sup(false),
+        };
+        space
+            .tables
+            .map(space.mem, &mut space.frames, page, page, f)
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    let m = space.mem;
+    let w = |addr: u64, v: u64| m.write_u64(addr, v).map_err(|_| "VMM pages".to_string());
+    w(GDT, 0)?;
+    w(GDT + 8, 0x00af_9a00_0000_ffff)?; // kernel code
+    w(GDT + 0x10, 0x00cf_9200_0000_ffff)?; // kernel data
+    w(GDT + 0x18, 0x00cf_f200_0000_ffff)?; // user data
+    w(GDT + 0x20, 0x00af_fa00_0000_ffff)?; // user code
+    let limit = 0x68 + 0x2000u64;
+    w(
+        GDT + u64::from(TSS_SEL),
+        (limit & 0xffff) | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | (((limit >> 16) & 0xf) << 48),
+    )?;
+    w(GDT + u64::from(TSS_SEL) + 8, 0)?;
+    // TSS: RSP0, the I/O bitmap: every port denied but SYSCALL_PORT.
+    m.write(TSS + 4, &KERNEL_STACK_TOP.to_le_bytes())
+        .map_err(|_| "TSS")?;
+    m.write(TSS + 0x66, &0x68u16.to_le_bytes())
+        .map_err(|_| "TSS")?;
+    let mut bitmap = vec![0xffu8; 0x2001];
+    bitmap[usize::from(SYSCALL_PORT / 8)] &= !(1 << (SYSCALL_PORT % 8));
+    m.write(TSS + 0x68, &bitmap).map_err(|_| "TSS")?;
+    // Stubs: for vector v at STUBS + 16*v: mov al, v; out FAULT_PORT, al; hlt.
+    for v in 0..32u64 {
+        let stub = STUBS + 16 * v;
+        m.write(stub, &[0xb0, v as u8, 0xe6, FAULT_PORT as u8, 0xf4])
+            .map_err(|_| "stubs")?;
+        let gate_low = (stub & 0xffff)
+            | (u64::from(KERNEL_CS) << 16)
+            | (0x8e << 40)
+            | (((stub >> 16) & 0xffff) << 48);
+        w(IDT + 16 * v, gate_low)?;
+        w(IDT + 16 * v + 8, stub >> 32)?;
+    }
+    // The system-call page: out SYSCALL_PORT, al (then nothing: the VMM returns to RCX).
+    m.write(SYSCALL_PAGE, &[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b])
+        .map_err(|_| "system-call page")?;
+    Ok(())
+}
+
+/// Maps each PT_LOAD segment with its permissions and copies its file bytes.
+fn load_segments(
+    space: &mut Space<'_>,
+    memory: &mut MemoryMap,
+    exe: &Executable,
+    bytes: &[u8],
+) -> Result<(), String> {
+    for s in &exe.segments {
+        let (start, end) = s.pages();
+        // Pages shared by two segments take the union of their permissions.
+        let mut prot = Prot {
+            read: s.read,
+            write: s.write,
+            execute: s.execute,
+        };
+        let mut page = start;
+        while page < end {
+            if let Some(old) = memory.prot(page) {
+                prot.write |= old.write;
+                prot.execute |= old.execute;
+                space.protect(page, PAGE, prot);
+            } else {
+                space
+                    .map(page, PAGE, prot)
+                    .map_err(|_| "out of guest memory")?;
+            }
+            memory.insert(page, PAGE, prot);
+            page += PAGE;
+        }
+        let data = &bytes[s.file_offset as usize..(s.file_offset + s.file_size) as usize];
+        if !Guest::write(space, s.vaddr, data) {
+            return Err(format!("segment at {:#x} could not be written", s.vaddr));
+        }
+    }
+    Ok(())
+}
+
+fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+fn setup_vcpu(kvm: &Kvm, vm: &VmFd, cr3: u64, entry: u64, rsp: u64) -> Result<VcpuFd, String> {
+    let e = |what: &str, err: kvm_ioctls::Error| format!("{what}: {err}");
+    let vcpu = vm.create_vcpu(0).map_err(|x| e("KVM_CREATE_VCPU", x))?;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|x| e("KVM_GET_SUPPORTED_CPUID", x))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|x| e("KVM_SET_CPUID2", x))?;
+    let mut s = vcpu.get_sregs().map_err(|x| e("KVM_GET_SREGS", x))?;
+    s.cs = segment(USER_CS, true, 3);
+    let data = segment(USER_DS, false, 3);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
+    s.tr = kvm_segment {
+        base: TSS,
+        limit: 0x68 + 0x2000,
+        selector: TSS_SEL,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    s.ldt = kvm_segment {
+        unusable: 1,
+        type_: 0x2,
+        ..Default::default()
+    };
+    s.gdt.base = GDT;
+    s.gdt.limit = TSS_SEL + 15;
+    s.idt.base = IDT;
+    s.idt.limit = 32 * 16 - 1;
+    s.cr3 = cr3;
+    // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE: glibc reads CPUID at CPL3, which this KVM does not
+    // intercept, and uses the XSAVE features the host has.
+    s.cr4 = (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);
+    s.cr0 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
+    s.efer = (1 << 8) | (1 << 10) | (1 << 11); // LME, LMA, NXE; SCE clear
+    vcpu.set_sregs(&s).map_err(|x| e("KVM_SET_SREGS", x))?;
+    let mut xcrs = kvm_xcrs {
+        nr_xcrs: 1,
+        ..Default::default()
+    };
+    xcrs.xcrs[0].xcr = 0;
+    // What the host enables, as far as the vCPU's CPUID (leaf 0xd) supports it.
+    let supported = cpuid
+        .as_slice()
+        .iter()
+        .find(|c| c.function == 0xd && c.index == 0)
+        .map_or(3, |c| u64::from(c.eax) | (u64::from(c.edx) << 32));
+    xcrs.xcrs[0].value = host_xcr0() & supported | 3;
+    vcpu.set_xcrs(&xcrs).map_err(|x| e("KVM_SET_XCRS", x))?;
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0xc000_0082, // LSTAR
+        data: SYSCALL_PAGE,
+        ..Default::default()
+    }])
+    .map_err(|x| format!("MSRs: {x:?}"))?;
+    vcpu.set_msrs(&msrs).map_err(|x| e("KVM_SET_MSRS", x))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: entry,
+        rsp,
+        rflags: 0x202,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(|x| e("KVM_SET_REGS", x))?;
+    Ok(vcpu)
+}
+
+/// The host's XCR0 (the state components the program may use, as natively).
+fn host_xcr0() -> u64 {
+    // SAFETY: XGETBV with ECX = 0 is valid whenever CR4.OSXSAVE is set, which the host's
+    // kernel does on every x86-64 machine that runs KVM guests with XSAVE.
+    unsafe { core::arch::x86_64::_xgetbv(0) }
+}
+
+fn signal_of(vector: u8) -> (i32, &'static str) {
+    match vector {
+        0 => (8, "SIGFPE"),
+        1 | 3 => (5, "SIGTRAP"),
+        6 => (4, "SIGILL"),
+        17 => (7, "SIGBUS"),
+        16 | 19 => (8, "SIGFPE"),
+        _ => (11, "SIGSEGV"),
+    }
+}
+
+fn run_loop(
+    vcpu: &mut VcpuFd,
+    process: &mut Process,
+    space: &mut Space<'_>,
+) -> Result<Ending, String> {
+    /// An exit, copied out of KVM's run area so the vCPU can be used again.
+    enum Exit {
+        Out(u16, u8),
+        In(u16),
+        Shutdown,
+        Hlt,
+        Other(String),
+    }
+    loop {
+        let exit = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => Exit::Out(port, data.first().copied().unwrap_or(0)),
+            Ok(VcpuExit::IoIn(port, _)) => Exit::In(port),
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(other) => Exit::Other(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        };
+        match exit {
+            Exit::Out(port, _) if port == SYSCALL_PORT => {
+                let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+                if r.rip != SYSCALL_PAGE + 2 {
+                    return Ok(Ending::Signal {
+                        signal: 11,
+                        what: format!("SIGSEGV: port I/O at rip {:#x}", r.rip - 2),
+                    });
+                }
+                let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
+                let result = match process.syscall(space, r.rax, args) {
+                    Outcome::Exit(status) => return Ok(Ending::Exited(status)),
+                    Outcome::Return(v) => v,
+                    Outcome::SetFsBase(base) => {
+                        let mut s = vcpu
+                            .get_sregs()
+                            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+                        s.fs.base = base;
+                        vcpu.set_sregs(&s)
+                            .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+                        0
+                    }
+                };
+                r.rax = result;
+                r.rip = r.rcx;
+                r.rflags = r.r11 | 0x2;
+                vcpu.set_regs(&r)
+                    .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+            }
+            Exit::Out(port, vector) if port == FAULT_PORT => {
+                let r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+                // The CPU pushed (error code), RIP, CS, RFLAGS, RSP, SS on the kernel stack.
+                let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+                let frame = r.rsp + if has_code { 8 } else { 0 };
+                let mut rip = [0u8; 8];
+                space.mem.read(frame, &mut rip).ok();
+                let (signal, name) = signal_of(vector);
+                let s = vcpu
+                    .get_sregs()
+                    .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+                return Ok(Ending::Signal {
+                    signal,
+                    what: format!(
+                        "{name}: {} at rip {:#x}{}",
+                        crate::vmm::vector_name(vector),
+                        u64::from_le_bytes(rip),
+                        if vector == 14 {
+                            format!(" (address {:#x})", s.cr2)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                });
+            }
+            Exit::In(port) | Exit::Out(port, _) => {
+                return Ok(Ending::Signal {
+                    signal: 11,
+                    what: format!("SIGSEGV: port I/O to {port:#x}"),
+                })
+            }
+            Exit::Shutdown => {
+                return Ok(Ending::Signal {
+                    signal: 11,
+                    what: "SIGSEGV: the vCPU shut down (a fault while delivering a fault)".into(),
+                })
+            }
+            Exit::Hlt => return Err("the vCPU halted".into()),
+            Exit::Other(what) => return Err(format!("unexpected exit: {what}")),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Real static programs, built here with gcc (glibc's real start-up, stdio, malloc), run as
+//! guests natively at CPL3 with the system-call layer: their output, exit status, argv and
+//! faults.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use hv_kvm::program::vm::{run_program, Ending, ProgramSpec};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds `source` with `gcc -static`; `None` (after saying why) without gcc or KVM.
+fn build(name: &str, source: &str) -> Option<PathBuf> {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    match Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success(), "gcc failed"),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
+    let (out, err) = (Captured::default(), Captured::default());
+    let mut argv = vec![path.as_os_str().as_encoded_bytes().to_vec()];
+    argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+    let spec = ProgramSpec {
+        path,
+        args: argv,
+        env: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
+        allow_read: Vec::new(),
+        pid: 4242,
+    };
+    let (ending, notes) =
+        run_program(&spec, Box::new(out.clone()), Box::new(err.clone())).expect("run");
+    let text = |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
+    (ending, text(&out), text(&err), notes)
+}
+
+#[test]
+fn hello_world_prints_and_exits_with_its_status() {
+    let Some(exe) = build(
+        "hello",
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char *buf = malloc(100);
+    strcpy(buf, "heap");
+    printf("hello from a guest: argc=%d argv[1]=%s %s pid=%d\n", argc, argv[1], buf, (int)getpid());
+    fprintf(stderr, "to stderr\n");
+    return 3;
+}
+"#,
+    ) else {
+        return;
+    };
+    let (ending, out, err, notes) = run(exe, &["one"]);
+    assert_eq!(ending, Ending::Exited(3), "{out}{err}{notes:?}");
+    assert_eq!(
+        out,
+        "hello from a guest: argc=2 argv[1]=one heap pid=4242\n"
+    );
+    assert_eq!(err, "to stderr\n");
+    println!("notes: {notes:?}");
+}
+
+#[test]
+fn a_fault_ends_the_program_with_linuxs_signal() {
+    let Some(exe) = build(
+        "segv",
+        "int main(void) { volatile int *p = (int *)0x10; return *p; }\n",
+    ) else {
+        return;
+    };
+    let (ending, _, _, _) = run(exe, &[]);
+    match ending {
+        Ending::Signal { signal, what } => {
+            assert_eq!(signal, 11, "{what}");
+            assert!(what.contains("#PF") && what.contains("0x10"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
