@@ -110,3 +110,48 @@ fn a_fault_ends_the_program_with_linuxs_signal() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A Rust program linked statically (`-C target-feature=+crt-static`): Rust's start-up
+/// polls the standard streams and reads its arguments; `process::exit` sets the status,
+/// and `abort` (a signal to itself) ends it with SIGABRT's status.
+#[test]
+fn a_static_rust_program_runs_and_aborts_as_on_linux() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("rusty.rs");
+    std::fs::write(
+        &src,
+        r#"fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let v: Vec<u64> = (0..1000).collect();
+    println!("rust {} {}", args.len(), v.iter().sum::<u64>());
+    if args.len() > 2 { std::process::abort(); }
+    std::process::exit(5);
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("rusty");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["-O", "-C", "target-feature=+crt-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("rustc runs (cargo is running this test)");
+    assert!(status.success());
+    let (ending, out, _, _) = run(exe.clone(), &["x"]);
+    assert_eq!(
+        (ending, out.as_str()),
+        (Ending::Exited(5), "rust 2 499500\n")
+    );
+    let (ending, _, _, _) = run(exe, &["x", "abort"]);
+    assert!(
+        matches!(ending, Ending::Signal { signal: 6, .. }),
+        "{ending:?}"
+    );
+}

@@ -27,6 +27,8 @@
 //! | 60, 231 | exit, exit_group | ends the program with its status | |
 //! | 202 | futex | `WAKE` (0 woken); `WAIT` on a changed word (`EAGAIN`) | `EDEADLK` for a wait nothing could end |
 //! | 204, 24 | sched_getaffinity, sched_yield | one CPU | |
+//! | 7 | poll | the standard streams are always ready (reads block until input) | `POLLNVAL` for closed descriptors |
+//! | 62, 234 | kill, tgkill | a signal to itself ends the program as Linux's default action would | `EPERM` for another process |
 //! | 79 | getcwd | the host's current directory | |
 //! | 56, 57, 58, 59, 435 | clone, fork, vfork, execve, clone3 | | `ENOSYS`, counted |
 //! | 41, 42, 43, 49, 50 | socket, connect, accept, bind, listen | | `EACCES`, counted |
@@ -48,6 +50,9 @@ pub enum Outcome {
     SetFsBase(u64),
     /// The program ended (`exit`, `exit_group`) with this status.
     Exit(i32),
+    /// The program sent itself this signal (`kill`, `tgkill`: `abort` does): it ends as
+    /// Linux's default action for it would end it.
+    Signal(i32),
 }
 
 /// Guest memory as the program sees it (virtual addresses), plus its page management.
@@ -460,6 +465,42 @@ impl Process {
                 ok(8)
             }
             24 => ok(0),
+            7 => {
+                const POLLIN: u16 = 1;
+                const POLLOUT: u16 = 4;
+                const POLLNVAL: u16 = 0x20;
+                if a[1] > 1024 {
+                    return Err(EINVAL);
+                }
+                let mut fds = self.read_mem(g, a[0], a[1] as usize * 8)?;
+                let mut ready = 0;
+                for pfd in fds.chunks_mut(8) {
+                    let fd = i32::from_le_bytes(pfd[..4].try_into().unwrap());
+                    let events = u16::from_le_bytes([pfd[4], pfd[5]]);
+                    let revents = if fd < 0 {
+                        0
+                    } else if self.files.get(fd as u64).is_err() {
+                        POLLNVAL
+                    } else {
+                        events & (POLLIN | POLLOUT)
+                    };
+                    pfd[6..8].copy_from_slice(&revents.to_le_bytes());
+                    ready += u64::from(revents != 0);
+                }
+                self.write_mem(g, a[0], &fds)?;
+                ok(ready)
+            }
+            62 | 234 => {
+                let (pid, sig) = if nr == 62 { (a[0], a[1]) } else { (a[1], a[2]) };
+                if pid as i32 != self.pid as i32 && pid as i32 != 0 {
+                    return Err(EPERM);
+                }
+                match sig {
+                    0 => ok(0),
+                    1..=64 => Outcome::Signal(sig as i32),
+                    _ => return Err(EINVAL),
+                }
+            }
             79 => {
                 let cwd = std::env::current_dir().map_err(|_| ENOENT)?;
                 let mut bytes = cwd.as_os_str().as_encoded_bytes().to_vec();

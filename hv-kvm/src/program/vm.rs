@@ -480,6 +480,12 @@ fn run_loop(
                 let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
                 let result = match process.syscall(space, r.rax, args) {
                     Outcome::Exit(status) => return Ok(Ending::Exited(status)),
+                    Outcome::Signal(signal) => {
+                        return Ok(Ending::Signal {
+                            signal,
+                            what: format!("signal {signal} sent by the program to itself"),
+                        })
+                    }
                     Outcome::Return(v) => v,
                     Outcome::SetFsBase(base) => {
                         let mut s = vcpu
