@@ -592,14 +592,86 @@ impl Session<'_> {
 /// system-call layer, with the user's standard streams; its exit status is `run`'s (128 +
 /// the signal after a fault, with a line saying which).
 fn run_program(args: &Args) -> ExitCode {
-    if !args.events.is_empty() || !args.files.is_empty() || args.listen.is_some() {
-        errln!(
-            "error: events on a program guest are not raised yet: the program runs, but \
-             `-e`, `-f` and `--listen` work on the demo guest only for now"
-        );
+    if args.listen.is_some() {
+        errln!("error: --listen works with the demo guest only for now");
         return ExitCode::from(2);
     }
     let path = PathBuf::from(&args.program[0]);
+    // The program's symbols name addresses in event arguments: `NAME` and `PROGRAM!NAME`.
+    let mut symbols = hv_core::SymbolMap::default();
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(exe) = hv_kvm::program::elf::parse(&bytes) {
+            let module = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for (name, addr) in exe.symbols {
+                symbols.0.insert(format!("{module}!{name}"), addr);
+            }
+        }
+    }
+    match crate::numbers::symbols(&args.symbols) {
+        Ok(extra) => symbols.0.extend(extra),
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // Events: compiled here against the program guest's rules, loaded by the VMM.
+    let globals = Arc::new(hvscript_runtime::GlobalSlots::default());
+    let mut bindings: Vec<(String, u32)> = Vec::new();
+    let mut events = Vec::new();
+    let mut roots = Vec::new();
+    for e in &args.events {
+        roots.push(SourceFile::command_line("-e", e.as_str()));
+    }
+    for f in &args.files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => roots.push(SourceFile::file(f, t)),
+            Err(e) => {
+                errln!("{}: error: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut failed = false;
+    for root in &roots {
+        for c in commands::load(root) {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = true;
+                    err!("{}", e.render());
+                    continue;
+                }
+            };
+            let target = hvscript_front::Target {
+                platform: &hv_kvm::program::events::ProgramPlatform,
+                symbols: symbols.clone(),
+                globals: bindings.clone(),
+                values: Some(globals.clone()),
+            };
+            match hvscript_front::prepare(&c.text, &target, hvscript_front::Backend::Jit) {
+                Ok(p) => {
+                    for b in &p.globals {
+                        if !bindings.contains(b) {
+                            bindings.push(b.clone());
+                        }
+                    }
+                    events.push((c.text.clone(), p));
+                }
+                Err(e) => {
+                    failed = true;
+                    for d in &e.diagnostics {
+                        err!("{}", c.locate(d.clone()).render());
+                    }
+                }
+            }
+        }
+    }
+    if failed {
+        return ExitCode::from(2);
+    }
     let spec = hv_kvm::program::vm::ProgramSpec {
         args: args.program.iter().map(|a| a.as_bytes().to_vec()).collect(),
         env: std::env::vars_os()
@@ -613,24 +685,58 @@ fn run_program(args: &Args) -> ExitCode {
         allow_read: args.allow_read.clone(),
         pid: std::process::id(),
         path,
+        events,
+        globals,
+        symbols,
     };
-    match hv_kvm::program::vm::run_program(
+    // Event output goes to standard error, so the program's own output stays its own.
+    let sink = Arc::new(EventsToStderr { quiet: args.quiet });
+    let run = match hv_kvm::program::vm::run_program(
         &spec,
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),
+        sink,
     ) {
-        Ok((ending, notes)) => {
-            for n in notes {
-                errln!("hvscript: {n}");
-            }
-            if let hv_kvm::program::vm::Ending::Signal { what, .. } = &ending {
-                errln!("hvscript: {} ended: {what}", args.program[0]);
-            }
-            ExitCode::from(ending.status() as u8)
-        }
+        Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    for n in &run.notes {
+        errln!("hvscript: {n}");
+    }
+    let listing = run.engine.list();
+    if !listing.is_empty() {
+        errln!("events:");
+        for l in listing {
+            let c = l.counters;
+            errln!(
+                "  {:>4}  {:<50} pre {} post {} sc {} errors {}",
+                l.id,
+                shorten(&l.text, 50),
+                c.pre_runs,
+                c.post_runs,
+                c.short_circuits,
+                c.script_errors
+            );
+        }
+    }
+    if let hv_kvm::program::vm::Ending::Signal { what, .. } = &run.ending {
+        errln!("hvscript: {} ended: {what}", args.program[0]);
+    }
+    ExitCode::from(run.ending.status() as u8)
+}
+
+/// Event output of a program guest, on standard error.
+struct EventsToStderr {
+    quiet: bool,
+}
+
+impl OutputSink for EventsToStderr {
+    fn output(&self, _event_id: u64, _stage: Stage, _core: u32, text: &[u8]) {
+        if !self.quiet {
+            err!("{}", String::from_utf8_lossy(text));
         }
     }
 }

@@ -153,3 +153,76 @@ int main(int argc, char **argv) {
     assert_eq!(code, Some(128 + 11), "{err}");
     assert!(err.contains("SIGSEGV: #PF"), "{err}");
 }
+
+/// `!syscall` on a real program (issue 16): a post-stage script that sets `@rax = 0` for
+/// `getuid` (102) makes the program print uid 0; `!syscall 1 sc on` silences its writes
+/// and counts every skipped call; a pre-stage script that shortens a `write` changes what
+/// is printed.
+#[test]
+fn syscall_events_stage_a_programs_system_calls() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("uid.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    printf("uid %d\n", (int)getuid());
+    fflush(stdout);
+    write(1, "abcdef\n", 7);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("uid");
+    match Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success()),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return;
+        }
+    }
+    let run = |events: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hvscript"));
+        c.arg("run");
+        for e in events {
+            c.args(["-e", e]);
+        }
+        let out = c.arg("--").arg(&exe).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["!syscall 0n102 stage post script { @rax = 0x2a; }"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("uid 42\n"), "{out}");
+    // Skipped writes return the scripts' @rax: claiming every byte written (@rdx) makes
+    // exactly the program's two writes; plain `sc on` leaves @rax = 1 (the number), one
+    // byte "written" per call, and stdio retries the rest: silent all the same.
+    let (code, out, err) = run(&["!syscall 1 sc on script { @rax = @rdx; }"]);
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+    assert!(
+        err.contains("pre 2 post 0 sc 2"),
+        "both writes skipped and counted: {err}"
+    );
+    let (code, out, err) = run(&["!syscall 1 sc on"]);
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+    let (_, out, err) = run(&["!syscall 1 script { if (@rdx == 7) { @rdx = 3; } }"]);
+    assert!(out.ends_with("abc"), "{out} {err}");
+    let (code, _, err) = run(&["!ioin 510"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("a program guest raises !syscall"), "{err}");
+}

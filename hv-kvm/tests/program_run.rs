@@ -57,9 +57,18 @@ fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
         env: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
         allow_read: Vec::new(),
         pid: 4242,
+        events: Vec::new(),
+        globals: Default::default(),
+        symbols: Default::default(),
     };
-    let (ending, notes) =
-        run_program(&spec, Box::new(out.clone()), Box::new(err.clone())).expect("run");
+    let run = run_program(
+        &spec,
+        Box::new(out.clone()),
+        Box::new(err.clone()),
+        Arc::new(hv_core::NullSink),
+    )
+    .expect("run");
+    let (ending, notes) = (run.ending, run.notes);
     let text = |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
     (ending, text(&out), text(&err), notes)
 }

@@ -7,6 +7,7 @@
 //! table of what is served and what is refused).
 
 pub mod elf;
+pub mod events;
 pub mod files;
 pub mod memory_map;
 pub mod page_tables;

@@ -108,6 +108,8 @@ impl Process {
     pub fn new(pid: u32, exe: PathBuf, memory: MemoryMap, files: Files) -> Process {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        // `/proc/self/exe` is absolute on Linux (glibc's start-up asserts it).
+        let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
         Process {
             pid,
             uid,

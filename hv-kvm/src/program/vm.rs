@@ -33,6 +33,7 @@ use super::page_tables::{FrameAllocator, PageFlags, PageTables};
 use super::stack::{self, ProcessInfo};
 use super::syscalls::{Guest, Outcome, Process};
 use crate::memory::GuestMemory;
+use hv_core::{Engine, EventKind, Exit};
 
 /// Guest-physical memory for a program (lazily backed: only touched pages cost).
 const PHYS_SIZE: usize = 1 << 30;
@@ -167,14 +168,33 @@ pub struct ProgramSpec {
     pub env: Vec<Vec<u8>>,
     pub allow_read: Vec<PathBuf>,
     pub pid: u32,
+    /// Event commands and what a front end compiled for them ([`super::events`]).
+    pub events: Vec<(String, hv_core::Prepared)>,
+    /// The global variables the events' scripts share.
+    pub globals: std::sync::Arc<hvscript_runtime::GlobalSlots>,
+    /// Names for event arguments.
+    pub symbols: hv_core::SymbolMap,
 }
 
-/// Runs a program to its end; `stdout`/`stderr` receive its output.
+/// What a run leaves: how the program ended, notes for the user, and the events' table.
+pub struct ProgramRun {
+    pub ending: Ending,
+    pub notes: Vec<String>,
+    pub engine: Engine,
+}
+
+/// Runs a program to its end; `stdout`/`stderr` receive its output, `sink` the events'.
 pub fn run_program(
     spec: &ProgramSpec,
     stdout: super::files::Output,
     stderr: super::files::Output,
-) -> Result<(Ending, Vec<String>), String> {
+    sink: std::sync::Arc<dyn hv_core::OutputSink>,
+) -> Result<ProgramRun, String> {
+    let engine = Engine::new(sink);
+    for (line, prepared) in &spec.events {
+        super::events::add_event(&engine, &spec.globals, &spec.symbols, line, prepared)
+            .map_err(|e| format!("{line}: {}", e.message))?;
+    }
     let bytes = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
     let exe = super::elf::parse(&bytes).map_err(|e| format!("{}: {e}", spec.path.display()))?;
     let mem = GuestMemory::new(PHYS_SIZE).map_err(|e| format!("guest memory: {e}"))?;
@@ -238,10 +258,14 @@ pub fn run_program(
     unsafe { vm.set_user_memory_region(region) }
         .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
     let mut vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
-    let ending = run_loop(&mut vcpu, &mut process, &mut space)?;
+    let ending = run_loop(&mut vcpu, &mut process, &mut space, &engine)?;
     drop(vcpu);
     drop(vm);
-    Ok((ending, std::mem::take(&mut process.notes)))
+    Ok(ProgramRun {
+        ending,
+        notes: std::mem::take(&mut process.notes),
+        engine,
+    })
 }
 
 /// GDT, IDT, TSS (I/O bitmap allowing only the system-call port), exception stubs, a
@@ -427,6 +451,42 @@ fn setup_vcpu(kvm: &Kvm, vm: &VmFd, cr3: u64, entry: u64, rsp: u64) -> Result<Vc
     Ok(vcpu)
 }
 
+/// The registers a system call's scripts see.
+fn to_guest_regs(r: &kvm_bindings::kvm_regs) -> hvscript_abi::GuestRegs {
+    hvscript_abi::GuestRegs {
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rbx: r.rbx,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
+        cs: u64::from(USER_CS),
+        ss: u64::from(USER_DS),
+        ..Default::default()
+    }
+}
+
+/// What the scripts changed, back into the vCPU's registers.
+fn from_guest_regs(r: &mut kvm_bindings::kvm_regs, g: &hvscript_abi::GuestRegs) {
+    (r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi) =
+        (g.rax, g.rcx, g.rdx, g.rbx, g.rsp, g.rbp, g.rsi, g.rdi);
+    (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) =
+        (g.r8, g.r9, g.r10, g.r11, g.r12, g.r13, g.r14, g.r15);
+    (r.rip, r.rflags) = (g.rip, g.rflags | 0x2);
+}
+
 /// The host's XCR0 (the state components the program may use, as natively).
 fn host_xcr0() -> u64 {
     // SAFETY: XGETBV with ECX = 0 is valid whenever CR4.OSXSAVE is set, which the host's
@@ -449,9 +509,11 @@ fn run_loop(
     vcpu: &mut VcpuFd,
     process: &mut Process,
     space: &mut Space<'_>,
+    engine: &Engine,
 ) -> Result<Ending, String> {
+    let events = !engine.list().is_empty();
     /// An exit, copied out of KVM's run area so the vCPU can be used again.
-    enum Exit {
+    enum KvmExit {
         Out(u16, u8),
         In(u16),
         Shutdown,
@@ -460,16 +522,18 @@ fn run_loop(
     }
     loop {
         let exit = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => Exit::Out(port, data.first().copied().unwrap_or(0)),
-            Ok(VcpuExit::IoIn(port, _)) => Exit::In(port),
-            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
-            Ok(VcpuExit::Hlt) => Exit::Hlt,
-            Ok(other) => Exit::Other(format!("{other:?}")),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                KvmExit::Out(port, data.first().copied().unwrap_or(0))
+            }
+            Ok(VcpuExit::IoIn(port, _)) => KvmExit::In(port),
+            Ok(VcpuExit::Shutdown) => KvmExit::Shutdown,
+            Ok(VcpuExit::Hlt) => KvmExit::Hlt,
+            Ok(other) => KvmExit::Other(format!("{other:?}")),
             Err(e) if e.errno() == libc::EINTR => continue,
             Err(e) => return Err(format!("KVM_RUN: {e}")),
         };
         match exit {
-            Exit::Out(port, _) if port == SYSCALL_PORT => {
+            KvmExit::Out(port, _) if port == SYSCALL_PORT => {
                 let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
                 if r.rip != SYSCALL_PAGE + 2 {
                     return Ok(Ending::Signal {
@@ -477,8 +541,44 @@ fn run_loop(
                         what: format!("SIGSEGV: port I/O at rip {:#x}", r.rip - 2),
                     });
                 }
-                let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
-                let result = match process.syscall(space, r.rax, args) {
+                let outcome = if events {
+                    // The engine stages the call: pre scripts see (and may change) the
+                    // number and arguments, the call runs unless one short-circuits (then
+                    // the scripts' @rax is its result), post scripts see the result.
+                    let mut g = to_guest_regs(&r);
+                    let mut done = None;
+                    let exit = {
+                        let mut e = Exit::new(EventKind::Syscall, 0, r.rax);
+                        e.pid = u64::from(process.pid);
+                        e.tid = u64::from(process.pid);
+                        e
+                    };
+                    let mut view = super::events::ProgramMemory {
+                        mem: space.mem,
+                        root: space.tables.root,
+                    };
+                    engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
+                        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+                        let o = process.syscall(space, regs.rax, args);
+                        if let Outcome::Return(v) = o {
+                            regs.rax = v;
+                        }
+                        if matches!(o, Outcome::SetFsBase(_)) {
+                            regs.rax = 0;
+                        }
+                        done = Some(o);
+                    });
+                    from_guest_regs(&mut r, &g);
+                    match done {
+                        // Short-circuited: the scripts' @rax is the result.
+                        None | Some(Outcome::Return(_)) => Outcome::Return(r.rax),
+                        Some(other) => other,
+                    }
+                } else {
+                    let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
+                    process.syscall(space, r.rax, args)
+                };
+                let result = match outcome {
                     Outcome::Exit(status) => return Ok(Ending::Exited(status)),
                     Outcome::Signal(signal) => {
                         return Ok(Ending::Signal {
@@ -503,7 +603,7 @@ fn run_loop(
                 vcpu.set_regs(&r)
                     .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
             }
-            Exit::Out(port, vector) if port == FAULT_PORT => {
+            KvmExit::Out(port, vector) if port == FAULT_PORT => {
                 let r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
                 // The CPU pushed (error code), RIP, CS, RFLAGS, RSP, SS on the kernel stack.
                 let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
@@ -528,20 +628,20 @@ fn run_loop(
                     ),
                 });
             }
-            Exit::In(port) | Exit::Out(port, _) => {
+            KvmExit::In(port) | KvmExit::Out(port, _) => {
                 return Ok(Ending::Signal {
                     signal: 11,
                     what: format!("SIGSEGV: port I/O to {port:#x}"),
                 })
             }
-            Exit::Shutdown => {
+            KvmExit::Shutdown => {
                 return Ok(Ending::Signal {
                     signal: 11,
                     what: "SIGSEGV: the vCPU shut down (a fault while delivering a fault)".into(),
                 })
             }
-            Exit::Hlt => return Err("the vCPU halted".into()),
-            Exit::Other(what) => return Err(format!("unexpected exit: {what}")),
+            KvmExit::Hlt => return Err("the vCPU halted".into()),
+            KvmExit::Other(what) => return Err(format!("unexpected exit: {what}")),
         }
     }
 }

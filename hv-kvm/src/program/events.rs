@@ -1,0 +1,143 @@
+//! Events on a program guest: what hv-kvm raises from a program's real exits today
+//! (`!syscall`, pre and post, with short-circuiting), as the rules a front end checks
+//! scripts against ([`ProgramPlatform`]), and the loading of what it compiled.
+//!
+//! `!syscall [NUM]` runs at every system call the program makes: `$context` is the number,
+//! the registers are its arguments as the program set them (RDI, RSI, RDX, R10, R8, R9; a
+//! pre script may change them, and the call sees the change); `event_sc(1)` or `sc on`
+//! skips the call and the program gets the scripts' `@rax` as its result; the post stage
+//! sees the result in `@rax` and may change it. `$pid`/`$tid` are the program's.
+//! The program's memory is readable and writable by scripts through its page tables.
+
+use std::sync::Arc;
+
+use hv_core::platform::Platform;
+use hv_core::{
+    parse_event_command_with, CodeScript, CommandError, Engine, EventKind, GuestAccess, Prepared,
+    SymbolMap,
+};
+use hvscript_abi::{PseudoReg, Register};
+use hvscript_runtime::{CodeObject, GlobalSlots, Limits, LoadedCode};
+use hvscript_stdlib::MemFault;
+
+use crate::memory::GuestMemory;
+use crate::platform::EVENT_LIMITS;
+
+/// A program guest's rules, for front ends.
+pub struct ProgramPlatform;
+
+impl Platform for ProgramPlatform {
+    fn name(&self) -> &str {
+        "hv-kvm program guest"
+    }
+
+    fn refusal(&self, kind: EventKind) -> Option<&str> {
+        (kind != EventKind::Syscall).then_some(
+            "a program guest raises !syscall for now; its other events (hooks by symbol, \
+             memory watches, exceptions) come next",
+        )
+    }
+
+    fn register_refusal(&self, _kind: EventKind, reg: Register, write: bool) -> Option<String> {
+        // General registers, RIP and RFLAGS are what a system call's exit carries.
+        (reg.field().slot > 17).then(|| {
+            format!(
+                "@{} is not {} at a program's system call: only the general registers, \
+                 @rip and @rflags are",
+                reg.name(),
+                if write { "applied" } else { "available" }
+            )
+        })
+    }
+
+    fn pseudo_refusal(&self, reg: PseudoReg) -> Option<String> {
+        use PseudoReg::*;
+        matches!(reg, Pname | Proc | Thread | Peb | Teb | Date | Time).then(|| {
+            format!(
+                "${} is not available on a program guest yet ($pid and $tid are)",
+                reg.name()
+            )
+        })
+    }
+
+    fn pid_refusal(&self) -> Option<(String, String)> {
+        None
+    }
+
+    fn event_limits(&self) -> Limits {
+        EVENT_LIMITS
+    }
+}
+
+/// Adds the event `line` with what the front end compiled for it.
+pub fn add_event(
+    engine: &Engine,
+    globals: &Arc<GlobalSlots>,
+    symbols: &SymbolMap,
+    line: &str,
+    prepared: &Prepared,
+) -> Result<u64, CommandError> {
+    let spec = parse_event_command_with(line, symbols)?;
+    hv_core::platform::check_event(&ProgramPlatform, line, &spec)?;
+    let script: Option<Arc<dyn hv_core::Script>> = match (&spec.script, &prepared.code) {
+        (None, None) => None,
+        (Some((_, offset)), Some(bytes)) => {
+            let at = |m: String| CommandError::whole(line, m);
+            let object = CodeObject::from_bytes(bytes)
+                .map_err(|e| at(format!("the code object was refused: {}", e.0)))?;
+            if let Some(r) =
+                hv_core::platform::usage_refusals(&ProgramPlatform, spec.kind, object.usage())
+                    .into_iter()
+                    .next()
+            {
+                return Err(at(r));
+            }
+            let code: LoadedCode =
+                LoadedCode::load(object).map_err(|e| at(format!("loading: {e}")))?;
+            Some(Arc::new(
+                CodeScript::new(code, globals.clone(), EVENT_LIMITS).with_origin(line, *offset),
+            ))
+        }
+        _ => {
+            return Err(CommandError::whole(
+                line,
+                "the script block and its compiled form must come together",
+            ))
+        }
+    };
+    engine
+        .add(spec, script)
+        .map_err(|e| CommandError::whole(line, e.to_string()))
+}
+
+/// The program's memory for scripts: virtual addresses through its page tables.
+pub struct ProgramMemory<'a> {
+    pub mem: &'a GuestMemory,
+    pub root: u64,
+}
+
+impl GuestAccess for ProgramMemory<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = addr.checked_add(done as u64).ok_or(MemFault::Invalid)?;
+            let pa = self.mem.translate(self.root, va).ok_or(MemFault::Invalid)?;
+            let n = ((0x1000 - (va & 0xfff)) as usize).min(buf.len() - done);
+            self.mem.read(pa, &mut buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        let mut done = 0;
+        while done < data.len() {
+            let va = addr.checked_add(done as u64).ok_or(MemFault::Invalid)?;
+            let pa = self.mem.translate(self.root, va).ok_or(MemFault::Invalid)?;
+            let n = ((0x1000 - (va & 0xfff)) as usize).min(data.len() - done);
+            self.mem.write(pa, &data[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+}
