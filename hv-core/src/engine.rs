@@ -40,6 +40,12 @@ pub struct Exit {
     pub access: Access,
     /// `!crwrite`: the bits the write changes.
     pub changed_bits: u64,
+    /// OS awareness, where the hypervisor knows the guest's process: `$pname` (the
+    /// address of its name, a NUL-terminated string), `$proc` and `$thread` (addresses of
+    /// the records the hypervisor keeps for them in guest memory). 0 where unknown.
+    pub pname: u64,
+    pub process: u64,
+    pub thread: u64,
 }
 
 impl Exit {
@@ -52,6 +58,9 @@ impl Exit {
             context,
             access: Access(0),
             changed_bits: u64::MAX,
+            pname: 0,
+            process: 0,
+            thread: 0,
         }
     }
 }
@@ -489,6 +498,9 @@ impl Engine {
         pseudo.set(PseudoReg::Core, u64::from(exit.core));
         pseudo.set(PseudoReg::Pid, exit.pid);
         pseudo.set(PseudoReg::Tid, exit.tid);
+        pseudo.set(PseudoReg::Pname, exit.pname);
+        pseudo.set(PseudoReg::Proc, exit.process);
+        pseudo.set(PseudoReg::Thread, exit.thread);
         pseudo.set(PseudoReg::Ip, regs.rip);
         if let Some(b) = &event.buffer {
             pseudo.set(PseudoReg::Buffer, b.lock().as_ptr() as u64);

@@ -48,6 +48,35 @@ fn build(name: &str, source: &str) -> Option<PathBuf> {
 }
 
 fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
+    let (ending, out, err, notes, _) = run_with(path, args, &[]);
+    (ending, out, err, notes)
+}
+
+/// Compiles `events` with the front end against the program guest's rules, then runs.
+fn run_with(
+    path: PathBuf,
+    args: &[&str],
+    events: &[&str],
+) -> (
+    Ending,
+    String,
+    String,
+    Vec<String>,
+    Vec<hv_core::CounterValues>,
+) {
+    let globals: Arc<hvscript_runtime::GlobalSlots> = Default::default();
+    let mut prepared = Vec::new();
+    for e in events {
+        let target = hvscript_front::Target {
+            platform: &hv_kvm::program::events::ProgramPlatform,
+            symbols: Default::default(),
+            globals: Vec::new(),
+            values: Some(globals.clone()),
+        };
+        let p = hvscript_front::prepare(e, &target, hvscript_front::Backend::Jit)
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
+        prepared.push((e.to_string(), p));
+    }
     let (out, err) = (Captured::default(), Captured::default());
     let mut argv = vec![path.as_os_str().as_encoded_bytes().to_vec()];
     argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
@@ -57,8 +86,8 @@ fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
         env: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
         allow_read: Vec::new(),
         pid: 4242,
-        events: Vec::new(),
-        globals: Default::default(),
+        events: prepared,
+        globals,
         symbols: Default::default(),
     };
     let run = run_program(
@@ -68,9 +97,10 @@ fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
         Arc::new(hv_core::NullSink),
     )
     .expect("run");
+    let counters = run.engine.list().into_iter().map(|l| l.counters).collect();
     let (ending, notes) = (run.ending, run.notes);
     let text = |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
-    (ending, text(&out), text(&err), notes)
+    (ending, text(&out), text(&err), notes, counters)
 }
 
 #[test]
@@ -163,4 +193,32 @@ fn a_static_rust_program_runs_and_aborts_as_on_linux() {
         matches!(ending, Ending::Signal { signal: 6, .. }),
         "{ending:?}"
     );
+}
+
+/// OS awareness on a program: `pid N` filters by the program's pid (what `getpid`
+/// returns), `$pid`/`$pname`/`$proc`/`$thread` are real (the records are documented in
+/// `hv-kvm/src/program/events.rs`).
+#[test]
+fn the_pid_filter_and_pseudo_registers_are_the_programs() {
+    let Some(exe) = build(
+        "pids",
+        "#include <unistd.h>\nint main(void) { return getpid() == 4242 ? 0 : 1; }\n",
+    ) else {
+        return;
+    };
+    let (ending, _, _, _, counters) = run_with(
+        exe,
+        &[],
+        &[
+            "!syscall 0n39 pid 0n4242 stage post script { if ($pid != 0n4242 || dq($proc) != 0n4242 || dq($thread + 8) != $proc || dq($proc + 8) != $pname || db($pname) != 0x70) { @rax = 7; } }",
+            "!syscall 0n39 pid 1",
+        ],
+    );
+    assert_eq!(
+        ending,
+        Ending::Exited(0),
+        "the post script left getpid's result alone"
+    );
+    assert_eq!(counters[0].post_runs, 1);
+    assert_eq!(counters[1].pre_runs, 0, "another pid never matches");
 }

@@ -6,8 +6,17 @@
 //! the registers are its arguments as the program set them (RDI, RSI, RDX, R10, R8, R9; a
 //! pre script may change them, and the call sees the change); `event_sc(1)` or `sc on`
 //! skips the call and the program gets the scripts' `@rax` as its result; the post stage
-//! sees the result in `@rax` and may change it. `$pid`/`$tid` are the program's.
-//! The program's memory is readable and writable by scripts through its page tables.
+//! sees the result in `@rax` and may change it. The program's memory is readable and
+//! writable by scripts through its page tables.
+//!
+//! OS awareness: `$pid`/`$tid` are the program's (what `getpid` returns), `$pname` points to
+//! its name (the file name, NUL-terminated), and the VMM keeps two records in guest memory,
+//! readable by scripts (not by the program: supervisor pages):
+//!
+//! | record | at | fields (u64 each) |
+//! |---|---|---|
+//! | process (`$proc`) | 0x8000 | +0 pid, +8 address of the name, +16 address of the path, +24 address of the thread record |
+//! | thread (`$thread`) | 0x8040 | +0 tid, +8 address of the process record |
 
 use std::sync::Arc;
 
@@ -52,9 +61,9 @@ impl Platform for ProgramPlatform {
 
     fn pseudo_refusal(&self, reg: PseudoReg) -> Option<String> {
         use PseudoReg::*;
-        matches!(reg, Pname | Proc | Thread | Peb | Teb | Date | Time).then(|| {
+        matches!(reg, Peb | Teb).then(|| {
             format!(
-                "${} is not available on a program guest yet ($pid and $tid are)",
+                "${} is a Windows structure: a Linux program has none",
                 reg.name()
             )
         })
@@ -117,6 +126,17 @@ pub struct ProgramMemory<'a> {
 }
 
 impl GuestAccess for ProgramMemory<'_> {
+    /// The host's clock, UTC, for `$date` and `$time`.
+    fn local_time(&mut self) -> Option<hvscript_stdlib::LocalTime> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(hvscript_stdlib::LocalTime::from_unix(
+            now.as_secs(),
+            now.subsec_millis() as u16,
+        ))
+    }
+
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let mut done = 0;
         while done < buf.len() {

@@ -43,6 +43,12 @@ const IDT: u64 = 0x2000;
 const TSS: u64 = 0x3000; // 0x68 bytes + the 8 KiB I/O bitmap + 1: up to 0x5069
 const STUBS: u64 = 0x6000;
 const SYSCALL_PAGE: u64 = 0x7000;
+/// The process and thread records scripts see as `$proc` and `$thread`, and the name
+/// `$pname` points to (layout: [`super::events`]).
+pub const PROCESS_RECORD: u64 = 0x8000;
+pub const THREAD_RECORD: u64 = 0x8040;
+pub const NAME: u64 = 0x8100;
+const PATH: u64 = 0x8200;
 const KERNEL_STACK_TOP: u64 = 0x10000;
 const FIRST_FRAME: u64 = 0x10_0000;
 /// The port of the system-call page's `OUT`, and of the exception stubs'.
@@ -223,6 +229,7 @@ pub fn run_program(
             true,
         )
         .map_err(|e| format!("stack: errno {e}"))?;
+    write_records(&mem, spec)?;
     let mut random = [0u8; 16];
     let _ = std::io::Read::read_exact(
         &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
@@ -327,6 +334,34 @@ fn vmm_pages(space: &mut Space<'_>) -> Result<(), String> {
     // The system-call page: out SYSCALL_PORT, al (then nothing: the VMM returns to RCX).
     m.write(SYSCALL_PAGE, &[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b])
         .map_err(|_| "system-call page")?;
+    Ok(())
+}
+
+/// The process and thread records (see [`super::events`]).
+fn write_records(mem: &GuestMemory, spec: &ProgramSpec) -> Result<(), String> {
+    let fail = |_| "process records".to_string();
+    let name = spec
+        .path
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let mut name = name[..name.len().min(255)].to_vec();
+    name.push(0);
+    let mut path = spec.path.as_os_str().as_encoded_bytes().to_vec();
+    path.truncate(0xdff);
+    path.push(0);
+    mem.write(NAME, &name).map_err(fail)?;
+    mem.write(PATH, &path).map_err(fail)?;
+    for (at, v) in [
+        (PROCESS_RECORD, u64::from(spec.pid)),
+        (PROCESS_RECORD + 8, NAME),
+        (PROCESS_RECORD + 16, PATH),
+        (PROCESS_RECORD + 24, THREAD_RECORD),
+        (THREAD_RECORD, u64::from(spec.pid)),
+        (THREAD_RECORD + 8, PROCESS_RECORD),
+    ] {
+        mem.write_u64(at, v).map_err(fail)?;
+    }
     Ok(())
 }
 
@@ -579,6 +614,7 @@ fn run_loop(
                         let mut e = Exit::new(EventKind::Syscall, 0, r.rax);
                         e.pid = u64::from(process.pid);
                         e.tid = u64::from(process.pid);
+                        (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
                         e
                     };
                     let mut view = super::events::ProgramMemory {
