@@ -224,5 +224,27 @@ int main(void) {
     assert!(out.ends_with("abc"), "{out} {err}");
     let (code, _, err) = run(&["!ioin 510"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("a program guest raises !syscall"), "{err}");
+    assert!(
+        err.contains("a program guest raises !syscall and !sysret"),
+        "{err}"
+    );
+    // `!sysret` sees each call's result on its way back: every call but exit_group returns.
+    let (code, out, err) = run(&[
+        "!syscall",
+        "!sysret script { if (@rax == 7) { @rax = 2; } }",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("abcdef\n"), "{out}");
+    let count = |prefix: &str| -> u64 {
+        let line = err.lines().find(|l| l.contains(prefix)).unwrap();
+        line.split("pre ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("!sysret"), count("!syscall ") - 1, "{err}");
 }

@@ -6,8 +6,10 @@
 //! the registers are its arguments as the program set them (RDI, RSI, RDX, R10, R8, R9; a
 //! pre script may change them, and the call sees the change); `event_sc(1)` or `sc on`
 //! skips the call and the program gets the scripts' `@rax` as its result; the post stage
-//! sees the result in `@rax` and may change it. The program's memory is readable and
-//! writable by scripts through its page tables.
+//! sees the result in `@rax` and may change it. `!sysret` runs when the call returns to
+//! the program (`$context` = the address it returns to; `@rax` = the result), with nothing
+//! left to skip. The program's memory is readable and writable by scripts through its page
+//! tables.
 //!
 //! OS awareness: `$pid`/`$tid` are the program's (what `getpid` returns), `$pname` points to
 //! its name (the file name, NUL-terminated), and the VMM keeps two records in guest memory,
@@ -41,9 +43,9 @@ impl Platform for ProgramPlatform {
     }
 
     fn refusal(&self, kind: EventKind) -> Option<&str> {
-        (kind != EventKind::Syscall).then_some(
-            "a program guest raises !syscall for now; its other events (hooks by symbol, \
-             memory watches, exceptions) come next",
+        (!matches!(kind, EventKind::Syscall | EventKind::Sysret)).then_some(
+            "a program guest raises !syscall and !sysret for now; its other events (hooks \
+             by symbol, memory watches, exceptions) come next",
         )
     }
 

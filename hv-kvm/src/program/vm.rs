@@ -664,6 +664,22 @@ fn run_loop(
                 r.rax = result;
                 r.rip = r.rcx;
                 r.rflags = r.r11 | 0x2;
+                if events {
+                    // `!sysret`: the return to the program, with the registers it will see
+                    // (`$context` = the address it returns to); scripts may change them.
+                    // There is nothing to skip, so a short-circuit changes nothing.
+                    let mut g = to_guest_regs(&r);
+                    let mut e = Exit::new(EventKind::Sysret, 0, r.rip);
+                    e.pid = u64::from(process.pid);
+                    e.tid = u64::from(process.pid);
+                    (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
+                    let mut view = super::events::ProgramMemory {
+                        mem: space.mem,
+                        root: space.tables.root,
+                    };
+                    engine.handle_exit(&e, &mut g, &mut view, |_, _| {});
+                    from_guest_regs(&mut r, &g);
+                }
                 write_regs(vcpu, synced, &r)?;
             }
             KvmExit::Out(port, vector) if port == FAULT_PORT => {
