@@ -52,9 +52,9 @@ pub struct Args {
     /// User-loop iterations per vCPU (default 1000 without --seconds, unlimited with it).
     #[arg(long, value_name = "N")]
     iterations: Option<u64>,
-    /// Number of vCPUs (one thread each).
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    vcpus: usize,
+    /// Number of vCPUs (one thread each; default 2; the demo guest only).
+    #[arg(long, value_name = "N")]
+    vcpus: Option<usize>,
     /// Do not print the events' output, only the summary.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -141,35 +141,14 @@ pub fn run(args: Args) -> ExitCode {
         errln!("error: unknown guest `{}` (available: demo)", args.guest);
         return ExitCode::from(2);
     }
-    let mut roots = Vec::new();
-    for e in &args.events {
-        roots.push(SourceFile::command_line("-e", e.as_str()));
-    }
-    for path in &args.files {
-        match std::fs::read_to_string(path) {
-            Ok(t) => roots.push(SourceFile::file(path, t)),
-            Err(e) => {
-                errln!("{}: error: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let mut commands = Vec::new();
-    let mut failed = false;
-    for root in &roots {
-        for c in commands::load(root) {
-            match c {
-                Ok(c) => commands.push(c),
-                Err(e) => {
-                    failed = true;
-                    err!("{}", e.render());
-                }
-            }
-        }
-    }
-    if failed {
+    if !args.allow_read.is_empty() {
+        errln!("error: --allow-read is for a program guest (`run --allow-read PATH -- PROGRAM`)");
         return ExitCode::from(2);
     }
+    let Some(commands) = load_commands(&args) else {
+        return ExitCode::from(2);
+    };
+    let mut failed = false;
 
     let (iterations, duration) = match args.seconds {
         Some(s) if !(s > 0.0 && s.is_finite() && s < 1e9) => {
@@ -183,7 +162,7 @@ pub fn run(args: Args) -> ExitCode {
         None => (args.iterations.unwrap_or(1000), None),
     };
     let config = VmConfig {
-        vcpus: args.vcpus,
+        vcpus: args.vcpus.unwrap_or(2),
         iterations,
         msr_rounds: 3,
         duration,
@@ -588,12 +567,56 @@ impl Session<'_> {
     }
 }
 
+/// The commands of `-e` (in order) and then of `-f` files, or `None` after reporting why
+/// one cannot be read.
+fn load_commands(args: &Args) -> Option<Vec<Expanded>> {
+    let mut roots = Vec::new();
+    for e in &args.events {
+        roots.push(SourceFile::command_line("-e", e.as_str()));
+    }
+    for path in &args.files {
+        match std::fs::read_to_string(path) {
+            Ok(t) => roots.push(SourceFile::file(path, t)),
+            Err(e) => {
+                errln!("{}: error: {e}", path.display());
+                return None;
+            }
+        }
+    }
+    let mut commands = Vec::new();
+    let mut failed = false;
+    for root in &roots {
+        for c in commands::load(root) {
+            match c {
+                Ok(c) => commands.push(c),
+                Err(e) => {
+                    failed = true;
+                    err!("{}", e.render());
+                }
+            }
+        }
+    }
+    (!failed).then_some(commands)
+}
+
 /// `hvscript run -- PROGRAM ARGS`: the program runs natively at CPL3 under hv-kvm's
 /// system-call layer, with the user's standard streams; its exit status is `run`'s (128 +
 /// the signal after a fault, with a line saying which).
 fn run_program(args: &Args) -> ExitCode {
-    if args.listen.is_some() {
-        errln!("error: --listen works with the demo guest only for now");
+    // What only the demo guest has is refused, not ignored.
+    let demo_only = [
+        (args.listen.is_some(), "--listen"),
+        (args.guest != "demo", "--guest"),
+        (args.vcpus.is_some(), "--vcpus (a program runs on one vCPU)"),
+        (args.iterations.is_some(), "--iterations"),
+        (args.seconds.is_some(), "--seconds"),
+        (args.syscall_rounds > 0, "--syscall-rounds"),
+        (args.hook_rounds > 0, "--hook-rounds"),
+        (args.exception_rounds > 0, "--exception-rounds"),
+        (args.interp, "--interp (a program's events run compiled)"),
+    ];
+    if let Some((_, option)) = demo_only.iter().find(|(given, _)| *given) {
+        errln!("error: {option} works with the demo guest only, not with a program");
         return ExitCode::from(2);
     }
     let path = PathBuf::from(&args.program[0]);
@@ -621,50 +644,30 @@ fn run_program(args: &Args) -> ExitCode {
     let globals = Arc::new(hvscript_runtime::GlobalSlots::default());
     let mut bindings: Vec<(String, u32)> = Vec::new();
     let mut events = Vec::new();
-    let mut roots = Vec::new();
-    for e in &args.events {
-        roots.push(SourceFile::command_line("-e", e.as_str()));
-    }
-    for f in &args.files {
-        match std::fs::read_to_string(f) {
-            Ok(t) => roots.push(SourceFile::file(f, t)),
-            Err(e) => {
-                errln!("{}: error: {e}", f.display());
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let Some(commands) = load_commands(args) else {
+        return ExitCode::from(2);
+    };
     let mut failed = false;
-    for root in &roots {
-        for c in commands::load(root) {
-            let c = match c {
-                Ok(c) => c,
-                Err(e) => {
-                    failed = true;
-                    err!("{}", e.render());
-                    continue;
-                }
-            };
-            let target = hvscript_front::Target {
-                platform: &hv_kvm::program::events::ProgramPlatform,
-                symbols: symbols.clone(),
-                globals: bindings.clone(),
-                values: Some(globals.clone()),
-            };
-            match hvscript_front::prepare(&c.text, &target, hvscript_front::Backend::Jit) {
-                Ok(p) => {
-                    for b in &p.globals {
-                        if !bindings.contains(b) {
-                            bindings.push(b.clone());
-                        }
+    for c in commands {
+        let target = hvscript_front::Target {
+            platform: &hv_kvm::program::events::ProgramPlatform,
+            symbols: symbols.clone(),
+            globals: bindings.clone(),
+            values: Some(globals.clone()),
+        };
+        match hvscript_front::prepare(&c.text, &target, hvscript_front::Backend::Jit) {
+            Ok(p) => {
+                for b in &p.globals {
+                    if !bindings.contains(b) {
+                        bindings.push(b.clone());
                     }
-                    events.push((c.text.clone(), p));
                 }
-                Err(e) => {
-                    failed = true;
-                    for d in &e.diagnostics {
-                        err!("{}", c.locate(d.clone()).render());
-                    }
+                events.push((c.text.clone(), p));
+            }
+            Err(e) => {
+                failed = true;
+                for d in &e.diagnostics {
+                    err!("{}", c.locate(d.clone()).render());
                 }
             }
         }

@@ -92,15 +92,8 @@ fn symbols_name_addresses_in_event_arguments() {
 /// only what `--allow-read` allows, and a fault ends it with Linux's signal status.
 #[test]
 fn a_static_program_runs_as_the_guest() {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("cat1.c");
-    std::fs::write(
-        &src,
+    let Some(exe) = build_c(
+        "cat1",
         r#"#include <stdio.h>
 #include <stdlib.h>
 int main(int argc, char **argv) {
@@ -112,21 +105,10 @@ int main(int argc, char **argv) {
     return f ? 0 : 7;
 }
 "#,
-    )
-    .unwrap();
-    let exe = dir.join("cat1");
-    match Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success()),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return;
-        }
-    }
+    ) else {
+        return;
+    };
+    let dir = exe.parent().unwrap().to_path_buf();
     let data = dir.join("data.txt");
     std::fs::write(&data, "line one\n").unwrap();
     let run = |allow: bool, extra: &[&str]| {
@@ -160,15 +142,8 @@ int main(int argc, char **argv) {
 /// is printed.
 #[test]
 fn syscall_events_stage_a_programs_system_calls() {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("uid.c");
-    std::fs::write(
-        &src,
+    let Some(exe) = build_c(
+        "uid",
         r#"#include <stdio.h>
 #include <unistd.h>
 int main(void) {
@@ -178,21 +153,9 @@ int main(void) {
     return 0;
 }
 "#,
-    )
-    .unwrap();
-    let exe = dir.join("uid");
-    match Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success()),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return;
-        }
-    }
+    ) else {
+        return;
+    };
     let run = |events: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hvscript"));
         c.arg("run");
@@ -247,4 +210,67 @@ int main(void) {
             .unwrap()
     };
     assert_eq!(count("!sysret"), count("!syscall ") - 1, "{err}");
+}
+
+/// Builds C `source` with `gcc -static` into this test run's scratch directory; `None`
+/// (after saying why) where KVM cannot be opened or no C compiler exists.
+fn build_c(name: &str, source: &str) -> Option<std::path::PathBuf> {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join(name);
+    match Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success(), "gcc failed on {name}.c"),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return None;
+        }
+    }
+    Some(exe)
+}
+
+/// What only the demo guest has is refused with a program, and `--allow-read` without one:
+/// never parsed and ignored.
+#[test]
+fn options_of_the_other_guest_are_refused() {
+    let Some(exe) = build_c("nothing", "int main(void) { return 0; }\n") else {
+        return;
+    };
+    for extra in [
+        &["--vcpus", "2"][..],
+        &["--iterations", "5"],
+        &["--seconds", "1"],
+        &["--interp"],
+        &["--hook-rounds", "1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+            .arg("run")
+            .args(extra)
+            .arg("--")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains(extra[0]) && err.contains("demo guest only"),
+            "{err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "--allow-read", "/tmp", "--iterations", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-read is for a program guest"));
 }
