@@ -73,27 +73,13 @@ pub fn write_tables(mem: &GuestMemory, vcpus: usize, stubs: &[u64]) -> Result<()
     }
 
     // GDT.
-    let gdt: [u64; 5] = [
-        0,
-        0x00af_9a00_0000_ffff, // 0x08 kernel code, 64-bit
-        0x00cf_9200_0000_ffff, // 0x10 kernel data
-        0x00cf_f200_0000_ffff, // 0x18 user data, DPL3
-        0x00af_fa00_0000_ffff, // 0x20 user code, 64-bit, DPL3
-    ];
-    for (i, d) in gdt.iter().enumerate() {
+    for (i, d) in GDT_ENTRIES.iter().enumerate() {
         mem.write_u64(GDT_ADDR + i as u64 * 8, *d)
             .map_err(|_| fault("GDT"))?;
     }
     for cpu in 0..vcpus {
         let base = tss_base(cpu);
-        let limit = TSS_LIMIT;
-        // 64-bit TSS, busy (type 0xB): TR is loaded by the VMM's KVM_SET_SREGS, not LTR.
-        let low = (limit & 0xffff)
-            | ((base & 0xff_ffff) << 16)
-            | (0x8b << 40)
-            | (((limit >> 16) & 0xf) << 48)
-            | (((base >> 24) & 0xff) << 56);
-        let high = base >> 32;
+        let [low, high] = tss_descriptor(base, TSS_LIMIT);
         let at = GDT_ADDR + u64::from(tss_selector(cpu));
         mem.write_u64(at, low).map_err(|_| fault("GDT"))?;
         mem.write_u64(at + 8, high).map_err(|_| fault("GDT"))?;
@@ -113,16 +99,43 @@ pub fn write_tables(mem: &GuestMemory, vcpus: usize, stubs: &[u64]) -> Result<()
 
     // IDT: interrupt gates, DPL0, for the 32 exception vectors.
     for (v, &stub) in stubs.iter().enumerate() {
-        let low = (stub & 0xffff)
-            | (u64::from(KERNEL_CS) << 16)
-            | (0x8e << 40)
-            | (((stub >> 16) & 0xffff) << 48);
-        let high = stub >> 32;
+        let [low, high] = interrupt_gate(stub);
         let at = IDT_ADDR + v as u64 * 16;
         mem.write_u64(at, low).map_err(|_| fault("IDT"))?;
         mem.write_u64(at + 8, high).map_err(|_| fault("IDT"))?;
     }
     Ok(())
+}
+
+/// The GDT's code and data descriptors, indexed by selector / 8: null, kernel code
+/// (64-bit), kernel data, user data (DPL3), user code (64-bit, DPL3). TSS descriptors
+/// follow at 0x28.
+pub(crate) const GDT_ENTRIES: [u64; 5] = [
+    0,
+    0x00af_9a00_0000_ffff,
+    0x00cf_9200_0000_ffff,
+    0x00cf_f200_0000_ffff,
+    0x00af_fa00_0000_ffff,
+];
+
+/// A 64-bit TSS descriptor (16 bytes), busy (type 0xB): TR is loaded by the VMM's
+/// KVM_SET_SREGS, not LTR.
+pub(crate) fn tss_descriptor(base: u64, limit: u64) -> [u64; 2] {
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x8b << 40)
+        | (((limit >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    [low, base >> 32]
+}
+
+/// An IDT interrupt gate (16 bytes), DPL0, to `handler` in kernel code.
+pub(crate) fn interrupt_gate(handler: u64) -> [u64; 2] {
+    let low = (handler & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (0x8e << 40)
+        | (((handler >> 16) & 0xffff) << 48);
+    [low, handler >> 32]
 }
 
 pub fn tss_base(cpu: usize) -> u64 {
@@ -143,7 +156,8 @@ pub fn kernel_stack_top(cpu: usize) -> u64 {
     per_cpu(cpu) + PER_CPU_SIZE
 }
 
-fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
+/// A flat code or data segment cache for `KVM_SET_SREGS`.
+pub(crate) fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
     kvm_segment {
         base: 0,
         limit: 0xffff_ffff,

@@ -67,6 +67,7 @@ mod events;
 mod exits;
 mod report;
 mod run_area;
+pub(crate) use run_area::{from_guest_regs, to_guest_regs};
 mod vcpu;
 
 pub use report::{vector_name, DeviceCounters, ExitCounts, RunReport, StopReason, VcpuReport};

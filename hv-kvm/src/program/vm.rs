@@ -32,7 +32,9 @@ use super::memory_map::{AddressSpace, MemoryMap, Prot, PAGE};
 use super::page_tables::{FrameAllocator, PageFlags, PageTables};
 use super::stack::{self, ProcessInfo};
 use super::syscalls::{Guest, Outcome, Process};
+use crate::boot::{self, USER_CS, USER_DS};
 use crate::memory::GuestMemory;
+use crate::vmm::{from_guest_regs, to_guest_regs};
 use hv_core::{Engine, EventKind, Exit};
 
 /// Guest-physical memory for a program (lazily backed: only touched pages cost).
@@ -58,9 +60,7 @@ pub const FAULT_PORT: u16 = 0xf2;
 const STACK_TOP: u64 = 0x7fff_ffff_f000;
 const STACK_SIZE: u64 = 8 << 20;
 
-const KERNEL_CS: u16 = 0x08;
-const USER_DS: u16 = 0x18 | 3;
-const USER_CS: u16 = 0x20 | 3;
+/// The TSS descriptor's selector: right after boot's code and data descriptors.
 const TSS_SEL: u16 = 0x28;
 
 /// How a program ended.
@@ -300,17 +300,12 @@ fn vmm_pages(space: &mut Space<'_>) -> Result<(), String> {
     }
     let m = space.mem;
     let w = |addr: u64, v: u64| m.write_u64(addr, v).map_err(|_| "VMM pages".to_string());
-    w(GDT, 0)?;
-    w(GDT + 8, 0x00af_9a00_0000_ffff)?; // kernel code
-    w(GDT + 0x10, 0x00cf_9200_0000_ffff)?; // kernel data
-    w(GDT + 0x18, 0x00cf_f200_0000_ffff)?; // user data
-    w(GDT + 0x20, 0x00af_fa00_0000_ffff)?; // user code
-    let limit = 0x68 + 0x2000u64;
-    w(
-        GDT + u64::from(TSS_SEL),
-        (limit & 0xffff) | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | (((limit >> 16) & 0xf) << 48),
-    )?;
-    w(GDT + u64::from(TSS_SEL) + 8, 0)?;
+    for (i, d) in boot::GDT_ENTRIES.iter().enumerate() {
+        w(GDT + 8 * i as u64, *d)?;
+    }
+    let [low, high] = boot::tss_descriptor(TSS, 0x68 + 0x2000);
+    w(GDT + u64::from(TSS_SEL), low)?;
+    w(GDT + u64::from(TSS_SEL) + 8, high)?;
     // TSS: RSP0, the I/O bitmap: every port denied but SYSCALL_PORT.
     m.write(TSS + 4, &KERNEL_STACK_TOP.to_le_bytes())
         .map_err(|_| "TSS")?;
@@ -324,12 +319,9 @@ fn vmm_pages(space: &mut Space<'_>) -> Result<(), String> {
         let stub = STUBS + 16 * v;
         m.write(stub, &[0xb0, v as u8, 0xe6, FAULT_PORT as u8, 0xf4])
             .map_err(|_| "stubs")?;
-        let gate_low = (stub & 0xffff)
-            | (u64::from(KERNEL_CS) << 16)
-            | (0x8e << 40)
-            | (((stub >> 16) & 0xffff) << 48);
-        w(IDT + 16 * v, gate_low)?;
-        w(IDT + 16 * v + 8, stub >> 32)?;
+        let [low, high] = boot::interrupt_gate(stub);
+        w(IDT + 16 * v, low)?;
+        w(IDT + 16 * v + 8, high)?;
     }
     // The system-call page: out SYSCALL_PORT, al (then nothing: the VMM returns to RCX).
     m.write(SYSCALL_PAGE, &[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b])
@@ -402,24 +394,6 @@ fn load_segments(
     Ok(())
 }
 
-fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_: if code { 0xb } else { 0x3 },
-        present: 1,
-        dpl,
-        db: u8::from(!code),
-        s: 1,
-        l: u8::from(code),
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
 fn setup_vcpu(kvm: &Kvm, vm: &VmFd, cr3: u64, entry: u64, rsp: u64) -> Result<VcpuFd, String> {
     let e = |what: &str, err: kvm_ioctls::Error| format!("{what}: {err}");
     let mut vcpu = vm.create_vcpu(0).map_err(|x| e("KVM_CREATE_VCPU", x))?;
@@ -429,8 +403,8 @@ fn setup_vcpu(kvm: &Kvm, vm: &VmFd, cr3: u64, entry: u64, rsp: u64) -> Result<Vc
     vcpu.set_cpuid2(&cpuid)
         .map_err(|x| e("KVM_SET_CPUID2", x))?;
     let mut s = vcpu.get_sregs().map_err(|x| e("KVM_GET_SREGS", x))?;
-    s.cs = segment(USER_CS, true, 3);
-    let data = segment(USER_DS, false, 3);
+    s.cs = boot::segment(USER_CS, true, 3);
+    let data = boot::segment(USER_DS, false, 3);
     (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
     s.tr = kvm_segment {
         base: TSS,
@@ -512,40 +486,12 @@ fn write_regs(vcpu: &mut VcpuFd, synced: bool, r: &kvm_bindings::kvm_regs) -> Re
     vcpu.set_regs(r).map_err(|e| format!("KVM_SET_REGS: {e}"))
 }
 
-/// The registers a system call's scripts see.
-fn to_guest_regs(r: &kvm_bindings::kvm_regs) -> hvscript_abi::GuestRegs {
-    hvscript_abi::GuestRegs {
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rbx: r.rbx,
-        rsp: r.rsp,
-        rbp: r.rbp,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        r8: r.r8,
-        r9: r.r9,
-        r10: r.r10,
-        r11: r.r11,
-        r12: r.r12,
-        r13: r.r13,
-        r14: r.r14,
-        r15: r.r15,
-        rip: r.rip,
-        rflags: r.rflags,
-        cs: u64::from(USER_CS),
-        ss: u64::from(USER_DS),
-        ..Default::default()
-    }
-}
-
-/// What the scripts changed, back into the vCPU's registers.
-fn from_guest_regs(r: &mut kvm_bindings::kvm_regs, g: &hvscript_abi::GuestRegs) {
-    (r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi) =
-        (g.rax, g.rcx, g.rdx, g.rbx, g.rsp, g.rbp, g.rsi, g.rdi);
-    (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) =
-        (g.r8, g.r9, g.r10, g.r11, g.r12, g.r13, g.r14, g.r15);
-    (r.rip, r.rflags) = (g.rip, g.rflags | 0x2);
+/// A system call's exit as hv-core sees it: the program's process and its records.
+fn program_exit(kind: EventKind, context: u64, pid: u32) -> Exit {
+    let mut e = Exit::new(kind, 0, context);
+    (e.pid, e.tid) = (u64::from(pid), u64::from(pid));
+    (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
+    e
 }
 
 /// The host's XCR0 (the state components the program may use, as natively).
@@ -573,6 +519,10 @@ fn run_loop(
     engine: &Engine,
 ) -> Result<Ending, String> {
     let events = !engine.list().is_empty();
+    // The special registers the VMM set: only the FS base changes (`arch_prctl`).
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
     let synced =
         vcpu.get_kvm_run().kvm_valid_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0;
     /// An exit, copied out of KVM's run area so the vCPU can be used again.
@@ -604,23 +554,18 @@ fn run_loop(
                         what: format!("SIGSEGV: port I/O at rip {:#x}", r.rip - 2),
                     });
                 }
+                // What scripts reach of the program's memory, for this exit's events.
+                let mut view = super::events::ProgramMemory {
+                    mem: space.mem,
+                    root: space.tables.root,
+                };
                 let outcome = if events {
                     // The engine stages the call: pre scripts see (and may change) the
                     // number and arguments, the call runs unless one short-circuits (then
                     // the scripts' @rax is its result), post scripts see the result.
-                    let mut g = to_guest_regs(&r);
+                    let mut g = to_guest_regs(&r, &sregs);
                     let mut done = None;
-                    let exit = {
-                        let mut e = Exit::new(EventKind::Syscall, 0, r.rax);
-                        e.pid = u64::from(process.pid);
-                        e.tid = u64::from(process.pid);
-                        (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
-                        e
-                    };
-                    let mut view = super::events::ProgramMemory {
-                        mem: space.mem,
-                        root: space.tables.root,
-                    };
+                    let exit = program_exit(EventKind::Syscall, r.rax, process.pid);
                     engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
                         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
                         let o = process.syscall(space, regs.rax, args);
@@ -652,11 +597,8 @@ fn run_loop(
                     }
                     Outcome::Return(v) => v,
                     Outcome::SetFsBase(base) => {
-                        let mut s = vcpu
-                            .get_sregs()
-                            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-                        s.fs.base = base;
-                        vcpu.set_sregs(&s)
+                        sregs.fs.base = base;
+                        vcpu.set_sregs(&sregs)
                             .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
                         0
                     }
@@ -668,16 +610,9 @@ fn run_loop(
                     // `!sysret`: the return to the program, with the registers it will see
                     // (`$context` = the address it returns to); scripts may change them.
                     // There is nothing to skip, so a short-circuit changes nothing.
-                    let mut g = to_guest_regs(&r);
-                    let mut e = Exit::new(EventKind::Sysret, 0, r.rip);
-                    e.pid = u64::from(process.pid);
-                    e.tid = u64::from(process.pid);
-                    (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
-                    let mut view = super::events::ProgramMemory {
-                        mem: space.mem,
-                        root: space.tables.root,
-                    };
-                    engine.handle_exit(&e, &mut g, &mut view, |_, _| {});
+                    let mut g = to_guest_regs(&r, &sregs);
+                    let exit = program_exit(EventKind::Sysret, r.rip, process.pid);
+                    engine.handle_exit(&exit, &mut g, &mut view, |_, _| {});
                     from_guest_regs(&mut r, &g);
                 }
                 write_regs(vcpu, synced, &r)?;

@@ -261,7 +261,7 @@ fn special_regs(g: &GuestRegs) -> [u64; 7] {
     [g.cr0, g.cr2, g.cr3, g.cr4, g.cr8, g.gdtr, g.idtr]
 }
 
-fn to_guest_regs(r: &kvm_regs, s: &kvm_sregs) -> GuestRegs {
+pub(crate) fn to_guest_regs(r: &kvm_regs, s: &kvm_sregs) -> GuestRegs {
     GuestRegs {
         rax: r.rax,
         rcx: r.rcx,
@@ -302,7 +302,7 @@ fn to_guest_regs(r: &kvm_regs, s: &kvm_sregs) -> GuestRegs {
 
 /// The general registers, RIP and RFLAGS (the special registers go through
 /// [`VcpuThread::write_special`]).
-fn from_guest_regs(r: &mut kvm_regs, g: &GuestRegs) {
+pub(crate) fn from_guest_regs(r: &mut kvm_regs, g: &GuestRegs) {
     r.rax = g.rax;
     r.rcx = g.rcx;
     r.rdx = g.rdx;
