@@ -649,6 +649,18 @@ fn run_program(args: &Args) -> ExitCode {
     };
     let mut failed = false;
     for c in commands {
+        if !c.text.trim_start().starts_with('!') {
+            // `?`, `events` and `output` need a running session, which a program guest
+            // does not offer yet (no --listen): refused here, not misread as an event.
+            failed = true;
+            let d = hvscript_front::Diagnostic::error(
+                "only event commands apply to a program guest for now (`?`, `events` and \
+                 `output` need the demo guest's session)",
+                hvscript_grammar::ast::Span::new(0, c.text.trim_end().len().max(1)),
+            );
+            err!("{}", c.locate(d).render());
+            continue;
+        }
         let target = hvscript_front::Target {
             platform: &hv_kvm::program::events::ProgramPlatform,
             symbols: symbols.clone(),

@@ -268,6 +268,17 @@ fn options_of_the_other_guest_are_refused() {
         );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "-e", "? .x = 1;", "--"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("-e:1:1: error: only event commands apply to a program guest"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
         .args(["run", "--allow-read", "/tmp", "--iterations", "1"])
         .output()
         .unwrap();
