@@ -19,7 +19,7 @@ use hvscript_abi::{PseudoReg, Register};
 use hvscript_runtime::{Limits, Usage};
 
 use crate::command::CommandError;
-use crate::event::{EventKind, EventSpec};
+use crate::event::{EventKind, EventSpec, Filter};
 use crate::script::Script;
 
 /// A hypervisor's rules for event commands (see the module documentation).
@@ -38,6 +38,12 @@ pub trait Platform: Send + Sync {
 
     /// Why the `pid` option cannot filter here, with a help line.
     fn pid_refusal(&self) -> Option<(String, String)> {
+        None
+    }
+
+    /// Why this hypervisor cannot honour the event's own filter (a `!monitor` range it
+    /// cannot watch, say), or `None`.
+    fn filter_refusal(&self, _kind: EventKind, _filter: &Filter) -> Option<String> {
         None
     }
 
@@ -95,6 +101,26 @@ pub fn check_event(
                 help: Some(help),
             });
         }
+    }
+    if let Some(why) = platform.filter_refusal(spec.kind, &spec.filter) {
+        // Point at the arguments: from after the command's name to the first option.
+        let after_name = line.len() - line.trim_start().len() + spec.kind.command().len() + 1;
+        let start = after_name
+            + line
+                .get(after_name..)
+                .map_or(0, |rest| rest.len() - rest.trim_start().len());
+        let head = &line[..spec
+            .script
+            .as_ref()
+            .map_or(line.len(), |s| s.1)
+            .min(line.len())];
+        let end = head.trim_end().len().max(start + 1);
+        return Err(CommandError {
+            message: format!("!{} cannot do this here: {why}", spec.kind.command()),
+            start: start.min(line.len()),
+            end: end.min(line.len().max(start + 1)),
+            help: None,
+        });
     }
     Ok(())
 }

@@ -2,106 +2,13 @@
 //! guests natively at CPL3 with the system-call layer: their output, exit status, argv and
 //! faults.
 
-use std::io::Write;
+mod programs;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-use hv_kvm::program::vm::{run_program, Ending, ProgramSpec};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Builds `source` with `gcc -static`; `None` (after saying why) without gcc or KVM.
-fn build(name: &str, source: &str) -> Option<PathBuf> {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return None;
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_run");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let out = dir.join(name);
-    match Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success(), "gcc failed"),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return None;
-        }
-    }
-    Some(out)
-}
-
-fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>) {
-    let (ending, out, err, notes, _) = run_with(path, args, &[]);
-    (ending, out, err, notes)
-}
-
-/// Compiles `events` with the front end against the program guest's rules, then runs.
-fn run_with(
-    path: PathBuf,
-    args: &[&str],
-    events: &[&str],
-) -> (
-    Ending,
-    String,
-    String,
-    Vec<String>,
-    Vec<hv_core::CounterValues>,
-) {
-    let globals: Arc<hvscript_runtime::GlobalSlots> = Default::default();
-    let mut prepared = Vec::new();
-    for e in events {
-        let target = hvscript_front::Target {
-            platform: &hv_kvm::program::events::ProgramPlatform,
-            symbols: Default::default(),
-            globals: Vec::new(),
-            values: Some(globals.clone()),
-        };
-        let p = hvscript_front::prepare(e, &target, hvscript_front::Backend::Jit)
-            .unwrap_or_else(|err| panic!("{e}: {err}"));
-        prepared.push((e.to_string(), p));
-    }
-    let (out, err) = (Captured::default(), Captured::default());
-    let mut argv = vec![path.as_os_str().as_encoded_bytes().to_vec()];
-    argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
-    let spec = ProgramSpec {
-        path,
-        args: argv,
-        env: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
-        allow_read: Vec::new(),
-        pid: 4242,
-        events: prepared,
-        globals,
-        symbols: Default::default(),
-    };
-    let run = run_program(
-        &spec,
-        Box::new(out.clone()),
-        Box::new(err.clone()),
-        Arc::new(hv_core::NullSink),
-    )
-    .expect("run");
-    let counters = run.engine.list().into_iter().map(|l| l.counters).collect();
-    let (ending, notes) = (run.ending, run.notes);
-    let text = |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
-    (ending, text(&out), text(&err), notes, counters)
-}
+use hv_kvm::program::vm::Ending;
+use programs::{build, run, run_with};
 
 #[test]
 fn hello_world_prints_and_exits_with_its_status() {

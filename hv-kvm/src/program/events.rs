@@ -1,6 +1,7 @@
-//! Events on a program guest: what hv-kvm raises from a program's real exits today
-//! (`!syscall`, pre and post, with short-circuiting), as the rules a front end checks
-//! scripts against ([`ProgramPlatform`]), and the loading of what it compiled.
+//! Events on a program guest: which kinds hv-kvm raises from a program's real exits
+//! (`!syscall`, `!sysret`, `!epthook`, `!epthook2`, `!monitor`, `!exception`; the exits
+//! and their stages are in [`super::exits`]), as the rules a front end checks scripts
+//! against ([`ProgramPlatform`]), and the loading of what it compiled.
 //!
 //! `!syscall [NUM]` runs at every system call the program makes: `$context` is the number,
 //! the registers are its arguments as the program set them (RDI, RSI, RDX, R10, R8, R9; a
@@ -43,20 +44,46 @@ impl Platform for ProgramPlatform {
     }
 
     fn refusal(&self, kind: EventKind) -> Option<&str> {
-        (!matches!(kind, EventKind::Syscall | EventKind::Sysret)).then_some(
-            "a program guest raises !syscall and !sysret for now; its other events (hooks \
-             by symbol, memory watches, exceptions) come next",
-        )
+        use EventKind::*;
+        Some(match kind {
+            Syscall | Sysret | EptHook | EptHook2 | Monitor | Exception => return None,
+            IoIn | IoOut => {
+                "a program runs at CPL3, where IN and OUT fault (#GP, then SIGSEGV) instead \
+                 of reaching a port: no I/O exit comes from a program"
+            }
+            MsrRead | MsrWrite => {
+                "a program runs at CPL3, where RDMSR and WRMSR fault (#GP): no MSR exit \
+                 comes from a program"
+            }
+            Cpuid => {
+                "CPUID at CPL3 is not intercepted by this KVM (the program gets the outer \
+                 hypervisor's values without an exit)"
+            }
+            other => match crate::platform::refusal(other) {
+                Some(why) => why,
+                None => "a program guest does not raise this event",
+            },
+        })
     }
 
-    fn register_refusal(&self, _kind: EventKind, reg: Register, write: bool) -> Option<String> {
-        // General registers, RIP and RFLAGS are what a system call's exit carries.
-        (reg.field().slot > 17).then(|| {
+    fn register_refusal(&self, kind: EventKind, reg: Register, write: bool) -> Option<String> {
+        let slot = reg.field().slot;
+        // The general registers, RIP and RFLAGS are the program's and take writes; the
+        // segment selectors and control registers are shown as they are; `!monitor`
+        // carries its access's data and length in @dr0 and @dr1.
+        let monitor_data = kind == EventKind::Monitor && matches!(slot, 29 | 30);
+        let allowed = slot <= 17 || monitor_data || (!write && slot <= 28);
+        (!allowed).then(|| {
             format!(
-                "@{} is not {} at a program's system call: only the general registers, \
-                 @rip and @rflags are",
+                "@{} is not {} at a program's exit: the general registers, @rip and @rflags \
+                 are (and !monitor's @dr0/@dr1){}",
                 reg.name(),
-                if write { "applied" } else { "available" }
+                if write { "applied" } else { "available" },
+                if write && slot <= 28 {
+                    "; segments and control registers are the VMM's"
+                } else {
+                    ""
+                }
             )
         })
     }
@@ -73,6 +100,10 @@ impl Platform for ProgramPlatform {
 
     fn pid_refusal(&self) -> Option<(String, String)> {
         None
+    }
+
+    fn filter_refusal(&self, _kind: EventKind, filter: &hv_core::Filter) -> Option<String> {
+        super::watches::refusal(filter)
     }
 
     fn event_limits(&self) -> Limits {

@@ -6,11 +6,16 @@
 //! descriptors ([`files`]) and the system-call layer ([`syscalls`], whose module doc is the
 //! table of what is served and what is refused).
 
+mod accesses;
 pub mod elf;
 pub mod events;
+pub mod exits;
+pub mod faults;
 pub mod files;
+pub mod hooks;
 pub mod memory_map;
 pub mod page_tables;
 pub mod stack;
 pub mod syscalls;
 pub mod vm;
+pub mod watches;

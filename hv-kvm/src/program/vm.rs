@@ -12,9 +12,10 @@
 //! the program's own and ends it like a fault.
 //!
 //! A fault (any exception vector) goes through the IDT to a VMM-owned stub at CPL0 that
-//! reports the vector with `out 0xf2, al`; the program ends with the signal Linux would
-//! send (SIGSEGV for #PF/#GP, SIGILL for #UD, SIGFPE for #DE, SIGTRAP for #BP/#DB, SIGBUS
-//! for #AC).
+//! reports it on a port of its own ([`super::faults`]); unless it is a hook's `int3` or an
+//! `!exception` script skips it, the program ends with the signal Linux would send
+//! (SIGSEGV for #PF/#GP, SIGILL for #UD, SIGFPE for #DE, SIGTRAP for #BP/#DB, SIGBUS for
+//! #AC). The run loop and the events each exit raises are in [`super::exits`].
 //!
 //! Layout: guest-physical frames come from one large lazily-backed region; the VMM's
 //! pages (GDT, IDT, TSS, the exception stubs, a kernel stack for the stubs, the system-call
@@ -24,18 +25,20 @@
 use std::path::PathBuf;
 
 use kvm_bindings::{kvm_msr_entry, kvm_segment, kvm_xcrs, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use super::elf::Executable;
+use super::exits::Machine;
+use super::faults;
 use super::files::Files;
+use super::hooks::{self, Hooks};
 use super::memory_map::{AddressSpace, MemoryMap, Prot, PAGE};
 use super::page_tables::{FrameAllocator, PageFlags, PageTables};
 use super::stack::{self, ProcessInfo};
-use super::syscalls::{Guest, Outcome, Process};
+use super::syscalls::{Guest, Process};
 use crate::boot::{self, USER_CS, USER_DS};
 use crate::memory::GuestMemory;
-use crate::vmm::{from_guest_regs, to_guest_regs};
-use hv_core::{Engine, EventKind, Exit};
+use hv_core::Engine;
 
 /// Guest-physical memory for a program (lazily backed: only touched pages cost).
 const PHYS_SIZE: usize = 1 << 30;
@@ -44,7 +47,7 @@ const GDT: u64 = 0x1000;
 const IDT: u64 = 0x2000;
 const TSS: u64 = 0x3000; // 0x68 bytes + the 8 KiB I/O bitmap + 1: up to 0x5069
 const STUBS: u64 = 0x6000;
-const SYSCALL_PAGE: u64 = 0x7000;
+pub const SYSCALL_PAGE: u64 = 0x7000;
 /// The process and thread records scripts see as `$proc` and `$thread`, and the name
 /// `$pname` points to (layout: [`super::events`]).
 pub const PROCESS_RECORD: u64 = 0x8000;
@@ -52,10 +55,11 @@ pub const THREAD_RECORD: u64 = 0x8040;
 pub const NAME: u64 = 0x8100;
 const PATH: u64 = 0x8200;
 const KERNEL_STACK_TOP: u64 = 0x10000;
+/// Below this, every page is the VMM's.
+pub const FIRST_PROGRAM_ADDRESS: u64 = KERNEL_STACK_TOP;
 const FIRST_FRAME: u64 = 0x10_0000;
-/// The port of the system-call page's `OUT`, and of the exception stubs'.
+/// The port of the system-call page's `OUT` (the exception stubs': [`super::faults`]).
 pub const SYSCALL_PORT: u16 = 0xf1;
-pub const FAULT_PORT: u16 = 0xf2;
 /// The top of the program's stack, and how much of it is mapped from the start.
 const STACK_TOP: u64 = 0x7fff_ffff_f000;
 const STACK_SIZE: u64 = 8 << 20;
@@ -83,9 +87,9 @@ impl Ending {
 }
 
 /// The program's memory as its system calls and the VMM see it.
-struct Space<'a> {
-    mem: &'a GuestMemory,
-    tables: PageTables,
+pub struct Space<'a> {
+    pub mem: &'a GuestMemory,
+    pub tables: PageTables,
     frames: FrameAllocator,
 }
 
@@ -264,15 +268,32 @@ pub fn run_program(
     // outlives the VM (`vm` is dropped before `mem` at the end of this function).
     unsafe { vm.set_user_memory_region(region) }
         .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
-    let mut vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
-    let ending = run_loop(&mut vcpu, &mut process, &mut space, &engine)?;
-    drop(vcpu);
+    let vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
+    let hooks = Hooks::new(trampoline_area(&exe)?);
+    let mut machine = Machine::new(vcpu, &vm, process, space, &engine, hooks)?;
+    let ending = machine.run()?;
+    let notes = std::mem::take(&mut machine.process.notes);
+    drop(machine);
     drop(vm);
     Ok(ProgramRun {
         ending,
-        notes: std::mem::take(&mut process.notes),
+        notes,
         engine,
     })
+}
+
+/// Where hooks' trampolines go: just below the program's image, so RIP-relative operands
+/// of relocated instructions stay within reach (±2 GiB).
+fn trampoline_area(exe: &Executable) -> Result<u64, String> {
+    let low = exe
+        .segments
+        .iter()
+        .map(|s| s.pages().0)
+        .min()
+        .ok_or("the executable has no loadable segment")?;
+    low.checked_sub(hooks::AREA_SIZE)
+        .filter(|a| *a >= FIRST_FRAME)
+        .ok_or_else(|| format!("no room for hook trampolines below the image at {low:#x}"))
 }
 
 /// GDT, IDT, TSS (I/O bitmap allowing only the system-call port), exception stubs, a
@@ -314,14 +335,17 @@ fn vmm_pages(space: &mut Space<'_>) -> Result<(), String> {
     let mut bitmap = vec![0xffu8; 0x2001];
     bitmap[usize::from(SYSCALL_PORT / 8)] &= !(1 << (SYSCALL_PORT % 8));
     m.write(TSS + 0x68, &bitmap).map_err(|_| "TSS")?;
-    // Stubs: for vector v at STUBS + 16*v: mov al, v; out FAULT_PORT, al; hlt.
-    for v in 0..32u64 {
-        let stub = STUBS + 16 * v;
-        m.write(stub, &[0xb0, v as u8, 0xe6, FAULT_PORT as u8, 0xf4])
-            .map_err(|_| "stubs")?;
-        let [low, high] = boot::interrupt_gate(stub);
-        w(IDT + 16 * v, low)?;
-        w(IDT + 16 * v + 8, high)?;
+    // Stubs: for vector v at STUBS + 16*v ([`super::faults`]). `int3` and `into` are
+    // instructions the program may execute: their gates have DPL 3.
+    for v in 0..32u8 {
+        let stub = STUBS + 16 * u64::from(v);
+        m.write(stub, &faults::stub(v)).map_err(|_| "stubs")?;
+        let [mut low, high] = boot::interrupt_gate(stub);
+        if matches!(v, 3 | 4) {
+            low |= 3 << 45;
+        }
+        w(IDT + 16 * u64::from(v), low)?;
+        w(IDT + 16 * u64::from(v) + 8, high)?;
     }
     // The system-call page: out SYSCALL_PORT, al (then nothing: the VMM returns to RCX).
     m.write(SYSCALL_PAGE, &[0xe6, SYSCALL_PORT as u8, 0x0f, 0x0b])
@@ -465,197 +489,9 @@ fn setup_vcpu(kvm: &Kvm, vm: &VmFd, cr3: u64, entry: u64, rsp: u64) -> Result<Vc
     Ok(vcpu)
 }
 
-/// The general registers at this exit: from the run area when KVM syncs them there.
-fn read_regs(vcpu: &mut VcpuFd, synced: bool) -> Result<kvm_bindings::kvm_regs, String> {
-    if synced {
-        let run = vcpu.get_kvm_run();
-        // SAFETY: `kvm_valid_regs` asked KVM to fill `s.regs` on every exit.
-        return Ok(unsafe { run.s.regs.regs });
-    }
-    vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))
-}
-
-/// Sets the general registers for the next entry (through the run area when synced).
-fn write_regs(vcpu: &mut VcpuFd, synced: bool, r: &kvm_bindings::kvm_regs) -> Result<(), String> {
-    if synced {
-        let run = vcpu.get_kvm_run();
-        run.s.regs.regs = *r;
-        run.kvm_dirty_regs |= u64::from(kvm_bindings::KVM_SYNC_X86_REGS);
-        return Ok(());
-    }
-    vcpu.set_regs(r).map_err(|e| format!("KVM_SET_REGS: {e}"))
-}
-
-/// A system call's exit as hv-core sees it: the program's process and its records.
-fn program_exit(kind: EventKind, context: u64, pid: u32) -> Exit {
-    let mut e = Exit::new(kind, 0, context);
-    (e.pid, e.tid) = (u64::from(pid), u64::from(pid));
-    (e.pname, e.process, e.thread) = (NAME, PROCESS_RECORD, THREAD_RECORD);
-    e
-}
-
 /// The host's XCR0 (the state components the program may use, as natively).
 fn host_xcr0() -> u64 {
     // SAFETY: XGETBV with ECX = 0 is valid whenever CR4.OSXSAVE is set, which the host's
     // kernel does on every x86-64 machine that runs KVM guests with XSAVE.
     unsafe { core::arch::x86_64::_xgetbv(0) }
-}
-
-fn signal_of(vector: u8) -> (i32, &'static str) {
-    match vector {
-        0 => (8, "SIGFPE"),
-        1 | 3 => (5, "SIGTRAP"),
-        6 => (4, "SIGILL"),
-        17 => (7, "SIGBUS"),
-        16 | 19 => (8, "SIGFPE"),
-        _ => (11, "SIGSEGV"),
-    }
-}
-
-fn run_loop(
-    vcpu: &mut VcpuFd,
-    process: &mut Process,
-    space: &mut Space<'_>,
-    engine: &Engine,
-) -> Result<Ending, String> {
-    let events = !engine.list().is_empty();
-    // The special registers the VMM set: only the FS base changes (`arch_prctl`).
-    let mut sregs = vcpu
-        .get_sregs()
-        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-    let synced =
-        vcpu.get_kvm_run().kvm_valid_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0;
-    /// An exit, copied out of KVM's run area so the vCPU can be used again.
-    enum KvmExit {
-        Out(u16, u8),
-        In(u16),
-        Shutdown,
-        Hlt,
-        Other(String),
-    }
-    loop {
-        let exit = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => {
-                KvmExit::Out(port, data.first().copied().unwrap_or(0))
-            }
-            Ok(VcpuExit::IoIn(port, _)) => KvmExit::In(port),
-            Ok(VcpuExit::Shutdown) => KvmExit::Shutdown,
-            Ok(VcpuExit::Hlt) => KvmExit::Hlt,
-            Ok(other) => KvmExit::Other(format!("{other:?}")),
-            Err(e) if e.errno() == libc::EINTR => continue,
-            Err(e) => return Err(format!("KVM_RUN: {e}")),
-        };
-        match exit {
-            KvmExit::Out(port, _) if port == SYSCALL_PORT => {
-                let mut r = read_regs(vcpu, synced)?;
-                if r.rip != SYSCALL_PAGE + 2 {
-                    return Ok(Ending::Signal {
-                        signal: 11,
-                        what: format!("SIGSEGV: port I/O at rip {:#x}", r.rip - 2),
-                    });
-                }
-                // What scripts reach of the program's memory, for this exit's events.
-                let mut view = super::events::ProgramMemory {
-                    mem: space.mem,
-                    root: space.tables.root,
-                };
-                let outcome = if events {
-                    // The engine stages the call: pre scripts see (and may change) the
-                    // number and arguments, the call runs unless one short-circuits (then
-                    // the scripts' @rax is its result), post scripts see the result.
-                    let mut g = to_guest_regs(&r, &sregs);
-                    let mut done = None;
-                    let exit = program_exit(EventKind::Syscall, r.rax, process.pid);
-                    engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
-                        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-                        let o = process.syscall(space, regs.rax, args);
-                        if let Outcome::Return(v) = o {
-                            regs.rax = v;
-                        }
-                        if matches!(o, Outcome::SetFsBase(_)) {
-                            regs.rax = 0;
-                        }
-                        done = Some(o);
-                    });
-                    from_guest_regs(&mut r, &g);
-                    match done {
-                        // Short-circuited: the scripts' @rax is the result.
-                        None | Some(Outcome::Return(_)) => Outcome::Return(r.rax),
-                        Some(other) => other,
-                    }
-                } else {
-                    let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
-                    process.syscall(space, r.rax, args)
-                };
-                let result = match outcome {
-                    Outcome::Exit(status) => return Ok(Ending::Exited(status)),
-                    Outcome::Signal(signal) => {
-                        return Ok(Ending::Signal {
-                            signal,
-                            what: format!("signal {signal} sent by the program to itself"),
-                        })
-                    }
-                    Outcome::Return(v) => v,
-                    Outcome::SetFsBase(base) => {
-                        sregs.fs.base = base;
-                        vcpu.set_sregs(&sregs)
-                            .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-                        0
-                    }
-                };
-                r.rax = result;
-                r.rip = r.rcx;
-                r.rflags = r.r11 | 0x2;
-                if events {
-                    // `!sysret`: the return to the program, with the registers it will see
-                    // (`$context` = the address it returns to); scripts may change them.
-                    // There is nothing to skip, so a short-circuit changes nothing.
-                    let mut g = to_guest_regs(&r, &sregs);
-                    let exit = program_exit(EventKind::Sysret, r.rip, process.pid);
-                    engine.handle_exit(&exit, &mut g, &mut view, |_, _| {});
-                    from_guest_regs(&mut r, &g);
-                }
-                write_regs(vcpu, synced, &r)?;
-            }
-            KvmExit::Out(port, vector) if port == FAULT_PORT => {
-                let r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-                // The CPU pushed (error code), RIP, CS, RFLAGS, RSP, SS on the kernel stack.
-                let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
-                let frame = r.rsp + if has_code { 8 } else { 0 };
-                let mut rip = [0u8; 8];
-                space.mem.read(frame, &mut rip).ok();
-                let (signal, name) = signal_of(vector);
-                let s = vcpu
-                    .get_sregs()
-                    .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-                return Ok(Ending::Signal {
-                    signal,
-                    what: format!(
-                        "{name}: {} at rip {:#x}{}",
-                        crate::vmm::vector_name(vector),
-                        u64::from_le_bytes(rip),
-                        if vector == 14 {
-                            format!(" (address {:#x})", s.cr2)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                });
-            }
-            KvmExit::In(port) | KvmExit::Out(port, _) => {
-                return Ok(Ending::Signal {
-                    signal: 11,
-                    what: format!("SIGSEGV: port I/O to {port:#x}"),
-                })
-            }
-            KvmExit::Shutdown => {
-                return Ok(Ending::Signal {
-                    signal: 11,
-                    what: "SIGSEGV: the vCPU shut down (a fault while delivering a fault)".into(),
-                })
-            }
-            KvmExit::Hlt => return Err("the vCPU halted".into()),
-            KvmExit::Other(what) => return Err(format!("unexpected exit: {what}")),
-        }
-    }
 }
