@@ -81,6 +81,10 @@ pub struct Args {
     /// A file the program guest may open, read-only (repeatable).
     #[arg(long = "allow-read", value_name = "PATH")]
     allow_read: Vec<PathBuf>,
+    /// Never rewrite the program's system-call instructions (each call then takes two
+    /// trips through KVM instead of one; hooks still patch `int3`).
+    #[arg(long)]
+    no_syscall_patching: bool,
     /// A static x86-64 Linux executable to run as the guest instead of the demo, and its
     /// arguments: `hvscript run -- ./hello one two`.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
@@ -143,6 +147,10 @@ pub fn run(args: Args) -> ExitCode {
     }
     if !args.allow_read.is_empty() {
         errln!("error: --allow-read is for a program guest (`run --allow-read PATH -- PROGRAM`)");
+        return ExitCode::from(2);
+    }
+    if args.no_syscall_patching {
+        errln!("error: --no-syscall-patching is for a program guest (`run -- PROGRAM`)");
         return ExitCode::from(2);
     }
     let Some(commands) = load_commands(&args) else {
@@ -703,6 +711,7 @@ fn run_program(args: &Args) -> ExitCode {
         events,
         globals,
         symbols,
+        patch_syscalls: !args.no_syscall_patching,
     };
     // Event output goes to standard error, so the program's own output stays its own.
     let sink = Arc::new(EventsToStderr { quiet: args.quiet });

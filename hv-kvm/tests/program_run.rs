@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use hv_kvm::program::vm::Ending;
-use programs::{build, run, run_with};
+use programs::{build, run, run_patching, run_with};
 
 #[test]
 fn hello_world_prints_and_exits_with_its_status() {
@@ -128,4 +128,83 @@ fn the_pid_filter_and_pseudo_registers_are_the_programs() {
     );
     assert_eq!(counters[0].post_runs, 1);
     assert_eq!(counters[1].pre_runs, 0, "another pid never matches");
+}
+
+/// A system-call site is rewritten to exit directly after its first call (the program
+/// sees `out 0xf1, al` there if it reads its own code), never with patching off, and a
+/// hook on a rewritten site relocates the original `syscall`.
+#[test]
+fn system_call_sites_are_rewritten_after_their_first_call() {
+    let Some(exe) = build(
+        "sites",
+        r#"#include <stdio.h>
+extern unsigned char site[];
+__attribute__((noinline)) long call(long nr) {
+    long r;
+    asm volatile("mov %1, %%rax\n .globl site\n site: syscall" : "=a"(r) : "r"(nr) : "rcx", "r11", "memory");
+    return r;
+}
+int main(void) {
+    long pid = 0;
+    for (int i = 0; i < 5; i++) pid += call(39);
+    printf("%ld %02x %02x\n", pid / 5, site[0], site[1]);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let (ending, out, ..) = run_with(exe.clone(), &[], &[]);
+    assert_eq!((ending, out.as_str()), (Ending::Exited(0), "4242 e6 f1\n"));
+    let (ending, out, ..) = programs::run_patching(exe.clone(), &[], &[], false);
+    assert_eq!((ending, out.as_str()), (Ending::Exited(0), "4242 0f 05\n"));
+    let (ending, out, _, _, counters) =
+        run_with(exe, &[], &["!epthook site", "!syscall 0n39 stage post"]);
+    assert_eq!((ending, out.as_str()), (Ending::Exited(0), "4242 cc 05\n"));
+    assert_eq!((counters[0].pre_runs, counters[1].post_runs), (5, 5));
+}
+
+/// What the program may not do fails inside it with Linux's errno, and nothing happens on
+/// the host: no file is created, no socket or process exists.
+#[test]
+fn forbidden_operations_fail_inside_the_program() {
+    let Some(exe) = build(
+        "forbidden",
+        r#"#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_WRONLY | O_CREAT, 0644);
+    printf("open: %d %s\n", fd, fd < 0 ? strerror(errno) : "");
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    printf("socket: %d %s\n", s, s < 0 ? strerror(errno) : "");
+    pid_t p = fork();
+    printf("fork: %d %s\n", (int)p, p < 0 ? strerror(errno) : "");
+    fd = open("/etc/passwd", O_RDONLY);
+    printf("passwd: %d %s\n", fd, fd < 0 ? strerror(errno) : "");
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let target = exe.with_file_name("must-not-exist");
+    let _ = std::fs::remove_file(&target);
+    let (ending, out, _, notes) = run(exe, &[target.to_str().unwrap()]);
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(
+        out,
+        "open: -1 Permission denied\nsocket: -1 Permission denied\nfork: -1 Function not implemented\npasswd: -1 Permission denied\n"
+    );
+    assert!(!target.exists(), "the program created a host file");
+    assert!(
+        notes.iter().any(|n| n.contains("sockets are refused"))
+            && notes
+                .iter()
+                .any(|n| n.contains("process and thread creation")),
+        "{notes:?}"
+    );
 }

@@ -223,8 +223,12 @@ fn symbols(
         .map_err(|e| bad(format!("unreadable symbol table: {e}")))?;
     for sym in table.iter() {
         let kind = sym.st_type();
-        if (kind != elf::STT_FUNC && kind != elf::STT_OBJECT)
-            || sym.st_shndx(endian).0 == elf::SHN_UNDEF.0
+        // Functions, data, and global assembly labels (untyped, but named by the user).
+        let label = kind == elf::STT_NOTYPE && sym.st_bind() == elf::STB_GLOBAL;
+        let section = sym.st_shndx(endian).0;
+        if (kind != elf::STT_FUNC && kind != elf::STT_OBJECT && !label)
+            || section == elf::SHN_UNDEF.0
+            || section == elf::SHN_ABS.0
         {
             continue;
         }

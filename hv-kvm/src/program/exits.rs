@@ -3,7 +3,7 @@
 //!
 //! | exit | what it is | events |
 //! |---|---|---|
-//! | `OUT` to the system-call port from the system-call page | a `SYSCALL` ([`super::vm`]) | `!syscall` (pre: arguments; the call; post: result), then `!sysret` |
+//! | `OUT` to the system-call port from the system-call page, or from a rewritten site | a `SYSCALL` ([`super::vm`], [`super::syscall_sites`]) | `!syscall` (pre: arguments; the call; post: result), then `!sysret` |
 //! | `OUT` to a fault port from a stub | an exception ([`super::faults`]) | a hooked `int3`: `!epthook`, `!epthook2` ([`super::hooks`]); else `!exception` (pre; delivery = the signal; post), short-circuit = the instruction is skipped |
 //! | MMIO read or write, or an instruction KVM cannot emulate on a watched page | an access to a watched page ([`super::watches`]; handled in `accesses.rs`) | `!monitor` (pre: old memory; the access; post: new memory), short-circuit = the access is dropped |
 //! | anything else | the program did what Linux would not allow | the program ends with SIGSEGV |
@@ -18,6 +18,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use super::events::ProgramMemory;
 use super::faults::{self, FaultFrame, FAULT_PORT_BASE};
 use super::hooks::Hooks;
+use super::syscall_sites::SyscallSites;
 use super::syscalls::{Outcome, Process};
 use super::vm::{Ending, Space, NAME, PROCESS_RECORD, SYSCALL_PAGE, SYSCALL_PORT, THREAD_RECORD};
 use super::watches::Watches;
@@ -36,6 +37,7 @@ pub struct Machine<'a> {
     pub engine: &'a Engine,
     pub hooks: Hooks,
     pub watches: Watches,
+    pub sites: SyscallSites,
     /// The special registers the VMM set: only the FS base changes (`arch_prctl`).
     pub sregs: kvm_sregs,
     /// Whether KVM syncs the general registers through the run area.
@@ -93,6 +95,7 @@ impl<'a> Machine<'a> {
             engine,
             hooks,
             watches: Watches::new(),
+            sites: SyscallSites::default(),
             sregs,
             synced,
             table: None,
@@ -125,6 +128,8 @@ impl<'a> Machine<'a> {
             self.hooks.remove(&mut self.space, addr);
         }
         for addr in wanted {
+            // A hooked system call is relocated as itself, not as its rewritten form.
+            self.sites.restore(&mut self.space, addr);
             self.hooks
                 .install(&mut self.space, &mut self.process.memory, addr)
                 .map_err(|e| format!("!epthook: {e}"))?;
@@ -228,8 +233,18 @@ impl<'a> Machine<'a> {
     /// A `SYSCALL`: `!syscall` around the call, then `!sysret` on the way back.
     fn on_syscall(&mut self) -> Result<Option<Ending>, String> {
         let mut r = self.read_regs()?;
-        if r.rip != SYSCALL_PAGE + 2 {
-            return segv(format!("SIGSEGV: port I/O at rip {:#x}", r.rip - 2));
+        if r.rip == SYSCALL_PAGE + 2 {
+            // The slow way, through LSTAR: rewrite the site so it exits directly next time.
+            let site = r.rcx.wrapping_sub(2);
+            self.sites.ran(&mut self.space, &self.process.memory, site);
+        } else if self.sites.is_patched(r.rip.wrapping_sub(2)) {
+            // A rewritten site: what SYSCALL itself does.
+            (r.rcx, r.r11) = (r.rip, r.rflags);
+        } else {
+            return segv(format!(
+                "SIGSEGV: port I/O at rip {:#x}",
+                r.rip.wrapping_sub(2)
+            ));
         }
         let nr = r.rax;
         let events = !self.engine.snapshot().is_empty();

@@ -66,6 +66,11 @@ impl Files {
     /// `openat` of `path` (relative to the current directory: `AT_FDCWD` only).
     pub fn open(&mut self, path: &Path, flags: u64) -> Result<u64, i64> {
         const O_ACCMODE: u64 = 3;
+        const O_CREAT: u64 = 0o100;
+        // Writing or creating is never allowed: that is a permission, not a missing file.
+        if flags & (O_ACCMODE | O_CREAT) != 0 {
+            return Err(EACCES);
+        }
         let Some(real) = canonical(path) else {
             return Err(ENOENT);
         };

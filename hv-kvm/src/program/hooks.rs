@@ -25,8 +25,8 @@
 use std::collections::BTreeMap;
 
 use iced_x86::{
-    BlockEncoder, BlockEncoderOptions, Code, FlowControl, Instruction, InstructionBlock, OpKind,
-    Register,
+    BlockEncoder, BlockEncoderOptions, Code, FlowControl, Instruction, InstructionBlock, Mnemonic,
+    OpKind, Register,
 };
 
 use hvscript_abi::GuestRegs;
@@ -112,14 +112,19 @@ impl Hooks {
         }
         let instruction = decode(&code[..len], addr)
             .ok_or_else(|| format!("no valid instruction starts at {addr:#x}"))?;
-        let resume = match instruction.flow_control() {
-            FlowControl::Call | FlowControl::IndirectCall if !is_far(&instruction) => {
-                Resume::Call(instruction)
-            }
-            FlowControl::Call | FlowControl::IndirectCall => {
+        // `call` only: SYSCALL and the like count as calls to iced, and run from a
+        // trampoline as they are.
+        let call = instruction.mnemonic() == Mnemonic::Call
+            && matches!(
+                instruction.flow_control(),
+                FlowControl::Call | FlowControl::IndirectCall
+            );
+        let resume = match call {
+            true if is_far(&instruction) => {
                 return Err(format!("the far call at {addr:#x} cannot be hooked"))
             }
-            _ => Resume::Trampoline(self.trampoline(space, memory, &instruction)?),
+            true => Resume::Call(instruction),
+            false => Resume::Trampoline(self.trampoline(space, memory, &instruction)?),
         };
         let original = code[0];
         if !space.write(addr, &[0xcc]) {

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod memory_map;
 pub mod page_tables;
 pub mod stack;
+pub mod syscall_sites;
 pub mod syscalls;
 pub mod vm;
 pub mod watches;

@@ -184,6 +184,9 @@ pub struct ProgramSpec {
     pub globals: std::sync::Arc<hvscript_runtime::GlobalSlots>,
     /// Names for event arguments.
     pub symbols: hv_core::SymbolMap,
+    /// Rewrite system-call sites to exit directly ([`super::syscall_sites`]); off, the
+    /// program's code is never changed but for hooks, and each call costs two trips.
+    pub patch_syscalls: bool,
 }
 
 /// What a run leaves: how the program ended, notes for the user, and the events' table.
@@ -271,6 +274,7 @@ pub fn run_program(
     let vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
     let hooks = Hooks::new(trampoline_area(&exe)?);
     let mut machine = Machine::new(vcpu, &vm, process, space, &engine, hooks)?;
+    machine.sites.disabled = !spec.patch_syscalls;
     let ending = machine.run()?;
     let notes = std::mem::take(&mut machine.process.notes);
     drop(machine);

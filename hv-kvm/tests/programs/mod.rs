@@ -65,11 +65,26 @@ pub fn run(path: PathBuf, args: &[&str]) -> (Ending, String, String, Vec<String>
     (ending, out, err, notes)
 }
 
+/// What a run gives back: how it ended, its stdout and stderr, notes, event counters.
+pub type Outcome = (
+    Ending,
+    String,
+    String,
+    Vec<String>,
+    Vec<hv_core::CounterValues>,
+);
+
 /// Compiles `events` with the front end against the program guest's rules, then runs.
-pub fn run_with(
+pub fn run_with(path: PathBuf, args: &[&str], events: &[&str]) -> Outcome {
+    run_patching(path, args, events, true)
+}
+
+/// [`run_with`], choosing whether system-call sites are rewritten.
+pub fn run_patching(
     path: PathBuf,
     args: &[&str],
     events: &[&str],
+    patch_syscalls: bool,
 ) -> (
     Ending,
     String,
@@ -110,6 +125,7 @@ pub fn run_with(
         events: prepared,
         globals,
         symbols,
+        patch_syscalls,
     };
     let run = run_program(
         &spec,
