@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use hv_kvm::program::vm::Ending;
-use programs::{build, run, run_patching, run_with};
+use programs::{build, run, run_with};
 
 #[test]
 fn hello_world_prints_and_exits_with_its_status() {
