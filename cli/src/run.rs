@@ -480,16 +480,26 @@ impl Session<'_> {
         // globals between our request and our command, refresh and compile once more.
         let mut retried = false;
         loop {
-            let (globals, symbols) = match self.request(&control::encode_session_request())? {
-                Ok(text) => control::parse_session(&text),
-                Err(text) => {
-                    self.failed = true;
-                    errln!("{}", text.trim_end());
-                    return Ok(());
-                }
+            let (globals, symbols, program) =
+                match self.request(&control::encode_session_request())? {
+                    Ok(text) => {
+                        let (globals, symbols) = control::parse_session(&text);
+                        (globals, symbols, control::session_guest(&text) == "program")
+                    }
+                    Err(text) => {
+                        self.failed = true;
+                        errln!("{}", text.trim_end());
+                        return Ok(());
+                    }
+                };
+            // The guest's own rules: the demo VM's, or a program's.
+            let platform: &dyn hv_core::Platform = if program {
+                &hv_kvm::program::events::ProgramPlatform
+            } else {
+                &KvmPlatform
             };
             let target = hvscript_front::Target {
-                platform: &KvmPlatform,
+                platform,
                 symbols,
                 globals,
                 values: None,
@@ -613,7 +623,6 @@ fn load_commands(args: &Args) -> Option<Vec<Expanded>> {
 fn run_program(args: &Args) -> ExitCode {
     // What only the demo guest has is refused, not ignored.
     let demo_only = [
-        (args.listen.is_some(), "--listen"),
         (args.guest != "demo", "--guest"),
         (args.vcpus.is_some(), "--vcpus (a program runs on one vCPU)"),
         (args.iterations.is_some(), "--iterations"),
@@ -648,53 +657,9 @@ fn run_program(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // Events: compiled here against the program guest's rules, loaded by the VMM.
-    let globals = Arc::new(hvscript_runtime::GlobalSlots::default());
-    let mut bindings: Vec<(String, u32)> = Vec::new();
-    let mut events = Vec::new();
     let Some(commands) = load_commands(args) else {
         return ExitCode::from(2);
     };
-    let mut failed = false;
-    for c in commands {
-        if !c.text.trim_start().starts_with('!') {
-            // `?`, `events` and `output` need a running session, which a program guest
-            // does not offer yet (no --listen): refused here, not misread as an event.
-            failed = true;
-            let d = hvscript_front::Diagnostic::error(
-                "only event commands apply to a program guest for now (`?`, `events` and \
-                 `output` need the demo guest's session)",
-                hvscript_grammar::ast::Span::new(0, c.text.trim_end().len().max(1)),
-            );
-            err!("{}", c.locate(d).render());
-            continue;
-        }
-        let target = hvscript_front::Target {
-            platform: &hv_kvm::program::events::ProgramPlatform,
-            symbols: symbols.clone(),
-            globals: bindings.clone(),
-            values: Some(globals.clone()),
-        };
-        match hvscript_front::prepare(&c.text, &target, hvscript_front::Backend::Jit) {
-            Ok(p) => {
-                for b in &p.globals {
-                    if !bindings.contains(b) {
-                        bindings.push(b.clone());
-                    }
-                }
-                events.push((c.text.clone(), p));
-            }
-            Err(e) => {
-                failed = true;
-                for d in &e.diagnostics {
-                    err!("{}", c.locate(d.clone()).render());
-                }
-            }
-        }
-    }
-    if failed {
-        return ExitCode::from(2);
-    }
     let spec = hv_kvm::program::vm::ProgramSpec {
         args: args.program.iter().map(|a| a.as_bytes().to_vec()).collect(),
         env: std::env::vars_os()
@@ -708,19 +673,84 @@ fn run_program(args: &Args) -> ExitCode {
         allow_read: args.allow_read.clone(),
         pid: std::process::id(),
         path,
-        events,
-        globals,
+        events: Vec::new(),
+        globals: Arc::new(hvscript_runtime::GlobalSlots::default()),
         symbols,
         patch_syscalls: !args.no_syscall_patching,
     };
-    // Event output goes to standard error, so the program's own output stays its own.
-    let sink = Arc::new(EventsToStderr { quiet: args.quiet });
-    let run = match hv_kvm::program::vm::run_program(
+    // Event output goes to standard error, so the program's own output stays its own; with
+    // --listen, to attached clients as well.
+    let fanout = Arc::new(Fanout::new(Arc::new(EventsToStderr { quiet: args.quiet })));
+    let program = match hv_kvm::program::vm::Program::load(
         &spec,
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),
-        sink,
+        fanout.clone(),
     ) {
+        Ok(p) => p,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Commands run in order before the program starts, compiled here against the program
+    // guest's rules and the session's globals, run by its session: event commands, `?`
+    // (sharing globals with events), `events ...`.
+    let session = program.session().clone();
+    let mut failed = false;
+    for c in &commands {
+        let target = hvscript_front::Target {
+            platform: &hv_kvm::program::events::ProgramPlatform,
+            symbols: session.symbols(),
+            globals: session.global_names(),
+            values: Some(session.globals().clone()),
+        };
+        let result = hvscript_front::prepare(&c.text, &target, Backend::Jit).and_then(|p| {
+            session
+                .command(&c.text, &p)
+                .map_err(hvscript_front::FrontError::from)
+        });
+        match result {
+            Ok(_) if c.text.trim_start().starts_with('!') => {}
+            Ok(text) => err!("{}", with_newline(&text)),
+            Err(e) => {
+                failed = true;
+                for d in &e.diagnostics {
+                    err!("{}", c.locate(d.clone()).render());
+                }
+            }
+        }
+    }
+    if failed {
+        return ExitCode::from(2);
+    }
+    let listener = match &args.listen {
+        None => None,
+        Some(path) => match control::bind(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                errln!("{}: error: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let server = listener.map(|l| {
+            let (session, fanout, stop) = (&*session, &*fanout, &stop);
+            s.spawn(move || control::serve(session, fanout, l, stop))
+        });
+        let result = program.run();
+        stop.store(true, Ordering::SeqCst);
+        if let Some(Ok(Err(e))) = server.map(|h| h.join()) {
+            errln!("control socket: {e}");
+        }
+        result
+    });
+    if let Some(path) = &args.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    let run = match result {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
@@ -745,6 +775,10 @@ fn run_program(args: &Args) -> ExitCode {
                 c.script_errors
             );
         }
+    }
+    let dropped = fanout.dropped();
+    if dropped > 0 {
+        errln!("clients: {dropped} output messages dropped");
     }
     if let hv_kvm::program::vm::Ending::Signal { what, .. } = &run.ending {
         errln!("hvscript: {} ended: {what}", args.program[0]);

@@ -264,15 +264,32 @@ fn options_of_the_other_guest_are_refused() {
             "{err}"
         );
     }
+    // `?` runs before the program starts, sharing globals (its output on stderr: the
+    // program's stdout is its own); `output` sources are refused with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
-        .args(["run", "-e", "? .x = 1;", "--"])
+        .args([
+            "run",
+            "-e",
+            "? .x = 1;",
+            "-e",
+            "? printf(\"x+1=%d\\n\", .x + 1);",
+            "--",
+        ])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.starts_with("x+1=2\n"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "-e", "output create a file /tmp/never", "--"])
         .arg(&exe)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("-e:1:1: error: only event commands apply to a program guest"),
+        err.contains("-e:1:1: error: output sources are the demo guest's"),
         "{err}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
@@ -336,7 +353,76 @@ int main(void) {
     let (code, _, err) = run(&["!epthook counter"]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("not in the program's executable memory"),
+        err.contains("-e:1:1: error: !epthook cannot hook")
+            && err.contains("not in the program's executable code"),
         "{err}"
     );
+}
+
+/// `run --listen` with a program (issue 16): a client attaches while the program runs,
+/// declares a global with `?`, hooks a function by name, and its script stops the
+/// program's loop by writing the program's own variable; `events` lists the counts.
+#[test]
+fn a_program_takes_commands_over_the_socket_while_it_runs() {
+    let Some(exe) = build_c(
+        "live",
+        r#"#include <stdio.h>
+#include <time.h>
+volatile long counter, stop;
+__attribute__((noinline)) long work(long x) { counter += x; return counter; }
+int main(void) {
+    struct timespec ms = {0, 1000000};
+    long i = 0;
+    while (!stop && i < 20000) { work(i++); nanosleep(&ms, 0); }
+    printf("stopped=%ld\n", stop);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let socket = exe.with_file_name("live.sock");
+    let _ = std::fs::remove_file(&socket);
+    let run = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "--listen"])
+        .arg(&socket)
+        .arg("--")
+        .arg(&exe)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !socket.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let attach = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .arg("attach")
+        .arg(&socket)
+        .args(["-e", "? .n = 0;"])
+        .args([
+            "-e",
+            "!epthook work script { .n = .n + 1; if (.n == 0n50) { eq(live!stop, 1); } }",
+        ])
+        .args(["-e", "output create a file /tmp/never"])
+        .output()
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let (run_out, run_err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let attach_out = String::from_utf8_lossy(&attach.stdout);
+    let attach_err = String::from_utf8_lossy(&attach.stderr);
+    assert!(
+        attach_out.contains("event 0x1 added"),
+        "{attach_out} {attach_err}"
+    );
+    assert!(
+        attach_err.contains("output sources are the demo guest's"),
+        "{attach_err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{run_err}");
+    assert_eq!(run_out, "stopped=1\n", "{run_err}");
+    assert!(run_err.contains("pre 50 post 0"), "{run_err}");
 }

@@ -156,69 +156,96 @@ impl Vm {
             Some(_) => None,
             None => self.load_script(line, Some(&block), None, prepared, EVAL_LIMITS)?,
         };
-        let mut regs = GuestRegs {
-            cr3: self.boot_cr3(),
-            ..Default::default()
-        };
-        let mut pseudo = PseudoValues::default();
-        let mut env = EvalEnv {
-            view: GuestView::new(self.memory(), self.boot_cr3()),
-            output: Vec::new(),
-            clock: [0; 32],
-        };
-        if let Some(t) = hv_core::GuestAccess::local_time(&mut env.view) {
-            env.clock[..11].copy_from_slice(&t.date_string());
-            env.clock[16..29].copy_from_slice(&t.time_string());
-            pseudo.set(PseudoReg::Date, env.clock.as_ptr() as u64);
-            pseudo.set(PseudoReg::Time, env.clock.as_ptr() as u64 + 16);
-        }
-        let result = match (&code, &script) {
-            (Some(code), _) => {
-                let mut invocation = Invocation {
-                    regs: &mut regs,
-                    pseudo: &pseudo,
-                    globals: self.globals(),
-                    host: &mut env,
-                    limits: EVAL_LIMITS,
-                };
-                Runner::new()
-                    .run(&code.image(), &mut invocation)
-                    .map(|_| ())
-                    .map_err(|e| match e {
-                        RunnerError::Run(e) => {
-                            at(e.range.start as usize, e.range.end as usize, e.message())
-                        }
-                        other => at(0, block.0.len(), other.to_string()),
-                    })
-            }
-            (None, Some(script)) => script.execute(&mut regs, &pseudo, &mut env).map_err(|e| {
-                let message = match e {
-                    hv_core::ScriptFailure::FuelExhausted(_) => {
-                        hvscript_runtime::RunErrorKind::FuelExhausted(EVAL_LIMITS.fuel).message()
+        let mut view = GuestView::new(self.memory(), self.boot_cr3());
+        run_once(
+            &block,
+            code.as_ref(),
+            script.as_deref(),
+            self.globals(),
+            &mut view,
+            self.boot_cr3(),
+        )
+    }
+}
+
+/// Runs a `?` once — its code object, or an in-process script — outside any event, with
+/// the session's `globals` and guest memory through `view` (page tables at `cr3`); `Ok` is
+/// what it printed. `block` is the script's text and offset in the command line, for the
+/// located errors.
+pub(crate) fn run_once(
+    block: &(String, usize),
+    code: Option<&LoadedCode>,
+    script: Option<&dyn hv_core::Script>,
+    globals: &hvscript_runtime::GlobalSlots,
+    view: &mut dyn hv_core::GuestAccess,
+    cr3: u64,
+) -> Result<String, CommandError> {
+    let offset = block.1;
+    let at = |start: usize, end: usize, message: String| {
+        CommandError::new(message, offset + start, offset + end, None)
+    };
+    let mut regs = GuestRegs {
+        cr3,
+        ..Default::default()
+    };
+    let mut pseudo = PseudoValues::default();
+    let mut env = EvalEnv {
+        view,
+        output: Vec::new(),
+        clock: [0; 32],
+    };
+    if let Some(t) = env.view.local_time() {
+        env.clock[..11].copy_from_slice(&t.date_string());
+        env.clock[16..29].copy_from_slice(&t.time_string());
+        pseudo.set(PseudoReg::Date, env.clock.as_ptr() as u64);
+        pseudo.set(PseudoReg::Time, env.clock.as_ptr() as u64 + 16);
+    }
+    let result = match (code, script) {
+        (Some(code), _) => {
+            let mut invocation = Invocation {
+                regs: &mut regs,
+                pseudo: &pseudo,
+                globals,
+                host: &mut env,
+                limits: EVAL_LIMITS,
+            };
+            Runner::new()
+                .run(&code.image(), &mut invocation)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    RunnerError::Run(e) => {
+                        at(e.range.start as usize, e.range.end as usize, e.message())
                     }
-                    hv_core::ScriptFailure::Error(m) => m,
-                };
-                at(0, block.0.len(), message)
-            }),
-            (None, None) => Ok(()),
-        };
-        let mut text = String::from_utf8_lossy(&env.output).into_owned();
-        match result {
-            Ok(()) => Ok(text),
-            Err(mut e) => {
-                if !text.is_empty() {
-                    text.truncate(text.trim_end().len());
-                    e.help = Some(format!("printed before the error: {text}"));
+                    other => at(0, block.0.len(), other.to_string()),
+                })
+        }
+        (None, Some(script)) => script.execute(&mut regs, &pseudo, &mut env).map_err(|e| {
+            let message = match e {
+                hv_core::ScriptFailure::FuelExhausted(_) => {
+                    hvscript_runtime::RunErrorKind::FuelExhausted(EVAL_LIMITS.fuel).message()
                 }
-                Err(e)
+                hv_core::ScriptFailure::Error(m) => m,
+            };
+            at(0, block.0.len(), message)
+        }),
+        (None, None) => Ok(()),
+    };
+    let mut text = String::from_utf8_lossy(&env.output).into_owned();
+    match result {
+        Ok(()) => Ok(text),
+        Err(mut e) => {
+            if !text.is_empty() {
+                text.truncate(text.trim_end().len());
+                e.help = Some(format!("printed before the error: {text}"));
             }
+            Err(e)
         }
     }
 }
 
 /// The environment of a `?` evaluation: guest memory, collected output, the clock strings.
 struct EvalEnv<'a> {
-    view: GuestView<'a>,
+    view: &'a mut dyn hv_core::GuestAccess,
     output: Vec<u8>,
     clock: [u8; 32],
 }
@@ -236,38 +263,38 @@ impl Env for EvalEnv<'_> {
             buf.copy_from_slice(&self.clock[off..off + buf.len()]);
             return Ok(());
         }
-        hv_core::GuestAccess::read(&mut self.view, addr, buf)
+        self.view.read(addr, buf)
     }
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        hv_core::GuestAccess::write(&mut self.view, addr, data)
+        self.view.write(addr, data)
     }
     fn atomic_rmw_u64(
         &mut self,
         addr: u64,
         op: hvscript_stdlib::AtomicRmw,
     ) -> Result<u64, MemFault> {
-        hv_core::GuestAccess::atomic_rmw_u64(&mut self.view, addr, op)
+        self.view.atomic_rmw_u64(addr, op)
     }
     fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
-        hv_core::GuestAccess::cmpxchg_u32(&mut self.view, addr, expected, new)
+        self.view.cmpxchg_u32(addr, expected, new)
     }
     fn read_phys(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        hv_core::GuestAccess::read_phys(&mut self.view, addr, buf)
+        self.view.read_phys(addr, buf)
     }
     fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        hv_core::GuestAccess::write_phys(&mut self.view, addr, data)
+        self.view.write_phys(addr, data)
     }
     fn virt_to_phys(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
-        hv_core::GuestAccess::virt_to_phys(&mut self.view, addr)
+        self.view.virt_to_phys(addr)
     }
     fn phys_to_virt(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
-        hv_core::GuestAccess::phys_to_virt(&mut self.view, addr)
+        self.view.phys_to_virt(addr)
     }
     fn output(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
     }
     fn test_statement(&mut self, _value: u64) {}
     fn local_time(&mut self) -> Option<LocalTime> {
-        hv_core::GuestAccess::local_time(&mut self.view)
+        self.view.local_time()
     }
 }

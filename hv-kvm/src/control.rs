@@ -16,7 +16,8 @@
 //!                 bytes (length 0: none), u32 binding count, then per global binding
 //!                 u32 name length, the name, u32 slot   (every u32 little-endian)
 //! 00 'g'          a session request: the `r` reply lists what a front end compiles
-//!                 against, one per line: `global NAME SLOT` and `symbol NAME ADDRESS-HEX`
+//!                 against, one per line: `guest demo|program` (whose rules), then
+//!                 `global NAME SLOT` and `symbol NAME ADDRESS-HEX`
 //! ```
 //!
 //! [`encode_compiled`] and [`decode_client_frame`] write and read them. The VM validates
@@ -74,15 +75,15 @@ use std::time::Duration;
 
 use hv_core::Prepared;
 
-use crate::vmm::Vm;
-
 mod client_frames;
 mod fanout;
 mod frames;
+mod session;
 
 pub use client_frames::*;
 pub use fanout::*;
 pub use frames::*;
+pub use session::*;
 
 /// The longest frame accepted (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -106,7 +107,11 @@ pub const TAG_OUTPUT: u8 = b'o';
 
 /// Runs one command line with what was compiled for it against the VM; `Ok` is the text
 /// of the result, `Err` the located error's `e` frame text ([`encode_error`]).
-pub fn execute(vm: &Vm, line: &str, prepared: &Prepared) -> Result<String, String> {
+pub fn execute<S: ControlSession + ?Sized>(
+    vm: &S,
+    line: &str,
+    prepared: &Prepared,
+) -> Result<String, String> {
     vm.command(line, prepared).map_err(|e| encode_error(&e))
 }
 
@@ -127,8 +132,8 @@ impl Default for ServeOptions {
 
 /// Serves the control socket until `stop` is set, then returns promptly (module
 /// documentation) whatever the clients do.
-pub fn serve(
-    vm: &Vm,
+pub fn serve<S: ControlSession + ?Sized>(
+    vm: &S,
     fanout: &Fanout,
     listener: UnixListener,
     stop: &AtomicBool,
@@ -137,8 +142,8 @@ pub fn serve(
 }
 
 /// [`serve`] with other bounds.
-pub fn serve_with(
-    vm: &Vm,
+pub fn serve_with<S: ControlSession + ?Sized>(
+    vm: &S,
     fanout: &Fanout,
     listener: UnixListener,
     stop: &AtomicBool,
@@ -241,8 +246,8 @@ fn refuse(stream: &UnixStream, text: &str) {
 
 /// One client: this thread reads and executes its commands; a scoped writer thread
 /// sends its queue (replies and event output, in order).
-fn serve_client(
-    vm: &Vm,
+fn serve_client<S: ControlSession + ?Sized>(
+    vm: &S,
     fanout: &Fanout,
     stream: UnixStream,
     stop: &AtomicBool,

@@ -29,6 +29,7 @@ pub mod boot;
 mod commands;
 pub mod control;
 pub mod demo;
+pub mod global_names;
 mod loading;
 pub mod memory;
 pub mod monitor;

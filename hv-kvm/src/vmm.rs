@@ -143,9 +143,10 @@ fn kind_bit(kind: EventKind) -> u32 {
     1 << (kind as u32)
 }
 
+use crate::global_names::GlobalNames;
 /// The start of the error for a script compiled against global bindings the VM no longer
 /// has (a front end refreshes its names and compiles again).
-pub const STALE_GLOBALS: &str = "the VM's globals changed; recompile";
+pub use crate::global_names::STALE_GLOBALS;
 
 /// A virtual machine with the demo guest loaded, ready to run once.
 pub struct Vm {
@@ -159,7 +160,7 @@ pub struct Vm {
     globals: Arc<GlobalSlots>,
     /// ... and the authoritative name -> slot table front ends compile against
     /// ([`Vm::global_names`], [`Vm::bind_globals`]).
-    global_names: Mutex<std::collections::BTreeMap<String, u32>>,
+    global_names: GlobalNames,
     /// Where event messages go (console, output sources, `imm no` buffers).
     output: Arc<OutputRouter>,
     /// Names usable in event arguments and scripts (`--sym`).
@@ -313,7 +314,7 @@ impl Vm {
             mem,
             engine: Arc::new(Engine::new(output.clone())),
             globals: Arc::new(GlobalSlots::default()),
-            global_names: Mutex::default(),
+            global_names: GlobalNames::default(),
             probe: crate::probe::ProbeSlot::default(),
             output,
             symbols: RwLock::new(SymbolMap::default()),
@@ -362,8 +363,7 @@ impl Vm {
     /// Forgets every global name and zeroes every value: a fresh session (conformance
     /// runs each case in one).
     pub fn reset_globals(&self) {
-        let mut table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
-        table.clear();
+        self.global_names.clear();
         for slot in 0..self.globals.capacity() {
             self.globals.set(slot as u32, 0);
         }
@@ -371,47 +371,17 @@ impl Vm {
 
     /// The session's global names with their slots: what a front end compiles against.
     pub fn global_names(&self) -> Vec<(String, u32)> {
-        let table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
-        table.iter().map(|(n, &s)| (n.clone(), s)).collect()
+        self.global_names.names()
     }
 
     /// The current value of global `.name`, if a script bound it.
     pub fn global(&self, name: &str) -> Option<u64> {
-        let table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
-        table.get(name).map(|&s| self.globals.get(s))
+        self.global_names.slot(name).map(|s| self.globals.get(s))
     }
 
-    /// Accepts the bindings a script was compiled with: a known name must have its slot,
-    /// a new name must take a slot no name holds (and that exists). Anything else means
-    /// another client bound names since this one asked: `Err` says to recompile, and
-    /// nothing is bound.
+    /// Accepts the bindings a script was compiled with ([`GlobalNames::bind`]).
     pub fn bind_globals(&self, bindings: &[(String, u32)]) -> Result<(), String> {
-        let mut table = self.global_names.lock().unwrap_or_else(|e| e.into_inner());
-        let mut taken: std::collections::BTreeMap<u32, &str> =
-            table.iter().map(|(n, &s)| (s, n.as_str())).collect();
-        let mut new = Vec::new();
-        for (name, slot) in bindings {
-            let stale = match table.get(name) {
-                Some(&s) => s != *slot,
-                None => {
-                    let free =
-                        (*slot as usize) < self.globals.capacity() && !taken.contains_key(slot);
-                    if free {
-                        taken.insert(*slot, name);
-                        new.push((name.clone(), *slot));
-                    }
-                    !free
-                }
-            };
-            if stale {
-                return Err(format!(
-                    "{STALE_GLOBALS} (`.{name}` was compiled into slot {slot}, which the VM \
-                     does not have for it)"
-                ));
-            }
-        }
-        table.extend(new);
-        Ok(())
+        self.global_names.bind(&self.globals, bindings)
     }
 
     /// The output router: sources, `imm no` buffers, the console.
@@ -594,13 +564,22 @@ impl Vm {
     }
 }
 
+/// Interrupts `KVM_RUN` on the thread `thread` (a `pthread_t`): it returns `EINTR`.
+pub(crate) fn kick(thread: u64) {
+    install_kick_handler();
+    // SAFETY: callers pass a live thread: one registered as running a vCPU loop, kicked
+    // under the lock it unregisters with before it can end; the handler is installed and
+    // does nothing.
+    unsafe { libc::pthread_kill(thread as libc::pthread_t, kick_signal()) };
+}
+
 fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 3
 }
 
 extern "C" fn on_kick(_: libc::c_int) {}
 
-fn install_kick_handler() {
+pub(crate) fn install_kick_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: a zeroed sigaction with a handler that does nothing, no SA_RESTART (so

@@ -39,8 +39,8 @@ fn spawn_server(
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let r = match options {
-            Some(o) => serve_with(&vm, &fanout, listener, &stop, o),
-            None => serve(&vm, &fanout, listener, &stop),
+            Some(o) => serve_with(&*vm, &fanout, listener, &stop, o),
+            None => serve(&*vm, &fanout, listener, &stop),
         };
         let _ = tx.send(r);
     });

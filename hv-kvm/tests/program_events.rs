@@ -192,3 +192,54 @@ int main(void) {
     assert_eq!(out, "after ud2\nafter int3\n");
     assert_eq!(counters[0].short_circuits, 2);
 }
+
+/// An event added while a CPU-bound program runs (no system call, so no exit of its own)
+/// takes effect at once: the session kicks the vCPU out of KVM_RUN and returns only once
+/// the hook is in place; the hook's script then stops the program's loop.
+#[test]
+fn an_event_added_while_a_program_computes_takes_effect_at_once() {
+    let Some(exe) = build(
+        "spin",
+        r#"#include <stdio.h>
+volatile long stop, sum;
+__attribute__((noinline)) void work(long x) { sum += x; }
+int main(void) {
+    long i = 0;
+    while (!stop && i < 3000000000L) work(i++);
+    printf("stopped=%ld\n", stop);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let out = programs::Captured::default();
+    let program = hv_kvm::program::vm::Program::load(
+        &programs::spec(exe, &[]),
+        Box::new(out.clone()),
+        Box::new(std::io::sink()),
+        std::sync::Arc::new(hv_core::NullSink),
+    )
+    .unwrap();
+    let session = program.session().clone();
+    let (run, added) = std::thread::scope(|s| {
+        let adder = s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let line = "!epthook work script { eq(spin!stop, 1); }";
+            let started = std::time::Instant::now();
+            let r = session.command(line, &programs::prepare(&session, line));
+            (r, started.elapsed())
+        });
+        let run = program.run().unwrap();
+        (run, adder.join().unwrap())
+    });
+    let (result, took) = added;
+    assert_eq!(result.unwrap(), "event 0x1 added");
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(run.ending, Ending::Exited(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "stopped=1\n"
+    );
+    assert!(run.engine.list()[0].counters.pre_runs >= 1);
+}

@@ -3,7 +3,7 @@
 
 use hv_core::{CommandError, Prepared};
 
-use crate::vmm::Vm;
+use super::ControlSession;
 
 /// The first byte of a client frame that is not a command line.
 pub const FRAME_BINARY: u8 = 0;
@@ -109,8 +109,8 @@ fn decode_compiled(mut rest: &[u8]) -> Result<ClientFrame, String> {
 }
 
 /// The reply to a session request (see the module documentation).
-pub fn session_text(vm: &Vm) -> String {
-    let mut out = String::new();
+pub fn session_text<S: ControlSession + ?Sized>(vm: &S) -> String {
+    let mut out = format!("guest {}\n", vm.guest());
     for (name, slot) in vm.global_names() {
         out.push_str(&format!("global {name} {slot}\n"));
     }
@@ -118,6 +118,13 @@ pub fn session_text(vm: &Vm) -> String {
         out.push_str(&format!("symbol {name} {addr:x}\n"));
     }
     out
+}
+
+/// The guest a session reply names (`demo` or `program`); `demo` when it names none.
+pub fn session_guest(text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.strip_prefix("guest "))
+        .map_or("demo", str::trim)
 }
 
 /// Reads a session reply: the global bindings and the symbols.

@@ -25,13 +25,14 @@ use std::sync::Arc;
 
 use hv_core::platform::Platform;
 use hv_core::{
-    parse_event_command_with, CodeScript, CommandError, Engine, EventKind, GuestAccess, Prepared,
-    SymbolMap,
+    parse_event_command_with, CodeScript, CommandError, Engine, EventKind, EventSpec, GuestAccess,
+    Prepared, SymbolMap,
 };
 use hvscript_abi::{PseudoReg, Register};
 use hvscript_runtime::{CodeObject, GlobalSlots, Limits, LoadedCode};
 use hvscript_stdlib::MemFault;
 
+use crate::global_names::GlobalNames;
 use crate::memory::GuestMemory;
 use crate::platform::EVENT_LIMITS;
 
@@ -115,12 +116,16 @@ impl Platform for ProgramPlatform {
 pub fn add_event(
     engine: &Engine,
     globals: &Arc<GlobalSlots>,
+    names: &GlobalNames,
     symbols: &SymbolMap,
     line: &str,
     prepared: &Prepared,
-) -> Result<u64, CommandError> {
+) -> Result<(u64, EventSpec), CommandError> {
     let spec = parse_event_command_with(line, symbols)?;
     hv_core::platform::check_event(&ProgramPlatform, line, &spec)?;
+    names
+        .bind(globals, &prepared.globals)
+        .map_err(|e| CommandError::whole(line, e))?;
     let script: Option<Arc<dyn hv_core::Script>> = match (&spec.script, &prepared.code) {
         (None, None) => None,
         (Some((_, offset)), Some(bytes)) => {
@@ -147,8 +152,10 @@ pub fn add_event(
             ))
         }
     };
+    let kept = spec.clone();
     engine
         .add(spec, script)
+        .map(|id| (id, kept))
         .map_err(|e| CommandError::whole(line, e.to_string()))
 }
 

@@ -18,6 +18,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use super::events::ProgramMemory;
 use super::faults::{self, FaultFrame, FAULT_PORT_BASE};
 use super::hooks::Hooks;
+use super::session::ProgramSession;
 use super::syscall_sites::SyscallSites;
 use super::syscalls::{Outcome, Process};
 use super::vm::{Ending, Space, NAME, PROCESS_RECORD, SYSCALL_PAGE, SYSCALL_PORT, THREAD_RECORD};
@@ -35,6 +36,7 @@ pub struct Machine<'a> {
     pub process: Process,
     pub space: Space<'a>,
     pub engine: &'a Engine,
+    pub session: &'a ProgramSession,
     pub hooks: Hooks,
     pub watches: Watches,
     pub sites: SyscallSites,
@@ -78,7 +80,7 @@ impl<'a> Machine<'a> {
         vm: &'a VmFd,
         process: Process,
         space: Space<'a>,
-        engine: &'a Engine,
+        session: &'a ProgramSession,
         hooks: Hooks,
     ) -> Result<Machine<'a>, String> {
         let sregs = vcpu
@@ -92,7 +94,8 @@ impl<'a> Machine<'a> {
             vm,
             process,
             space,
-            engine,
+            engine: &session.engine,
+            session,
             hooks,
             watches: Watches::new(),
             sites: SyscallSites::default(),
@@ -102,40 +105,48 @@ impl<'a> Machine<'a> {
         })
     }
 
-    /// Lays hooks and watches out for the event table as it is now, if it changed.
+    /// Lays hooks and watches out for the event table as it is now, if it changed, and
+    /// tells the session which of its changes are in place. A hook that cannot be placed
+    /// clears its event (the session reports why).
     pub fn sync_events(&mut self) -> Result<(), String> {
+        let change = self.session.pending();
         let table = self.engine.snapshot();
         if self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table)) {
+            self.session.synced(change);
             return Ok(());
         }
-        let mut wanted: Vec<u64> = table
+        let mut wanted: Vec<(u64, u64)> = table
             .events_of(EventKind::EptHook)
             .chain(table.events_of(EventKind::EptHook2))
             .filter(|(_, enabled)| *enabled)
             .filter_map(|(e, _)| match e.spec.filter {
-                Filter::Address(a) => Some(a),
+                Filter::Address(a) => Some((a, e.id)),
                 _ => None,
             })
             .collect();
         wanted.sort_unstable();
-        wanted.dedup();
         let stale: Vec<u64> = self
             .hooks
             .addresses()
-            .filter(|a| wanted.binary_search(a).is_err())
+            .filter(|a| wanted.binary_search_by_key(a, |w| w.0).is_err())
             .collect();
         for addr in stale {
             self.hooks.remove(&mut self.space, addr);
         }
-        for addr in wanted {
+        for &(addr, id) in &wanted {
             // A hooked system call is relocated as itself, not as its rewritten form.
             self.sites.restore(&mut self.space, addr);
-            self.hooks
+            if let Err(why) = self
+                .hooks
                 .install(&mut self.space, &mut self.process.memory, addr)
-                .map_err(|e| format!("!epthook: {e}"))?;
+            {
+                self.session
+                    .hook_failed(id, format!("the hook cannot be placed: {why}"));
+            }
         }
         self.refresh_watches(&table)?;
         self.table = Some(table);
+        self.session.synced(change);
         Ok(())
     }
 
@@ -184,6 +195,16 @@ impl<'a> Machine<'a> {
 
     /// Runs the program to its end.
     pub fn run(&mut self) -> Result<Ending, String> {
+        crate::vmm::install_kick_handler();
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() } as u64;
+        self.session.set_vcpu_thread(thread);
+        let ended = self.run_loop();
+        self.session.set_vcpu_thread(0);
+        ended
+    }
+
+    fn run_loop(&mut self) -> Result<Ending, String> {
         self.sync_events()?;
         loop {
             let exit = match self.vcpu.run() {
@@ -200,7 +221,11 @@ impl<'a> Machine<'a> {
                 Ok(VcpuExit::Hlt) => KvmExit::Hlt,
                 Ok(VcpuExit::InternalError) => KvmExit::Unemulated,
                 Ok(other) => KvmExit::Other(format!("{other:?}")),
-                Err(e) if e.errno() == libc::EINTR => continue,
+                Err(e) if e.errno() == libc::EINTR => {
+                    // A kick: the session changed the event table.
+                    self.sync_events()?;
+                    continue;
+                }
                 Err(e) => return Err(format!("KVM_RUN: {e}")),
             };
             let ended = match exit {

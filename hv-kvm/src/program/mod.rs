@@ -15,6 +15,7 @@ pub mod files;
 pub mod hooks;
 pub mod memory_map;
 pub mod page_tables;
+pub mod session;
 pub mod stack;
 pub mod syscall_sites;
 pub mod syscalls;

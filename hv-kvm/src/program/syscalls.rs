@@ -21,7 +21,7 @@
 //! | 39, 186, 110 | getpid, gettid, getppid | the pid scripts see as `$pid` | |
 //! | 102, 107, 104, 108 | getuid, geteuid, getgid, getegid | the user running hvscript | |
 //! | 228, 96 | clock_gettime, gettimeofday | the host's clocks | |
-//! | 35 | nanosleep | sleeps the vCPU | |
+//! | 35, 230 | nanosleep, clock_nanosleep | sleeps the vCPU (realtime, monotonic or boottime clock; relative or absolute) | `EINVAL` for other clocks |
 //! | 13, 14, 131 | rt_sigaction, rt_sigprocmask, sigaltstack | remembered, never delivered (one thread, no signals but faults) | `EINVAL` for SIGKILL/SIGSTOP |
 //! | 16 | ioctl | `TCGETS`, `TIOCGWINSZ` on the standard streams, from the host's | `ENOTTY` otherwise |
 //! | 60, 231 | exit, exit_group | ends the program with its status | |
@@ -383,6 +383,56 @@ impl Process {
                 }
                 std::thread::sleep(std::time::Duration::new(secs, nanos as u32));
                 ok(0)
+            }
+            230 => {
+                // clock_nanosleep on CLOCK_REALTIME, CLOCK_MONOTONIC or CLOCK_BOOTTIME,
+                // relative or TIMER_ABSTIME, slept by the host on the same clock.
+                const TIMER_ABSTIME: u64 = 1;
+                if ![0, 1, 7].contains(&a[0]) || a[1] & !TIMER_ABSTIME != 0 {
+                    return Err(EINVAL);
+                }
+                let t = self.read_mem(g, a[2], 16)?;
+                let secs = i64::from_le_bytes(t[..8].try_into().unwrap());
+                let nanos = i64::from_le_bytes(t[8..].try_into().unwrap());
+                if !(0..1_000_000_000).contains(&nanos) || secs < 0 {
+                    return Err(EINVAL);
+                }
+                let clock = a[0] as libc::clockid_t;
+                let mut deadline = libc::timespec {
+                    tv_sec: secs,
+                    tv_nsec: nanos,
+                };
+                if a[1] & TIMER_ABSTIME == 0 {
+                    // Relative: made absolute, so a sleep interrupted by a kick (the
+                    // session changing events) resumes for what is left, not anew.
+                    let mut now = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: `now` is a valid, writable timespec; the clock id is checked.
+                    unsafe { libc::clock_gettime(clock, &mut now) };
+                    let total = now.tv_nsec + nanos;
+                    deadline.tv_sec = now.tv_sec.saturating_add(secs) + total / 1_000_000_000;
+                    deadline.tv_nsec = total % 1_000_000_000;
+                }
+                loop {
+                    // SAFETY: `deadline` is a valid timespec; no remainder is asked for.
+                    let r = unsafe {
+                        libc::clock_nanosleep(
+                            clock,
+                            libc::TIMER_ABSTIME,
+                            &deadline,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    if r != libc::EINTR {
+                        return if r == 0 {
+                            Ok(Outcome::Return(0))
+                        } else {
+                            Err(i64::from(r))
+                        };
+                    }
+                }
             }
             13 => {
                 let sig = a[0] as usize;

@@ -38,7 +38,11 @@ use super::stack::{self, ProcessInfo};
 use super::syscalls::{Guest, Process};
 use crate::boot::{self, USER_CS, USER_DS};
 use crate::memory::GuestMemory;
+use std::sync::Arc;
+
 use hv_core::Engine;
+
+use super::session::ProgramSession;
 
 /// Guest-physical memory for a program (lazily backed: only touched pages cost).
 const PHYS_SIZE: usize = 1 << 30;
@@ -178,10 +182,11 @@ pub struct ProgramSpec {
     pub env: Vec<Vec<u8>>,
     pub allow_read: Vec<PathBuf>,
     pub pid: u32,
-    /// Event commands and what a front end compiled for them ([`super::events`]).
+    /// Event commands (and `?`) and what a front end compiled for them, run in order
+    /// before the program starts ([`run_program`]).
     pub events: Vec<(String, hv_core::Prepared)>,
     /// The global variables the events' scripts share.
-    pub globals: std::sync::Arc<hvscript_runtime::GlobalSlots>,
+    pub globals: Arc<hvscript_runtime::GlobalSlots>,
     /// Names for event arguments.
     pub symbols: hv_core::SymbolMap,
     /// Rewrite system-call sites to exit directly ([`super::syscall_sites`]); off, the
@@ -193,97 +198,168 @@ pub struct ProgramSpec {
 pub struct ProgramRun {
     pub ending: Ending,
     pub notes: Vec<String>,
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
 }
 
-/// Runs a program to its end; `stdout`/`stderr` receive its output, `sink` the events'.
+/// A program loaded into a fresh address space, not started yet: commands can be given
+/// to its [`session`](Program::session) (they see its memory and symbols), then
+/// [`run`](Program::run) starts it.
+pub struct Program {
+    session: Arc<ProgramSession>,
+    tables: PageTables,
+    frames: FrameAllocator,
+    process: Process,
+    entry: u64,
+    rsp: u64,
+    trampolines: u64,
+    patch_syscalls: bool,
+}
+
+/// Loads the program of `spec`, runs `spec.events` through its session, and runs it to
+/// its end; `stdout`/`stderr` receive its output, `sink` the events'.
 pub fn run_program(
     spec: &ProgramSpec,
     stdout: super::files::Output,
     stderr: super::files::Output,
-    sink: std::sync::Arc<dyn hv_core::OutputSink>,
+    sink: Arc<dyn hv_core::OutputSink>,
 ) -> Result<ProgramRun, String> {
-    let engine = Engine::new(sink);
+    let program = Program::load(spec, stdout, stderr, sink)?;
     for (line, prepared) in &spec.events {
-        super::events::add_event(&engine, &spec.globals, &spec.symbols, line, prepared)
+        program
+            .session()
+            .command(line, prepared)
             .map_err(|e| format!("{line}: {}", e.message))?;
     }
-    let bytes = std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
-    let exe = super::elf::parse(&bytes).map_err(|e| format!("{}: {e}", spec.path.display()))?;
-    let mem = GuestMemory::new(PHYS_SIZE).map_err(|e| format!("guest memory: {e}"))?;
-    let mut frames = FrameAllocator::new(FIRST_FRAME, PHYS_SIZE as u64);
-    let tables = PageTables::new(&mem, &mut frames).map_err(|e| format!("{e:?}"))?;
-    let mut space = Space {
-        mem: &mem,
-        tables,
-        frames,
-    };
-    vmm_pages(&mut space)?;
-    let mut memory = MemoryMap::new(exe.end_of_image(), 0x1000_0000, 0x7f00_0000_0000);
-    load_segments(&mut space, &mut memory, &exe, &bytes)?;
-    let mut allowed = spec.allow_read.clone();
-    allowed.push(spec.path.clone());
-    let files = Files::new(&allowed, stdout, stderr);
-    let mut process = Process::new(spec.pid, spec.path.clone(), memory, files);
-    // The stack, mapped up front.
-    process
-        .memory
-        .map(
-            &mut space,
-            STACK_TOP - STACK_SIZE,
-            STACK_SIZE,
-            Prot::RW,
-            true,
-        )
-        .map_err(|e| format!("stack: errno {e}"))?;
-    write_records(&mem, spec)?;
-    let mut random = [0u8; 16];
-    let _ = std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
-        &mut random,
-    );
-    let info = ProcessInfo {
-        phdr: exe.phdr,
-        phent: exe.phent,
-        phnum: exe.phnum,
-        entry: exe.entry,
-        uid: process.uid,
-        gid: process.gid,
-        hwcap: 0,
-        execfn: spec.path.as_os_str().as_encoded_bytes().to_vec(),
-        random,
-    };
-    let initial = stack::build(STACK_TOP, &spec.args, &spec.env, &info);
-    if !Guest::write(&mut space, initial.rsp, &initial.bytes) {
-        return Err("the initial stack does not fit".into());
+    program.run()
+}
+
+impl Program {
+    /// Reads the executable and lays out its memory, stack and the VMM's pages.
+    pub fn load(
+        spec: &ProgramSpec,
+        stdout: super::files::Output,
+        stderr: super::files::Output,
+        sink: Arc<dyn hv_core::OutputSink>,
+    ) -> Result<Program, String> {
+        let bytes =
+            std::fs::read(&spec.path).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        let exe = super::elf::parse(&bytes).map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        let mem = Arc::new(GuestMemory::new(PHYS_SIZE).map_err(|e| format!("guest memory: {e}"))?);
+        let mut frames = FrameAllocator::new(FIRST_FRAME, PHYS_SIZE as u64);
+        let tables = PageTables::new(&mem, &mut frames).map_err(|e| format!("{e:?}"))?;
+        let mut space = Space {
+            mem: &mem,
+            tables,
+            frames,
+        };
+        vmm_pages(&mut space)?;
+        let mut memory = MemoryMap::new(exe.end_of_image(), 0x1000_0000, 0x7f00_0000_0000);
+        load_segments(&mut space, &mut memory, &exe, &bytes)?;
+        let mut allowed = spec.allow_read.clone();
+        allowed.push(spec.path.clone());
+        let files = Files::new(&allowed, stdout, stderr);
+        let mut process = Process::new(spec.pid, spec.path.clone(), memory, files);
+        // The stack, mapped up front.
+        process
+            .memory
+            .map(
+                &mut space,
+                STACK_TOP - STACK_SIZE,
+                STACK_SIZE,
+                Prot::RW,
+                true,
+            )
+            .map_err(|e| format!("stack: errno {e}"))?;
+        write_records(&mem, spec)?;
+        let mut random = [0u8; 16];
+        let _ = std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+            &mut random,
+        );
+        let info = ProcessInfo {
+            phdr: exe.phdr,
+            phent: exe.phent,
+            phnum: exe.phnum,
+            entry: exe.entry,
+            uid: process.uid,
+            gid: process.gid,
+            hwcap: 0,
+            execfn: spec.path.as_os_str().as_encoded_bytes().to_vec(),
+            random,
+        };
+        let initial = stack::build(STACK_TOP, &spec.args, &spec.env, &info);
+        if !Guest::write(&mut space, initial.rsp, &initial.bytes) {
+            return Err("the initial stack does not fit".into());
+        }
+        let Space { tables, frames, .. } = space;
+        let code = exe
+            .segments
+            .iter()
+            .filter(|s| s.execute)
+            .map(|s| (s.vaddr, s.vaddr + s.mem_size))
+            .collect();
+        let engine = Arc::new(Engine::new(sink));
+        let session = Arc::new(ProgramSession::new(
+            engine,
+            spec.globals.clone(),
+            spec.symbols.clone(),
+            mem.clone(),
+            tables.root,
+            code,
+        ));
+        Ok(Program {
+            session,
+            tables,
+            frames,
+            process,
+            entry: exe.entry,
+            rsp: initial.rsp,
+            trampolines: trampoline_area(&exe)?,
+            patch_syscalls: spec.patch_syscalls,
+        })
     }
 
-    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    let region = kvm_bindings::kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: mem.size() as u64,
-        userspace_addr: mem.host_addr(),
-    };
-    // SAFETY: the region is our own live mapping of exactly `memory_size` bytes, and it
-    // outlives the VM (`vm` is dropped before `mem` at the end of this function).
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
-    let vcpu = setup_vcpu(&kvm, &vm, space.tables.root, exe.entry, initial.rsp)?;
-    let hooks = Hooks::new(trampoline_area(&exe)?);
-    let mut machine = Machine::new(vcpu, &vm, process, space, &engine, hooks)?;
-    machine.sites.disabled = !spec.patch_syscalls;
-    let ending = machine.run()?;
-    let notes = std::mem::take(&mut machine.process.notes);
-    drop(machine);
-    drop(vm);
-    Ok(ProgramRun {
-        ending,
-        notes,
-        engine,
-    })
+    /// The program's command session (events, `?`, globals, symbols).
+    pub fn session(&self) -> &Arc<ProgramSession> {
+        &self.session
+    }
+
+    /// Runs the program on one vCPU to its end.
+    pub fn run(self) -> Result<ProgramRun, String> {
+        let session = self.session;
+        let mem = session.mem.clone();
+        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem.size() as u64,
+            userspace_addr: mem.host_addr(),
+        };
+        // SAFETY: the region is our own live mapping of exactly `memory_size` bytes, and it
+        // outlives the VM (`vm` is dropped before `mem` at the end of this function).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+        let vcpu = setup_vcpu(&kvm, &vm, self.tables.root, self.entry, self.rsp)?;
+        let space = Space {
+            mem: &mem,
+            tables: self.tables,
+            frames: self.frames,
+        };
+        let hooks = Hooks::new(self.trampolines);
+        let mut machine = Machine::new(vcpu, &vm, self.process, space, &session, hooks)?;
+        machine.sites.disabled = !self.patch_syscalls;
+        let ending = machine.run();
+        let notes = std::mem::take(&mut machine.process.notes);
+        drop(machine);
+        drop(vm);
+        Ok(ProgramRun {
+            ending: ending?,
+            notes,
+            engine: session.engine.clone(),
+        })
+    }
 }
 
 /// Where hooks' trampolines go: just below the program's image, so RIP-relative operands

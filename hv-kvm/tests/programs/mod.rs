@@ -23,7 +23,7 @@ pub fn symbols_of(path: &Path) -> hv_core::SymbolMap {
 }
 
 #[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);
@@ -138,4 +138,36 @@ pub fn run_patching(
     let (ending, notes) = (run.ending, run.notes);
     let text = |c: &Captured| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned();
     (ending, text(&out), text(&err), notes, counters)
+}
+
+/// Compiles one command against a loaded program's session, as `hvscript attach` does.
+pub fn prepare(
+    session: &hv_kvm::program::session::ProgramSession,
+    line: &str,
+) -> hv_core::Prepared {
+    let target = hvscript_front::Target {
+        platform: &hv_kvm::program::events::ProgramPlatform,
+        symbols: session.symbols(),
+        globals: session.global_names(),
+        values: Some(session.globals().clone()),
+    };
+    hvscript_front::prepare(line, &target, hvscript_front::Backend::Jit)
+        .unwrap_or_else(|err| panic!("{line}: {err}"))
+}
+
+/// A spec for `path` with `args`, its ELF symbols, no events.
+pub fn spec(path: PathBuf, args: &[&str]) -> ProgramSpec {
+    let mut argv = vec![path.as_os_str().as_encoded_bytes().to_vec()];
+    argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+    ProgramSpec {
+        symbols: symbols_of(&path),
+        path,
+        args: argv,
+        env: vec![b"LANG=C".to_vec()],
+        allow_read: Vec::new(),
+        pid: 4242,
+        events: Vec::new(),
+        globals: Default::default(),
+        patch_syscalls: true,
+    }
 }

@@ -1,0 +1,304 @@
+//! A program guest's command session: the commands `run -e/-f` and attached clients send
+//! (`!EVENT ...`, `events [e|d|c ID|all]`, `? SCRIPT`), the globals and symbols a front
+//! end compiles against, and the hand-over of every event-table change to the vCPU.
+//!
+//! Hooks and watches are laid out by the vCPU thread itself (it owns the program's code
+//! patches and memory slots), at its next exit. A command that changes the table while
+//! the program runs kicks the vCPU out of `KVM_RUN` (a signal) and waits, bounded, until
+//! the vCPU has laid the new table out, so "event added" means the hook is in place; a
+//! hook the vCPU could not place is cleared and the command fails with the reason.
+//!
+//! `? SCRIPT` runs once on the calling thread with the session's globals and the
+//! program's memory through its page tables (no registers: they read 0), as on the demo
+//! guest. `output ...` and `events sc` are refused with the reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hv_core::{
+    parse_command_with, Command, CommandError, Engine, EventKind, Filter, Prepared, SymbolMap,
+    Target,
+};
+use hvscript_runtime::{CodeObject, GlobalSlots, LoadedCode};
+use hvscript_stdlib::EventOp;
+
+use super::events::{add_event, ProgramMemory};
+use super::faults::decode;
+use crate::global_names::GlobalNames;
+use crate::memory::GuestMemory;
+
+/// How long a command waits for the running vCPU to lay out its change.
+const HAND_OVER: Duration = Duration::from_secs(2);
+
+/// The session of one program guest.
+pub struct ProgramSession {
+    pub(super) engine: Arc<Engine>,
+    globals: Arc<GlobalSlots>,
+    names: GlobalNames,
+    symbols: SymbolMap,
+    pub(super) mem: Arc<GuestMemory>,
+    pub(super) root: u64,
+    /// The executable segments of the image: where a hook may go.
+    code: Vec<(u64, u64)>,
+    /// Serialises table changes (and their hand-over).
+    changing: Mutex<()>,
+    /// Table changes made, and the last one the vCPU laid out.
+    changes: AtomicU64,
+    synced: AtomicU64,
+    /// The vCPU thread while it runs the program (a `pthread_t`), 0 otherwise; kicks are
+    /// sent with it locked, so none reaches the thread after it unregistered.
+    vcpu_thread: Mutex<u64>,
+    /// Hooks the vCPU could not place: (event id, why).
+    failures: Mutex<Vec<(u64, String)>>,
+}
+
+impl ProgramSession {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        globals: Arc<GlobalSlots>,
+        symbols: SymbolMap,
+        mem: Arc<GuestMemory>,
+        root: u64,
+        code: Vec<(u64, u64)>,
+    ) -> ProgramSession {
+        ProgramSession {
+            engine,
+            globals,
+            names: GlobalNames::default(),
+            symbols,
+            mem,
+            root,
+            code,
+            changing: Mutex::new(()),
+            changes: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            vcpu_thread: Mutex::new(0),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn globals(&self) -> &Arc<GlobalSlots> {
+        &self.globals
+    }
+
+    /// The session's global names with their slots: what a front end compiles against.
+    pub fn global_names(&self) -> Vec<(String, u32)> {
+        self.names.names()
+    }
+
+    /// The current value of global `.name`, if a script bound it.
+    pub fn global(&self, name: &str) -> Option<u64> {
+        self.names.slot(name).map(|s| self.globals.get(s))
+    }
+
+    /// The names usable in event arguments and scripts.
+    pub fn symbols(&self) -> SymbolMap {
+        self.symbols.clone()
+    }
+
+    /// Runs one command line with what a front end compiled for it; `Ok` is its result.
+    pub fn command(&self, line: &str, prepared: &Prepared) -> Result<String, CommandError> {
+        let command = parse_command_with(line, &self.symbols)
+            .map_err(|e| CommandError::new(e.message, e.start, e.end, e.help))?;
+        let whole = |message: String| CommandError::whole(line, message);
+        let target_text = |t: Target| match t {
+            Target::All => "all events".to_string(),
+            Target::Id(id) => format!("event {id:#x}"),
+        };
+        let apply = |op: EventOp, t: Target, what: &str| {
+            let _g = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            let n = self.engine.apply(op, t).map_err(|e| whole(e.to_string()))?;
+            self.hand_over();
+            Ok(format!("{what} {} ({n})", target_text(t)))
+        };
+        match command {
+            Command::Event(_) => self.add(line, prepared),
+            Command::List => Ok(self.listing()),
+            Command::Enable(t) => apply(EventOp::Enable, t, "enabled"),
+            Command::Disable(t) => apply(EventOp::Disable, t, "disabled"),
+            Command::Clear(t) => apply(EventOp::Clear, t, "cleared"),
+            Command::ShortCircuit(_) => Err(whole(
+                "`events sc` applies to an execution the debugger is stopped in; a program \
+                 guest never stops in one"
+                    .into(),
+            )),
+            Command::Eval(script, offset) => self.evaluate(line, script, offset, prepared),
+            Command::Output(_) => Err(whole(
+                "output sources are the demo guest's; a program's event output goes to \
+                 standard error and to attached clients"
+                    .into(),
+            )),
+        }
+    }
+
+    fn add(&self, line: &str, prepared: &Prepared) -> Result<String, CommandError> {
+        let _g = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let spec = hv_core::parse_event_command_with(line, &self.symbols)?;
+        if let (EventKind::EptHook | EventKind::EptHook2, Filter::Address(addr)) =
+            (spec.kind, &spec.filter)
+        {
+            self.hook_check(*addr).map_err(|why| {
+                CommandError::whole(
+                    line,
+                    format!("!{} cannot hook {addr:#x}: {why}", spec.kind.command()),
+                )
+            })?;
+        }
+        let (id, _) = add_event(
+            &self.engine,
+            &self.globals,
+            &self.names,
+            &self.symbols,
+            line,
+            prepared,
+        )?;
+        self.hand_over();
+        let failed = {
+            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let at = failures.iter().position(|(i, _)| *i == id);
+            at.map(|i| failures.remove(i).1)
+        };
+        match failed {
+            Some(why) => Err(CommandError::whole(line, why)),
+            None => Ok(format!("event {id:#x} added")),
+        }
+    }
+
+    /// Whether a hook can go at `addr`: an instruction in the image's executable code.
+    fn hook_check(&self, addr: u64) -> Result<(), String> {
+        if !self
+            .code
+            .iter()
+            .any(|&(from, to)| (from..to).contains(&addr))
+        {
+            return Err("it is not in the program's executable code".into());
+        }
+        let mut bytes = [0u8; 15];
+        let mut len = 15;
+        let mut view = ProgramMemory {
+            mem: &self.mem,
+            root: self.root,
+        };
+        while len > 0 && hv_core::GuestAccess::read(&mut view, addr, &mut bytes[..len]).is_err() {
+            len -= 1;
+        }
+        match decode(&bytes[..len], addr) {
+            Some(_) => Ok(()),
+            None => Err("no valid instruction starts there".into()),
+        }
+    }
+
+    /// The `events` listing.
+    pub fn listing(&self) -> String {
+        let mut out = String::new();
+        for l in self.engine.list() {
+            let c = l.counters;
+            out.push_str(&format!(
+                "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
+                l.id,
+                if l.enabled { "enabled" } else { "disabled" },
+                l.text,
+                c.pre_runs,
+                c.post_runs,
+                c.short_circuits,
+                c.script_errors
+            ));
+        }
+        if out.is_empty() {
+            out.push_str("no events\n");
+        }
+        out
+    }
+
+    fn evaluate(
+        &self,
+        line: &str,
+        script: String,
+        offset: usize,
+        prepared: &Prepared,
+    ) -> Result<String, CommandError> {
+        let whole_script = |m: String| CommandError::new(m, offset, offset + script.len(), None);
+        let code = match &prepared.code {
+            Some(bytes) => {
+                let object = CodeObject::from_bytes(bytes)
+                    .map_err(|e| whole_script(format!("the code object was refused: {}", e.0)))?;
+                let code: LoadedCode = LoadedCode::load(object).map_err(|e| {
+                    whole_script(format!("the code object could not be loaded: {e}"))
+                })?;
+                Some(code)
+            }
+            None => None,
+        };
+        if code.is_none() && prepared.script.is_none() {
+            return Err(CommandError::whole(
+                line,
+                "`?` needs its script compiled by a front end (hvscript run or attach)",
+            ));
+        }
+        self.names
+            .bind(&self.globals, &prepared.globals)
+            .map_err(whole_script)?;
+        let mut view = ProgramMemory {
+            mem: &self.mem,
+            root: self.root,
+        };
+        crate::commands::run_once(
+            &(script.clone(), offset),
+            code.as_ref(),
+            prepared.script.as_deref(),
+            &self.globals,
+            &mut view,
+            self.root,
+        )
+    }
+
+    /// Hands the table's latest change to the running vCPU: kicks it out of `KVM_RUN` and
+    /// waits (bounded) until it has laid the change out. Called with `changing` held.
+    fn hand_over(&self) {
+        let change = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + HAND_OVER;
+        loop {
+            {
+                let thread = self.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner());
+                if *thread == 0 || self.synced.load(Ordering::SeqCst) >= change {
+                    return;
+                }
+                crate::vmm::kick(*thread);
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The vCPU thread starts (or stops, with 0) running the program.
+    pub(super) fn set_vcpu_thread(&self, thread: u64) {
+        *self.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner()) = thread;
+    }
+
+    /// The change count the vCPU is about to lay out.
+    pub(super) fn pending(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// The vCPU laid out every change up to `change`.
+    pub(super) fn synced(&self, change: u64) {
+        self.synced.fetch_max(change, Ordering::SeqCst);
+    }
+
+    /// A hook the vCPU could not place: its event is cleared, and the command that added
+    /// it (if one waits) fails with `why`.
+    pub(super) fn hook_failed(&self, id: u64, why: String) {
+        let _ = self.engine.apply(EventOp::Clear, Target::Id(id));
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, why));
+    }
+}
