@@ -11,7 +11,12 @@
 //! When standard output goes away (`| head`), the guest is asked to stop and the run exits
 //! 141 without its summary ([`crate::out`]).
 //!
-//! `--listen PATH` serves hv-kvm's control socket while the guest runs; `hvscript attach
+//! `run [OPTIONS] -- PROGRAM ARGS` runs a static Linux executable as the guest instead of
+//! the demo ([`run_program`]): its standard streams and exit status are the user's, event
+//! output and the summary go to standard error.
+//!
+//! `--listen PATH` serves hv-kvm's control socket while the guest (the demo or a program)
+//! runs; `hvscript attach
 //! PATH` ([`attach`]) sends commands to it (`-e`, `-f FILE`, or standard input, where a
 //! command spanning lines is sent when its braces balance) and prints the replies and the
 //! event output.
