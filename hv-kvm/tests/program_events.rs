@@ -243,3 +243,38 @@ int main(void) {
     );
     assert!(run.engine.list()[0].counters.pre_runs >= 1);
 }
+
+/// One event's short-circuit suppresses every post stage of that system call: a
+/// post-stage `!syscall` on `getpid` runs three times alone, never beside a `sc on` event
+/// for the same call (whose `@rax` the program gets).
+#[test]
+fn one_short_circuit_suppresses_every_post_of_the_call() {
+    let Some(exe) = build(
+        "pids3",
+        r#"#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    long s = 0;
+    for (int i = 0; i < 3; i++) s += getpid();
+    printf("%ld\n", s);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let (ending, out, _, _, counters) = run_with(exe.clone(), &[], &["!syscall 0n39 stage all"]);
+    assert_eq!((ending, out.as_str()), (Ending::Exited(0), "12726\n"));
+    assert_eq!((counters[0].pre_runs, counters[0].post_runs), (3, 3));
+    let (ending, out, _, _, counters) = run_with(
+        exe,
+        &[],
+        &[
+            "!syscall 0n39 stage all",
+            "!syscall 0n39 sc on script { @rax = 5; }",
+        ],
+    );
+    assert_eq!((ending, out.as_str()), (Ending::Exited(0), "15\n"));
+    assert_eq!((counters[0].pre_runs, counters[0].post_runs), (3, 0));
+    assert_eq!(counters[1].short_circuits, 3);
+}
