@@ -3,6 +3,7 @@
 // Output goes through `out` so a closed pipe ends a command quietly, never a panic.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+mod attach;
 mod check;
 mod commands;
 mod conformance;
@@ -39,7 +40,7 @@ enum Command {
     /// Boot a guest on KVM with event scripts attached; print their output and a summary.
     Run(run::Args),
     /// Send event commands to a running `hvscript run --listen PATH`.
-    Attach(run::AttachArgs),
+    Attach(attach::AttachArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,6 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Conformance(args) => conformance::run(args),
         Command::Run(args) => run::run(args),
-        Command::Attach(args) => run::attach(args),
+        Command::Attach(args) => attach::attach(args),
     }
 }

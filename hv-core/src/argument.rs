@@ -280,6 +280,10 @@ impl Parser<'_> {
             return Err(e);
         }
         if first == b'@' || first == b'$' {
+            // A debugger evaluating against a paused core's registers resolves them.
+            if let Some(v) = self.symbols.lookup(text) {
+                return Ok(v);
+            }
             return Err(ArgumentError::new(
                 format!(
                     "`{text}` has no value when an event is defined: registers and \

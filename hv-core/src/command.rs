@@ -9,9 +9,11 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 
+mod debugger;
 mod event_command;
 mod words;
 
+pub use debugger::{DebuggerCommand, Expr, DEBUGGER_COMMANDS, DEFAULT_LENGTH, MAX_LENGTH};
 pub use event_command::{parse_event_command, parse_event_command_with};
 
 use crate::argument::{NoSymbols, Symbols};
@@ -92,6 +94,8 @@ pub enum Command {
     Eval(String, usize),
     /// `output ...`: HyperDbg's event forwarding sources.
     Output(OutputCommand),
+    /// `g`, `pause`, `r`, `~`, `d*`, `e*`, `u`, `k`: the debugger's own commands.
+    Debugger(DebuggerCommand),
 }
 
 /// Where an output source sends what it is given.
@@ -152,10 +156,14 @@ pub fn parse_command_with(line: &str, symbols: &dyn Symbols) -> Result<Command, 
     if let Some(script) = rest.strip_prefix('?') {
         return Ok(Command::Eval(script.to_string(), trimmed_start + 1));
     }
+    // `!db` and the other physical-memory commands start like an event command.
+    let ws = words(line)?;
+    if let Some(parsed) = debugger::parse_debugger(line, &ws) {
+        return parsed.map(Command::Debugger);
+    }
     if rest.starts_with('!') {
         return parse_event_command_with(line, symbols).map(Command::Event);
     }
-    let ws = words(line)?;
     let first = ws[0];
     if first.text == "output" {
         return parse_output(line, &ws).map(Command::Output);
@@ -164,7 +172,8 @@ pub fn parse_command_with(line: &str, symbols: &dyn Symbols) -> Result<Command, 
         return Err(
             CommandError::at(&first, format!("unknown command `{}`", first.text)).help(
                 "commands: !EVENT ..., events, events e|d|c ID|all, events sc on|off, \
-                 output create|open|close ..., ? SCRIPT",
+                 output create|open|close ..., ? SCRIPT; debugger: g, pause, r, ~, \
+                 db/dw/dd/dq/!db.. ADDR [l LEN], eb/ed/eq ADDR VALUE, u ADDR, k",
             ),
         );
     }

@@ -20,7 +20,7 @@ use crate::command::Target;
 use crate::dispatch_index::{Indices, KindIndex};
 use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
 use crate::execution::{EventRequest, ExecutionEnv};
-use crate::guest::GuestAccess;
+use crate::guest::{GuestAccess, PauseInfo};
 use crate::output::OutputSink;
 use crate::script::{Script, ScriptFailure};
 
@@ -527,6 +527,7 @@ impl Engine {
             output: Vec::new(),
             requests,
             known_id: known,
+            pause: false,
         };
         let result = script.execute(regs, &pseudo, &mut env);
         let mut sc = env.short_circuit;
@@ -560,6 +561,16 @@ impl Engine {
         }
         if !env.output.is_empty() {
             self.sink.output(event.id, stage, exit.core, &env.output);
+        }
+        if env.pause {
+            // After the script's output, so the console shows it before the break.
+            let at = PauseInfo {
+                event_id: event.id,
+                stage,
+                core: exit.core,
+                context: exit.context,
+            };
+            env.guest.pause(&at, regs);
         }
         if sc {
             counters.short_circuits.fetch_add(1, Ordering::Relaxed);

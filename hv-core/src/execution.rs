@@ -28,6 +28,8 @@ pub(crate) struct ExecutionEnv<'a> {
     pub known_id: &'a dyn Fn(u64) -> bool,
     /// The strings `$date` and `$time` point to (read-only to the script).
     pub clock: &'a [u8],
+    /// `pause()` ran: the guest stops once the script returns.
+    pub pause: bool,
 }
 
 impl ExecutionEnv<'_> {
@@ -160,6 +162,17 @@ impl Env for ExecutionEnv<'_> {
         error_code: Option<u32>,
     ) -> Result<(), Unavailable> {
         self.guest.inject(kind, vector, error_code)
+    }
+
+    fn pause(&mut self) -> Result<(), Unavailable> {
+        if !self.guest.can_pause() {
+            return Err(Unavailable(
+                "no debugger console is attached, so the guest goes on (attach one with \
+                 `hvscript attach SOCKET`)",
+            ));
+        }
+        self.pause = true;
+        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
 //! What hv-core needs from the hypervisor about the guest: its memory (virtual and,
-//! where the platform can, physical) and interruption injection. The exit handlers pass
+//! where the platform can, physical), interruption injection, and stopping in the
+//! debugger (`pause()`). The exit handlers pass
 //! an implementation to [`crate::Engine::handle_exit`].
 
+use hvscript_abi::GuestRegs;
 use hvscript_stdlib::{AtomicRmw, LocalTime, MemFault, Unavailable};
 
 pub trait GuestAccess {
@@ -74,6 +76,25 @@ pub trait GuestAccess {
     ) -> Result<(), Unavailable> {
         Err(Unavailable("this hypervisor cannot inject interruptions"))
     }
+
+    /// Whether `pause()` would stop the guest now: a debugger console is attached.
+    fn can_pause(&self) -> bool {
+        false
+    }
+
+    /// Stops the guest in this event until the debugger continues it (`pause()`, after the
+    /// script that called it returns). The debugger may change `regs`, which the exit then
+    /// goes on with.
+    fn pause(&mut self, _at: &PauseInfo, _regs: &mut GuestRegs) {}
+}
+
+/// Where `pause()` stopped the guest: the event, its stage and the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PauseInfo {
+    pub event_id: u64,
+    pub stage: crate::event::Stage,
+    pub core: u32,
+    pub context: u64,
 }
 
 /// A guest with no memory: every access faults. For exits whose scripts need none.

@@ -31,7 +31,7 @@ pub use argument::{NoSymbols, SymbolMap, Symbols};
 pub use code_script::CodeScript;
 pub use command::{
     parse_command, parse_command_with, parse_event_command, parse_event_command_with, Command,
-    CommandError, OutputCommand, OutputKind, Target,
+    CommandError, DebuggerCommand, Expr, OutputCommand, OutputKind, Target, DEBUGGER_COMMANDS,
 };
 pub use engine::{Engine, EngineError, EventTable, Exit, ExitOutcome, Listing};
 pub use event::{
@@ -39,7 +39,7 @@ pub use event::{
     EVENT_TAG_BASE,
 };
 pub use execution::EventRequest;
-pub use guest::{GuestAccess, NoGuestMemory};
+pub use guest::{GuestAccess, NoGuestMemory, PauseInfo};
 pub use output::{NullSink, OutputSink};
 pub use platform::{Platform, Prepared};
 pub use script::{Script, ScriptFailure};

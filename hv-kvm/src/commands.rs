@@ -21,6 +21,21 @@ use crate::memory::GuestView;
 use crate::platform::EVAL_LIMITS;
 use crate::vmm::Vm;
 
+impl crate::debugger_commands::DebugTarget for Vm {
+    fn debugger(&self) -> &crate::debugger::Debugger {
+        &self.debugger
+    }
+    fn guest_memory(&self) -> &crate::memory::GuestMemory {
+        self.memory()
+    }
+    fn running_cr3(&self) -> u64 {
+        self.boot_cr3()
+    }
+    fn debug_symbols(&self) -> hv_core::SymbolMap {
+        self.symbols()
+    }
+}
+
 impl Vm {
     /// Runs one command line with what a front end compiled for it (an empty
     /// [`Prepared`] for a command without a script); `Ok` is the text of its result.
@@ -58,6 +73,7 @@ impl Vm {
             )),
             Command::Eval(script, offset) => self.evaluate(line, script, offset, prepared),
             Command::Output(o) => self.output_command(o).map_err(whole),
+            Command::Debugger(d) => crate::debugger_commands::run(self, line, d),
         }
     }
 

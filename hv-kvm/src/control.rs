@@ -4,7 +4,7 @@
 //! A unix stream socket; both directions carry frames: a 4-byte little-endian length,
 //! then that many bytes.
 //!
-//! **Client frames.** Three kinds, told apart by the first byte (a command line never
+//! **Client frames.** Four kinds, told apart by the first byte (a command line never
 //! starts with NUL, so text cannot be taken for the others):
 //!
 //! ```text
@@ -15,6 +15,8 @@
 //!                 u32 text length, the line (UTF-8), u32 code length, the code object's
 //!                 bytes (length 0: none), u32 binding count, then per global binding
 //!                 u32 name length, the name, u32 slot   (every u32 little-endian)
+//! 00 'k'          this client is an interactive console: a script's `pause()` stops the
+//!                 guest while one is attached (the last one leaving continues it)
 //! 00 'g'          a session request: the `r` reply lists what a front end compiles
 //!                 against, one per line: `guest demo|program` (whose rules), then
 //!                 `global NAME SLOT` and `symbol NAME ADDRESS-HEX`
@@ -268,6 +270,7 @@ fn serve_client<S: ControlSession + ?Sized>(
         return Ok(());
     };
     let client = &client;
+    let mut console = false;
     std::thread::scope(|s| {
         s.spawn(|| client.write_loop(&stream));
         let mut reader = &stream;
@@ -278,6 +281,13 @@ fn serve_client<S: ControlSession + ?Sized>(
                     let result = match decode_client_frame(&payload) {
                         Err(why) => Err(why),
                         Ok(ClientFrame::Session) => Ok(session_text(vm)),
+                        Ok(ClientFrame::Console) if !console => {
+                            console = true;
+                            vm.debugger().console_attached();
+                            Ok("console attached: pause() in a script stops the guest here"
+                                .to_string())
+                        }
+                        Ok(ClientFrame::Console) => Ok("console attached".to_string()),
                         Ok(ClientFrame::Command(line, prepared)) => execute(vm, &line, &prepared),
                     };
                     match result {
@@ -316,5 +326,9 @@ fn serve_client<S: ControlSession + ?Sized>(
         fanout.detach(client.id);
         client.close();
     });
+    if console {
+        // The last console going away lets a paused guest continue.
+        vm.debugger().console_detached();
+    }
     Ok(())
 }

@@ -28,6 +28,8 @@
 pub mod boot;
 mod commands;
 pub mod control;
+pub mod debugger;
+pub mod debugger_commands;
 pub mod demo;
 pub mod global_names;
 mod loading;

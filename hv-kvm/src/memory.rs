@@ -155,6 +155,8 @@ pub struct GuestView<'a> {
     pub cr3: u64,
     /// `microsleep` time spent in this exit.
     slept: std::time::Duration,
+    /// Where `pause()` stops (the VM's debugger), for the views of exits.
+    debugger: Option<&'a crate::debugger::Debugger>,
 }
 
 /// The most `microsleep` may wait in one exit: a script never holds a vCPU longer.
@@ -188,7 +190,14 @@ impl<'a> GuestView<'a> {
             mem,
             cr3,
             slept: std::time::Duration::ZERO,
+            debugger: None,
         }
+    }
+
+    /// The view of an exit: `pause()` in its scripts stops in `debugger`.
+    pub fn with_debugger(mut self, debugger: &'a crate::debugger::Debugger) -> GuestView<'a> {
+        self.debugger = Some(debugger);
+        self
     }
 }
 
@@ -226,6 +235,16 @@ impl GuestView<'_> {
 }
 
 impl GuestAccess for GuestView<'_> {
+    fn can_pause(&self) -> bool {
+        self.debugger.is_some_and(|d| d.has_console())
+    }
+
+    fn pause(&mut self, at: &hv_core::PauseInfo, regs: &mut hvscript_abi::GuestRegs) {
+        if let Some(d) = self.debugger {
+            d.break_in(at, regs, self.cr3);
+        }
+    }
+
     /// Sleeps on the vCPU's thread (the guest's vCPU waits, as HyperDbg's core does), at
     /// most [`MAX_SLEEP_PER_EXIT`] in all per exit.
     fn microsleep(&mut self, us: u64) -> Result<(), Unavailable> {

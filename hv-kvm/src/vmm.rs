@@ -161,6 +161,8 @@ pub struct Vm {
     /// ... and the authoritative name -> slot table front ends compile against
     /// ([`Vm::global_names`], [`Vm::bind_globals`]).
     global_names: GlobalNames,
+    /// Breaking into the debugger: `pause`, `pause()`, `g`, `r`.
+    pub debugger: crate::debugger::Debugger,
     /// Where event messages go (console, output sources, `imm no` buffers).
     output: Arc<OutputRouter>,
     /// Names usable in event arguments and scripts (`--sym`).
@@ -315,6 +317,7 @@ impl Vm {
             engine: Arc::new(Engine::new(output.clone())),
             globals: Arc::new(GlobalSlots::default()),
             global_names: GlobalNames::default(),
+            debugger: crate::debugger::Debugger::default(),
             probe: crate::probe::ProbeSlot::default(),
             output,
             symbols: RwLock::new(SymbolMap::default()),
@@ -344,6 +347,7 @@ impl Vm {
             done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         };
         vm.update_msr_filter()?;
+        vm.debugger.set_notices(vm.output.clone());
         Ok(vm)
     }
 

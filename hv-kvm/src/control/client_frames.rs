@@ -11,6 +11,9 @@ pub const FRAME_BINARY: u8 = 0;
 pub const KIND_COMPILED: u8 = b'c';
 /// `00 'g'`: the session request.
 pub const KIND_SESSION: u8 = b'g';
+/// `00 'k'`: this client is an interactive console (a script's `pause()` may stop the
+/// guest for it).
+pub const KIND_CONSOLE: u8 = b'k';
 
 /// A decoded client frame.
 #[derive(Debug)]
@@ -19,6 +22,8 @@ pub enum ClientFrame {
     Command(String, Prepared),
     /// What a front end compiles against, please.
     Session,
+    /// The client is a console.
+    Console,
 }
 
 /// The `00 'c'` frame payload for `line` with its code object and global bindings.
@@ -43,10 +48,16 @@ pub fn encode_session_request() -> Vec<u8> {
     vec![FRAME_BINARY, KIND_SESSION]
 }
 
+/// The `00 'k'` frame payload.
+pub fn encode_console_hello() -> Vec<u8> {
+    vec![FRAME_BINARY, KIND_CONSOLE]
+}
+
 /// Reads a client frame; `Err` says why it is malformed.
 pub fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, String> {
     match payload {
         [FRAME_BINARY, KIND_SESSION] => Ok(ClientFrame::Session),
+        [FRAME_BINARY, KIND_CONSOLE] => Ok(ClientFrame::Console),
         [FRAME_BINARY, KIND_COMPILED, rest @ ..] => decode_compiled(rest),
         [FRAME_BINARY, kind, ..] => Err(format!(
             "malformed frame: unknown binary frame kind {kind:#04x}"

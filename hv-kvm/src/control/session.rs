@@ -5,6 +5,7 @@
 
 use hv_core::{CommandError, Prepared, SymbolMap};
 
+use crate::debugger::Debugger;
 use crate::program::session::ProgramSession;
 use crate::vmm::Vm;
 
@@ -18,6 +19,8 @@ pub trait ControlSession: Sync {
     fn symbols(&self) -> SymbolMap;
     /// `demo` or `program`: whose rules a front end compiles against.
     fn guest(&self) -> &'static str;
+    /// Where consoles break in.
+    fn debugger(&self) -> &Debugger;
 }
 
 impl ControlSession for Vm {
@@ -33,6 +36,9 @@ impl ControlSession for Vm {
     fn guest(&self) -> &'static str {
         "demo"
     }
+    fn debugger(&self) -> &Debugger {
+        &self.debugger
+    }
 }
 
 impl ControlSession for ProgramSession {
@@ -47,5 +53,8 @@ impl ControlSession for ProgramSession {
     }
     fn guest(&self) -> &'static str {
         "program"
+    }
+    fn debugger(&self) -> &Debugger {
+        &self.debugger
     }
 }

@@ -163,9 +163,21 @@ pub fn add_event(
 pub struct ProgramMemory<'a> {
     pub mem: &'a GuestMemory,
     pub root: u64,
+    /// Where `pause()` stops, for the views of exits.
+    pub debugger: Option<&'a crate::debugger::Debugger>,
 }
 
 impl GuestAccess for ProgramMemory<'_> {
+    fn can_pause(&self) -> bool {
+        self.debugger.is_some_and(|d| d.has_console())
+    }
+
+    fn pause(&mut self, at: &hv_core::PauseInfo, regs: &mut hvscript_abi::GuestRegs) {
+        if let Some(d) = self.debugger {
+            d.break_in(at, regs, self.root);
+        }
+    }
+
     /// The host's clock, UTC, for `$date` and `$time`.
     fn local_time(&mut self) -> Option<hvscript_stdlib::LocalTime> {
         let now = std::time::SystemTime::now()

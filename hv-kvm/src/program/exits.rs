@@ -190,6 +190,7 @@ impl<'a> Machine<'a> {
         ProgramMemory {
             mem: self.space.mem,
             root: self.space.tables.root,
+            debugger: Some(&self.session.debugger),
         }
     }
 
@@ -199,7 +200,9 @@ impl<'a> Machine<'a> {
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() } as u64;
         self.session.set_vcpu_thread(thread);
+        self.session.debugger.register_thread(0, Some(thread));
         let ended = self.run_loop();
+        self.session.debugger.register_thread(0, None);
         self.session.set_vcpu_thread(0);
         ended
     }
@@ -207,6 +210,9 @@ impl<'a> Machine<'a> {
     fn run_loop(&mut self) -> Result<Ending, String> {
         self.sync_events()?;
         loop {
+            if self.session.debugger.is_paused() {
+                self.debug_stop()?;
+            }
             let exit = match self.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, _)) => KvmExit::Out(port),
                 Ok(VcpuExit::IoIn(port, _)) => KvmExit::In(port),
@@ -253,6 +259,30 @@ impl<'a> Machine<'a> {
             // Scripts may have enabled, disabled or cleared events.
             self.sync_events()?;
         }
+    }
+
+    /// Stops the vCPU while the guest is paused; a console's register changes are
+    /// written back (the general registers, RIP and RFLAGS: the program's own).
+    fn debug_stop(&mut self) -> Result<(), String> {
+        let run = self.vcpu.get_kvm_run();
+        let queued = run.kvm_dirty_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0;
+        let r = if queued {
+            // SAFETY: this thread queued `s.regs` for the next entry: the latest values.
+            unsafe { run.s.regs.regs }
+        } else {
+            self.vcpu
+                .get_regs()
+                .map_err(|e| format!("KVM_GET_REGS: {e}"))?
+        };
+        let mut g = to_guest_regs(&r, &self.sregs);
+        let root = self.space.tables.root;
+        if self.session.debugger.stop(0, &mut g, root) {
+            let mut out = r;
+            from_guest_regs(&mut out, &g);
+            out.rflags = faults::user_rflags(out.rflags);
+            self.write_regs(&out)?;
+        }
+        Ok(())
     }
 
     /// A `SYSCALL`: `!syscall` around the call, then `!sysret` on the way back.

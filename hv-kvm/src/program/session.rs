@@ -25,6 +25,7 @@ use hvscript_stdlib::EventOp;
 
 use super::events::{add_event, ProgramMemory};
 use super::faults::decode;
+use crate::debugger::Debugger;
 use crate::global_names::GlobalNames;
 use crate::memory::GuestMemory;
 
@@ -51,6 +52,23 @@ pub struct ProgramSession {
     vcpu_thread: Mutex<u64>,
     /// Hooks the vCPU could not place: (event id, why).
     failures: Mutex<Vec<(u64, String)>>,
+    /// Breaking into the debugger: `pause`, `pause()`, `g`, `r`.
+    pub debugger: Debugger,
+}
+
+impl crate::debugger_commands::DebugTarget for ProgramSession {
+    fn debugger(&self) -> &Debugger {
+        &self.debugger
+    }
+    fn guest_memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+    fn running_cr3(&self) -> u64 {
+        self.root
+    }
+    fn debug_symbols(&self) -> SymbolMap {
+        self.symbols.clone()
+    }
 }
 
 impl ProgramSession {
@@ -75,6 +93,7 @@ impl ProgramSession {
             synced: AtomicU64::new(0),
             vcpu_thread: Mutex::new(0),
             failures: Mutex::new(Vec::new()),
+            debugger: Debugger::default(),
         }
     }
 
@@ -128,6 +147,7 @@ impl ProgramSession {
                     .into(),
             )),
             Command::Eval(script, offset) => self.evaluate(line, script, offset, prepared),
+            Command::Debugger(d) => crate::debugger_commands::run(self, line, d),
             Command::Output(_) => Err(whole(
                 "output sources are the demo guest's; a program's event output goes to \
                  standard error and to attached clients"
@@ -183,6 +203,7 @@ impl ProgramSession {
         let mut view = ProgramMemory {
             mem: &self.mem,
             root: self.root,
+            debugger: None,
         };
         while len > 0 && hv_core::GuestAccess::read(&mut view, addr, &mut bytes[..len]).is_err() {
             len -= 1;
@@ -246,6 +267,7 @@ impl ProgramSession {
         let mut view = ProgramMemory {
             mem: &self.mem,
             root: self.root,
+            debugger: None,
         };
         crate::commands::run_once(
             &(script.clone(), offset),

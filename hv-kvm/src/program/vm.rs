@@ -298,7 +298,7 @@ impl Program {
             .filter(|s| s.execute)
             .map(|s| (s.vaddr, s.vaddr + s.mem_size))
             .collect();
-        let engine = Arc::new(Engine::new(sink));
+        let engine = Arc::new(Engine::new(sink.clone()));
         let session = Arc::new(ProgramSession::new(
             engine,
             spec.globals.clone(),
@@ -307,6 +307,7 @@ impl Program {
             tables.root,
             code,
         ));
+        session.debugger.set_notices(sink);
         Ok(Program {
             session,
             tables,

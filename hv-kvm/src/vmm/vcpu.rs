@@ -100,9 +100,62 @@ impl VcpuThread<'_> {
         }
     }
 
+    /// Runs the vCPU until it stops, registered with the debugger meanwhile (so `pause`
+    /// can kick it and never kicks a thread that has ended).
     pub(super) fn run_loop(&mut self) -> StopReason {
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() } as u64;
+        self.vm
+            .debugger
+            .register_thread(self.cpu as u32, Some(thread));
+        let stop = self.run_exits();
+        self.vm.debugger.register_thread(self.cpu as u32, None);
+        stop
+    }
+
+    /// Stops this vCPU while the guest is paused, with the registers it will go on with
+    /// (the latest: what KVM has, or what is queued for it in the run area); a console's
+    /// changes are written back.
+    fn debug_stop(&mut self) -> Flow {
+        let run = self.vcpu.get_kvm_run();
+        let queued = run.kvm_dirty_regs;
+        // SAFETY: `s.regs` is the sync-regs area, read only when this thread queued it.
+        let (queued_regs, queued_sregs) = unsafe { (run.s.regs.regs, run.s.regs.sregs) };
+        let regs = if queued & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0 {
+            Ok(queued_regs)
+        } else {
+            self.vcpu.get_regs()
+        };
+        let sregs = if queued & u64::from(kvm_bindings::KVM_SYNC_X86_SREGS) != 0 {
+            Ok(queued_sregs)
+        } else {
+            self.vcpu.get_sregs()
+        };
+        let (regs, sregs) = match (regs, sregs) {
+            (Ok(r), Ok(s)) => (r, s),
+            (Err(e), _) | (_, Err(e)) => {
+                return Flow::Stop(StopReason::Error(format!(
+                    "reading registers to pause: {e}"
+                )))
+            }
+        };
+        let mut g = crate::vmm::to_guest_regs(&regs, &sregs);
+        if self.vm.debugger.stop(self.cpu as u32, &mut g, sregs.cr3) {
+            if let Err(e) = self.write_regs(&g) {
+                return Flow::Stop(StopReason::Error(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn run_exits(&mut self) -> StopReason {
         loop {
             self.park_if_asked();
+            if self.vm.debugger.is_paused() {
+                if let Flow::Stop(reason) = self.debug_stop() {
+                    return reason;
+                }
+            }
             if self.kicked.load(Ordering::SeqCst) {
                 return StopReason::TimedOut;
             }

@@ -43,7 +43,7 @@ impl VcpuThread<'_> {
                 let exit = Exit::new(kind, self.cpu as u32, addr);
                 let vm: &Vm = self.vm;
                 let engine = vm.engine.clone();
-                let mut view = GuestView::new(&vm.mem, cr3);
+                let mut view = GuestView::new(&vm.mem, cr3).with_debugger(&self.vm.debugger);
                 // No emulation to skip: the instruction always runs (an `event_sc` in
                 // a hook script has no effect).
                 engine.handle_exit(&exit, &mut regs, &mut view, |_, _| {});

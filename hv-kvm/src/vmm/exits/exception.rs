@@ -61,7 +61,7 @@ impl VcpuThread<'_> {
             let exit = Exit::new(EventKind::Exception, self.cpu as u32, vector as u64);
             let vm: &Vm = self.vm;
             let engine = vm.engine.clone();
-            let mut view = GuestView::new(&vm.mem, cr3);
+            let mut view = GuestView::new(&vm.mem, cr3).with_debugger(&self.vm.debugger);
             // Delivery is the stub's call of the guest handler (the reply below); post
             // runs once it is arranged, still seeing the interrupted context.
             short_circuited = engine

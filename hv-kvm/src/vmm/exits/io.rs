@@ -130,7 +130,7 @@ impl VcpuThread<'_> {
         let mut completed: Option<GuestRegs> = None;
         let mut error = None;
         let outcome = {
-            let mut view = GuestView::new(mem, cr3);
+            let mut view = GuestView::new(mem, cr3).with_debugger(&self.vm.debugger);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 let out_value = (!input).then_some(regs.rax as u32);
                 let (f, last_in) = self.io_device(port, size, count, input, data_offset, out_value);

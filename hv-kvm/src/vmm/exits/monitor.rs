@@ -151,7 +151,7 @@ impl VcpuThread<'_> {
         let mut error = None;
         let mut completed: Option<GuestRegs> = None;
         let outcome = {
-            let mut view = GuestView::new(mem, cr3);
+            let mut view = GuestView::new(mem, cr3).with_debugger(&self.vm.debugger);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 let v = regs.dr0;
                 if write {

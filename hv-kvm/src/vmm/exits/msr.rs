@@ -51,7 +51,7 @@ impl VcpuThread<'_> {
         let mut completed: Option<GuestRegs> = None;
         let mut error = None;
         let outcome = {
-            let mut view = GuestView::new(mem, cr3);
+            let mut view = GuestView::new(mem, cr3).with_debugger(&self.vm.debugger);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 // Pre-stage register writes are the emulation's inputs: MSR @ecx.
                 self.msr_emulate(write, regs.rcx as u32, regs);

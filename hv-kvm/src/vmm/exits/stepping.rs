@@ -188,7 +188,7 @@ impl VcpuThread<'_> {
         let mut error = None;
         let mut completed = None;
         let outcome = {
-            let mut view = GuestView::new(mem, cr3);
+            let mut view = GuestView::new(mem, cr3).with_debugger(&self.vm.debugger);
             engine.handle_exit(&exit, &mut regs, &mut view, |regs, _| {
                 match self.step_one(regs) {
                     Ok(after) => {

@@ -134,7 +134,7 @@ impl VcpuThread<'_> {
             let exit = Exit::new(kind, self.cpu as u32, context);
             let vm: &Vm = self.vm;
             let engine = vm.engine.clone();
-            let mut view = GuestView::new(&vm.mem, cr3);
+            let mut view = GuestView::new(&vm.mem, cr3).with_debugger(&self.vm.debugger);
             short_circuited = engine
                 .handle_exit(&exit, &mut regs, &mut view, |r, _| {
                     emulate_sys(insn, r, &msrs)
@@ -195,7 +195,7 @@ impl VcpuThread<'_> {
         let vm: &Vm = self.vm;
         let engine = vm.engine.clone();
         let outcome = {
-            let mut view = GuestView::new(&vm.mem, cr3);
+            let mut view = GuestView::new(&vm.mem, cr3).with_debugger(&self.vm.debugger);
             engine.handle_exit(&exit, &mut regs, &mut view, |r, _| {
                 emulate_sys(insn, r, &msrs)
             })
