@@ -77,10 +77,20 @@ pub fn attach(args: AttachArgs) -> ExitCode {
             }
         }
     }
+    if roots.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return crate::console::run(stream);
+    }
+    let mut link = Inline(&mut stream);
     let mut session = Session {
-        stream: &mut stream,
+        link: &mut link,
         failed: false,
     };
+    // Every attached client is a console: while it is connected a script's pause() stops
+    // the guest for it, and `pause` holds; when it leaves, the guest goes on.
+    if session.request(&control::encode_console_hello()).is_err() {
+        errln!("error: the VM closed the connection");
+        return ExitCode::FAILURE;
+    }
     let sent = if roots.is_empty() {
         session.send_stdin()
     } else {
@@ -119,19 +129,53 @@ pub fn attach(args: AttachArgs) -> ExitCode {
     }
 }
 
-/// One attached client: sends commands, prints what comes back.
-struct Session<'a> {
-    stream: &'a mut UnixStream,
+/// How a session exchanges frames with the VM.
+pub(crate) trait Link {
+    /// Sends one frame and waits for its reply: `Ok` the result's text, `Err` the error
+    /// frame's.
+    fn request(&mut self, frame: &[u8]) -> Result<Result<String, String>, Closed>;
+}
+
+/// Replies read on this thread, event output printed as it comes in between.
+struct Inline<'a>(&'a mut UnixStream);
+
+impl Link for Inline<'_> {
+    fn request(&mut self, frame: &[u8]) -> Result<Result<String, String>, Closed> {
+        control::write_frame(self.0, frame).map_err(|_| Closed)?;
+        loop {
+            let f = control::read_frame(self.0).map_err(|_| Closed)?;
+            if f.first() == Some(&control::TAG_OUTPUT) {
+                out!("{}", String::from_utf8_lossy(&f[1..]));
+                continue;
+            }
+            return Ok(reply(&f));
+        }
+    }
+}
+
+/// A result or error frame as text.
+pub(crate) fn reply(f: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default()).into_owned();
+    if f.first() == Some(&control::TAG_ERROR) {
+        Err(text)
+    } else {
+        Ok(text)
+    }
+}
+
+/// One attached client: compiles and sends commands, prints what comes back.
+pub(crate) struct Session<'a> {
+    pub link: &'a mut dyn Link,
     /// Whether a command was refused.
-    failed: bool,
+    pub failed: bool,
 }
 
 /// The VM closed the connection.
-struct Closed;
+pub(crate) struct Closed;
 
 impl Session<'_> {
     /// Sends one command (or reports why it cannot be sent) and prints the reply.
-    fn send(&mut self, command: Result<Expanded, Located>) -> Result<(), Closed> {
+    pub fn send(&mut self, command: Result<Expanded, Located>) -> Result<(), Closed> {
         let command = match command {
             Ok(c) => c,
             Err(e) => {
@@ -207,23 +251,9 @@ impl Session<'_> {
         }
     }
 
-    /// Sends one frame and waits for its reply, printing event output meanwhile: `Ok` the
-    /// result's text, `Err` the error frame's.
-    fn request(&mut self, frame: &[u8]) -> Result<Result<String, String>, Closed> {
-        control::write_frame(self.stream, frame).map_err(|_| Closed)?;
-        loop {
-            let f = control::read_frame(self.stream).map_err(|_| Closed)?;
-            if f.first() == Some(&control::TAG_OUTPUT) {
-                out!("{}", String::from_utf8_lossy(&f[1..]));
-                continue;
-            }
-            let text = String::from_utf8_lossy(f.get(1..).unwrap_or_default()).into_owned();
-            return Ok(if f.first() == Some(&control::TAG_ERROR) {
-                Err(text)
-            } else {
-                Ok(text)
-            });
-        }
+    /// Sends one frame and waits for its reply.
+    pub fn request(&mut self, frame: &[u8]) -> Result<Result<String, String>, Closed> {
+        self.link.request(frame)
     }
 
     /// Sends standard input's commands as they complete: a command spanning lines is sent

@@ -7,6 +7,7 @@ mod attach;
 mod check;
 mod commands;
 mod conformance;
+mod console;
 mod eval;
 mod include;
 mod numbers;

@@ -205,7 +205,7 @@ impl Debugger {
                 .threads
                 .keys()
                 .copied()
-                .filter(|c| !g.stopped.get(c).is_some_and(|s| s.generation == generation))
+                .filter(|c| g.stopped.get(c).is_none_or(|s| s.generation != generation))
                 .collect();
             if waiting.is_empty() {
                 break;
