@@ -10,6 +10,7 @@ mod conformance;
 mod console;
 mod eval;
 mod include;
+mod list;
 mod numbers;
 mod out;
 mod run;

@@ -81,6 +81,10 @@ pub struct Args {
     /// (repeatable), e.g. `--sym counter=0x3000` then `!monitor w counter counter+7`.
     #[arg(long = "sym", value_name = "NAME=ADDR")]
     symbols: Vec<String>,
+    /// List the event kinds (matching GLOB, e.g. `'sys*'`): their arguments, stages, and
+    /// whether the demo guest and a program guest raise them; then exit.
+    #[arg(short = 'l', long = "list", value_name = "GLOB", num_args = 0..=1, default_missing_value = "*")]
+    list: Option<String>,
     /// A file the program guest may open, read-only (repeatable).
     #[arg(long = "allow-read", value_name = "PATH")]
     allow_read: Vec<PathBuf>,
@@ -108,6 +112,13 @@ impl OutputSink for Console {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if let Some(glob) = &args.list {
+        if crate::list::list(glob) {
+            return ExitCode::SUCCESS;
+        }
+        errln!("error: no event kind matches `{glob}` (`hvscript run -l` lists them all)");
+        return ExitCode::from(2);
+    }
     if !args.program.is_empty() {
         return run_program(&args);
     }

@@ -426,3 +426,37 @@ int main(void) {
     assert_eq!(run_out, "stopped=1\n", "{run_err}");
     assert!(run_err.contains("pre 50 post 0"), "{run_err}");
 }
+
+/// `run -l [GLOB]` (issue 18): the event kinds with their arguments, stages, and whether
+/// each guest raises them, from the platforms' own rules.
+#[test]
+fn run_l_lists_event_kinds_and_where_they_are_raised() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "-l", "sys*"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text.starts_with("!syscall [NUMBER]\n"), "{text}");
+    assert!(text.contains("!sysret"), "{text}");
+    assert!(!text.contains("!monitor"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "-l"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("!vmcall \n") || text.contains("!vmcall\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("demo     refused: VMCALL never reaches user space"),
+        "{text}"
+    );
+    assert!(text.contains("program  refused: a program runs at CPL3, where IN and OUT fault"));
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args(["run", "-l", "nothing*"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -101,6 +101,26 @@ impl EventKind {
         }
     }
 
+    /// The event's own arguments, as HyperDbg documents them (its options come after).
+    pub fn syntax(self) -> &'static str {
+        match self {
+            EventKind::Monitor => "[va|pa] r|w|x|rw|... FROM (TO | l LENGTH)",
+            EventKind::EptHook | EventKind::EptHook2 => "ADDRESS",
+            EventKind::Cpuid => "[EAX]",
+            EventKind::MsrRead | EventKind::MsrWrite => "[MSR]",
+            EventKind::IoIn | EventKind::IoOut => "[PORT]",
+            EventKind::Exception => "[VECTOR < 0x20]",
+            EventKind::Interrupt => "VECTOR (0x20..0xff)",
+            EventKind::Syscall => "[NUMBER]",
+            EventKind::Sysret | EventKind::Vmcall | EventKind::Tsc | EventKind::Pmc => "",
+            EventKind::Dr => "",
+            EventKind::CrWrite => "0|4 [MASK]",
+            EventKind::Xsetbv => "[XCR]",
+            EventKind::Mode => "u|k|uk",
+            EventKind::Trace => "step-in|step-out|instrument-step",
+        }
+    }
+
     /// Whether the event has an emulation to stage: not the EPT hooks, nor `!mode` and
     /// `!trace`, which HyperDbg never calls in a post stage.
     pub fn has_stages(self) -> bool {
