@@ -28,8 +28,16 @@ fn attach_commands() -> String {
         "Commands (HyperDbg's syntax):
   !EVENT ARGS [pid N] [core N] [stage pre|post|all] [sc on|off] [script {{ ... }}]
       add an event; the kinds hv-kvm raises: {}
+      (on a program guest: `hvscript run -l` says which kinds each guest raises)
   events                  list the events and their counters
   events e|d|c ID|all     enable, disable or clear events
+  ? SCRIPT                run a script once in the hypervisor, sharing the events' globals
+  pause | g               break in (Ctrl-C in the console) | continue
+  r [REG [= VALUE]]       registers of the current core, while paused; ~ [N] switches core
+  db/dw/dd/dq ADDR [l N]  guest memory (!db ... physical); eb/ew/ed/eq ADDR VALUE... writes
+  u ADDR [l N]            disassemble
+On a terminal without -e/-f this is HyperDbg's command window: history, Tab completion,
+event output above the prompt, Ctrl-D to leave.
 A command may span lines: it ends on the line where its braces balance. Comments (// and
 /* */) may appear anywhere; `#include \"FILE\"` and `script {{ file:PATH }}` load script
 text from files (relative to the command file, or the current directory).",
