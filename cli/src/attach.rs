@@ -57,6 +57,9 @@ pub struct AttachArgs {
     /// A file of commands to send, after the -e commands (repeatable).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Event output and replies as JSON lines (the schema is in the README).
+    #[arg(long)]
+    json: bool,
     /// After the commands, keep printing event output for this many seconds.
     #[arg(long, value_name = "N", default_value_t = 0.0)]
     follow: f64,
@@ -85,17 +88,20 @@ pub fn attach(args: AttachArgs) -> ExitCode {
             }
         }
     }
-    if roots.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    if roots.is_empty() && !args.json && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return crate::console::run(stream);
     }
     let mut link = Inline(&mut stream);
     let mut session = Session {
         link: &mut link,
         failed: false,
+        json: args.json,
     };
     // Every attached client is a console: while it is connected a script's pause() stops
     // the guest for it, and `pause` holds; when it leaves, the guest goes on.
-    if session.request(&control::encode_console_hello()).is_err() {
+    if session.request(&control::encode_console_hello()).is_err()
+        || (args.json && session.request(&control::encode_json_request()).is_err())
+    {
         errln!("error: the VM closed the connection");
         return ExitCode::FAILURE;
     }
@@ -119,6 +125,9 @@ pub fn attach(args: AttachArgs) -> ExitCode {
             match control::read_frame(&mut stream) {
                 Ok(f) if f.first() == Some(&control::TAG_OUTPUT) => {
                     out!("{}", String::from_utf8_lossy(&f[1..]));
+                }
+                Ok(f) if f.first() == Some(&control::TAG_JSON) => {
+                    outln!("{}", String::from_utf8_lossy(&f[1..]));
                 }
                 Ok(_) => {}
                 Err(control::FrameError::Io(e))
@@ -156,6 +165,10 @@ impl Link for Inline<'_> {
                 out!("{}", String::from_utf8_lossy(&f[1..]));
                 continue;
             }
+            if f.first() == Some(&control::TAG_JSON) {
+                outln!("{}", String::from_utf8_lossy(&f[1..]));
+                continue;
+            }
             return Ok(reply(&f));
         }
     }
@@ -176,6 +189,8 @@ pub(crate) struct Session<'a> {
     pub link: &'a mut dyn Link,
     /// Whether a command was refused.
     pub failed: bool,
+    /// Replies as JSON lines (`--json`).
+    pub json: bool,
 }
 
 /// The VM closed the connection.
@@ -225,7 +240,14 @@ impl Session<'_> {
                 Err(e) => {
                     self.failed = true;
                     for d in &e.diagnostics {
-                        err!("{}", command.locate(d.clone()).render());
+                        if self.json {
+                            crate::json::line(
+                                crate::json::Stream::Stdout,
+                                &serde_json::json!({"type": "error", "command": command.text, "text": d.message}),
+                            );
+                        } else {
+                            err!("{}", command.locate(d.clone()).render());
+                        }
                     }
                     return Ok(());
                 }
@@ -238,11 +260,21 @@ impl Session<'_> {
             match self.request(&frame)? {
                 // A `?` that printed nothing answers nothing.
                 Ok(text) if text.trim_end().is_empty() => {}
+                Ok(text) if self.json => {
+                    crate::json::result(crate::json::Stream::Stdout, &command.text, &text)
+                }
                 Ok(text) => outln!("{}", text.trim_end()),
                 Err(text) => match control::decode_error(&text) {
                     Some(e) if e.message.starts_with(hv_kvm::STALE_GLOBALS) && !retried => {
                         retried = true;
                         continue;
+                    }
+                    Some(e) if self.json => {
+                        self.failed = true;
+                        crate::json::line(
+                            crate::json::Stream::Stdout,
+                            &serde_json::json!({"type": "error", "command": command.text, "text": e.message}),
+                        );
                     }
                     Some(e) => {
                         self.failed = true;

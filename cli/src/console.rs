@@ -194,6 +194,7 @@ pub fn run(stream: UnixStream) -> ExitCode {
     let mut session = Session {
         link: &mut link,
         failed: false,
+        json: false,
     };
     match session.request(&control::encode_console_hello()) {
         Ok(Ok(text)) => println_flush(&text),

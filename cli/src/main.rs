@@ -10,6 +10,7 @@ mod conformance;
 mod console;
 mod eval;
 mod include;
+mod json;
 mod list;
 mod numbers;
 mod out;

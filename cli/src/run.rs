@@ -81,6 +81,11 @@ pub struct Args {
     /// (repeatable), e.g. `--sym counter=0x3000` then `!monitor w counter counter+7`.
     #[arg(long = "sym", value_name = "NAME=ADDR")]
     symbols: Vec<String>,
+    /// Write event output and the summary as JSON lines (schema in the README): on standard
+    /// output for the demo guest, on standard error for a program (its standard output is
+    /// its own).
+    #[arg(long)]
+    json: bool,
     /// List the event kinds (matching GLOB, e.g. `'sys*'`): their arguments, stages, and
     /// whether the demo guest and a program guest raise them; then exit.
     #[arg(short = 'l', long = "list", value_name = "GLOB", num_args = 0..=1, default_missing_value = "*")]
@@ -159,7 +164,12 @@ pub fn run(args: Args) -> ExitCode {
     };
     // A closed standard output must stop the guest, not the process (see `out`).
     out::record_when_gone();
-    let fanout = Arc::new(Fanout::new(Arc::new(Console { quiet: args.quiet })));
+    let local: Arc<dyn OutputSink> = if args.json {
+        crate::json::sink(crate::json::Stream::Stdout, args.quiet)
+    } else {
+        Arc::new(Console { quiet: args.quiet })
+    };
+    let fanout = Arc::new(Fanout::new(local));
     let vm = match Vm::new(config, fanout.clone()) {
         Ok(vm) => vm,
         Err(e) => {
@@ -208,6 +218,9 @@ pub fn run(args: Args) -> ExitCode {
         });
         match result {
             Ok(_) if c.text.trim_start().starts_with('!') => {}
+            Ok(text) if args.json => {
+                crate::json::result(crate::json::Stream::Stdout, &c.text, &text)
+            }
             Ok(text) => out!("{}", with_newline(&text)),
             Err(e) => {
                 failed = true;
@@ -269,6 +282,9 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::from(out::EXIT_PIPE);
     }
 
+    if args.json {
+        return json_report(&vm, &report);
+    }
     outln!();
     outln!("events:");
     outln!(
@@ -466,7 +482,12 @@ fn run_program(args: &Args) -> ExitCode {
     };
     // Event output goes to standard error, so the program's own output stays its own; with
     // --listen, to attached clients as well.
-    let fanout = Arc::new(Fanout::new(Arc::new(EventsToStderr { quiet: args.quiet })));
+    let local: Arc<dyn OutputSink> = if args.json {
+        crate::json::sink(crate::json::Stream::Stderr, args.quiet)
+    } else {
+        Arc::new(EventsToStderr { quiet: args.quiet })
+    };
+    let fanout = Arc::new(Fanout::new(local));
     let program = match hv_kvm::program::vm::Program::load(
         &spec,
         Box::new(std::io::stdout()),
@@ -498,6 +519,9 @@ fn run_program(args: &Args) -> ExitCode {
         });
         match result {
             Ok(_) if c.text.trim_start().starts_with('!') => {}
+            Ok(text) if args.json => {
+                crate::json::result(crate::json::Stream::Stderr, &c.text, &text)
+            }
             Ok(text) => err!("{}", with_newline(&text)),
             Err(e) => {
                 failed = true;
@@ -543,6 +567,22 @@ fn run_program(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.json {
+        let stream = crate::json::Stream::Stderr;
+        for n in &run.notes {
+            crate::json::line(stream, &serde_json::json!({"type": "note", "text": n}));
+        }
+        crate::json::summary(stream, &run.engine.list());
+        let ending = match &run.ending {
+            hv_kvm::program::vm::Ending::Exited(s) => format!("exit({s})"),
+            hv_kvm::program::vm::Ending::Signal { what, .. } => what.clone(),
+        };
+        crate::json::line(
+            stream,
+            &serde_json::json!({"type": "program", "status": run.ending.status(), "ending": ending}),
+        );
+        return ExitCode::from(run.ending.status() as u8);
+    }
     for n in &run.notes {
         errln!("hvscript: {n}");
     }
@@ -570,6 +610,50 @@ fn run_program(args: &Args) -> ExitCode {
         errln!("hvscript: {} ended: {what}", args.program[0]);
     }
     ExitCode::from(run.ending.status() as u8)
+}
+
+/// The demo run's summary as JSON lines: events, vCPUs, exits.
+fn json_report(vm: &Vm, report: &hv_kvm::vmm::RunReport) -> ExitCode {
+    use serde_json::json;
+    let stream = crate::json::Stream::Stdout;
+    crate::json::summary(stream, &vm.engine().list());
+    let mut ok = true;
+    for v in &report.vcpus {
+        let g = v.guest;
+        let stop = match &v.stop {
+            StopReason::GuestExit(0) => "exit(0)".to_string(),
+            other => {
+                ok = false;
+                other.to_string()
+            }
+        };
+        crate::json::line(
+            stream,
+            &json!({
+                "type": "vcpu",
+                "vcpu": v.cpu,
+                "stop": stop,
+                "iterations": g.iterations,
+                "in": g.in_count,
+                "out": g.out_count,
+                "rdmsr": g.rdmsr_count,
+                "wrmsr": g.wrmsr_count,
+            }),
+        );
+    }
+    crate::json::line(
+        stream,
+        &json!({
+            "type": "exits",
+            "exits": report.total_exits(),
+            "seconds": report.elapsed.as_secs_f64(),
+        }),
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Event output of a program guest, on standard error.

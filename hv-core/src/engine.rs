@@ -21,6 +21,7 @@ use crate::dispatch_index::{Indices, KindIndex};
 use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
 use crate::execution::{EventRequest, ExecutionEnv};
 use crate::guest::{GuestAccess, PauseInfo};
+use crate::output::OutputContext;
 use crate::output::OutputSink;
 use crate::script::{Script, ScriptFailure};
 
@@ -560,7 +561,14 @@ impl Engine {
             sc = default_sc;
         }
         if !env.output.is_empty() {
-            self.sink.output(event.id, stage, exit.core, &env.output);
+            let at = OutputContext {
+                event_id: event.id,
+                stage,
+                core: exit.core,
+                pid: (exit.pid != 0).then_some(exit.pid),
+                rip: regs.rip,
+            };
+            self.sink.output_at(&at, &env.output);
         }
         if env.pause {
             // After the script's output, so the console shows it before the break.

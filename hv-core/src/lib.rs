@@ -40,6 +40,6 @@ pub use event::{
 };
 pub use execution::EventRequest;
 pub use guest::{GuestAccess, NoGuestMemory, PauseInfo};
-pub use output::{NullSink, OutputSink};
+pub use output::{NullSink, OutputContext, OutputSink};
 pub use platform::{Platform, Prepared};
 pub use script::{Script, ScriptFailure};

@@ -4,7 +4,7 @@
 //! A unix stream socket; both directions carry frames: a 4-byte little-endian length,
 //! then that many bytes.
 //!
-//! **Client frames.** Four kinds, told apart by the first byte (a command line never
+//! **Client frames.** Five kinds, told apart by the first byte (a command line never
 //! starts with NUL, so text cannot be taken for the others):
 //!
 //! ```text
@@ -17,6 +17,7 @@
 //!                 u32 name length, the name, u32 slot   (every u32 little-endian)
 //! 00 'k'          this client is an interactive console: a script's `pause()` stops the
 //!                 guest while one is attached (the last one leaving continues it)
+//! 00 'j'          send this client event output as JSON lines (`O` frames)
 //! 00 'g'          a session request: the `r` reply lists what a front end compiles
 //!                 against, one per line: `guest demo|program` (whose rules), then
 //!                 `global NAME SLOT` and `symbol NAME ADDRESS-HEX`
@@ -28,7 +29,8 @@
 //! the connection go on.
 //!
 //! **Server frames** start with one tag byte: `r` a command's result, `e` an error, `o`
-//! event output. An error about a command is located: its text starts with a line
+//! event output, `O` event output as a JSON line with its context (only to a client that
+//! sent `00 'j'`). An error about a command is located: its text starts with a line
 //! `@START:END` (the byte range in the command line), then the message, then optionally
 //! a line `help: ...` ([`encode_error`], [`decode_error`]), so the client renders it with a
 //! caret under its own copy of the line. Errors about a frame itself (malformed, too long,
@@ -106,6 +108,8 @@ pub const FLUSH_GRACE: Duration = Duration::from_millis(500);
 pub const TAG_RESULT: u8 = b'r';
 pub const TAG_ERROR: u8 = b'e';
 pub const TAG_OUTPUT: u8 = b'o';
+/// Event output as a JSON line ([`crate::output_json`]), for clients that asked for it.
+pub const TAG_JSON: u8 = b'O';
 
 /// Runs one command line with what was compiled for it against the VM; `Ok` is the text
 /// of the result, `Err` the located error's `e` frame text ([`encode_error`]).
@@ -288,6 +292,12 @@ fn serve_client<S: ControlSession + ?Sized>(
                                 .to_string())
                         }
                         Ok(ClientFrame::Console) => Ok("console attached".to_string()),
+                        Ok(ClientFrame::Json) => {
+                            client
+                                .json
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            Ok("event output as JSON lines".to_string())
+                        }
                         Ok(ClientFrame::Command(line, prepared)) => execute(vm, &line, &prepared),
                     };
                     match result {

@@ -137,7 +137,14 @@ impl Debugger {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            sink.output(at.event_id, at.stage, at.core, notice.as_bytes());
+            let context = hv_core::OutputContext {
+                event_id: at.event_id,
+                stage: at.stage,
+                core: at.core,
+                pid: None,
+                rip: regs.rip,
+            };
+            sink.output_at(&context, notice.as_bytes());
         }
         self.stop(at.core, regs, cr3)
     }

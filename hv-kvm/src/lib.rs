@@ -36,6 +36,7 @@ mod loading;
 pub mod memory;
 pub mod monitor;
 pub mod output;
+pub mod output_json;
 pub mod platform;
 pub mod probe;
 pub mod program;

@@ -356,6 +356,20 @@ impl OutputSink for OutputRouter {
     fn triggered(&self, event_id: u64, stage: Stage, core: u32) {
         self.console.triggered(event_id, stage, core);
     }
+
+    /// Output bound for the console keeps its context (JSON lines need it); output routed
+    /// to sources goes as [`output`](OutputSink::output) does.
+    fn output_at(&self, at: &hv_core::OutputContext, text: &[u8]) {
+        let routed = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            !routes.is_empty() && routes.contains_key(&at.event_id)
+        };
+        if routed {
+            self.output(at.event_id, at.stage, at.core, text);
+        } else {
+            self.console.output_at(at, text);
+        }
+    }
 }
 
 #[cfg(test)]

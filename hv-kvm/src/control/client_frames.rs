@@ -14,6 +14,8 @@ pub const KIND_SESSION: u8 = b'g';
 /// `00 'k'`: this client is an interactive console (a script's `pause()` may stop the
 /// guest for it).
 pub const KIND_CONSOLE: u8 = b'k';
+/// `00 'j'`: send this client event output as JSON lines.
+pub const KIND_JSON: u8 = b'j';
 
 /// A decoded client frame.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub enum ClientFrame {
     Session,
     /// The client is a console.
     Console,
+    /// The client wants event output as JSON lines.
+    Json,
 }
 
 /// The `00 'c'` frame payload for `line` with its code object and global bindings.
@@ -53,11 +57,17 @@ pub fn encode_console_hello() -> Vec<u8> {
     vec![FRAME_BINARY, KIND_CONSOLE]
 }
 
+/// The `00 'j'` frame payload.
+pub fn encode_json_request() -> Vec<u8> {
+    vec![FRAME_BINARY, KIND_JSON]
+}
+
 /// Reads a client frame; `Err` says why it is malformed.
 pub fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, String> {
     match payload {
         [FRAME_BINARY, KIND_SESSION] => Ok(ClientFrame::Session),
         [FRAME_BINARY, KIND_CONSOLE] => Ok(ClientFrame::Console),
+        [FRAME_BINARY, KIND_JSON] => Ok(ClientFrame::Json),
         [FRAME_BINARY, KIND_COMPILED, rest @ ..] => decode_compiled(rest),
         [FRAME_BINARY, kind, ..] => Err(format!(
             "malformed frame: unknown binary frame kind {kind:#04x}"

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
-use hv_core::{OutputSink, Stage};
+use hv_core::{OutputContext, OutputSink, Stage};
 
 use super::frames::{encode_frame, is_timeout};
 use super::{
-    FLUSH_GRACE, FRAME_DEADLINE, MAX_CLIENTS, POLL, QUEUE_BYTES, QUEUE_FRAMES, TAG_OUTPUT,
+    FLUSH_GRACE, FRAME_DEADLINE, MAX_CLIENTS, POLL, QUEUE_BYTES, QUEUE_FRAMES, TAG_JSON, TAG_OUTPUT,
 };
 
 /// The text a client gets in place of `n` output messages it lost.
@@ -64,6 +64,8 @@ pub(super) struct Client {
     /// Signalled when the writer took a frame (a reply waits for room).
     room: Condvar,
     dropped: AtomicU64,
+    /// The client asked for event output as JSON lines (`O` frames).
+    pub(super) json: AtomicBool,
 }
 
 impl Client {
@@ -258,6 +260,7 @@ impl Fanout {
             }),
             ready: Condvar::new(),
             room: Condvar::new(),
+            json: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         });
         clients.push(client.clone());
@@ -272,23 +275,56 @@ impl Fanout {
     }
 }
 
-impl OutputSink for Fanout {
-    fn output(&self, event_id: u64, stage: Stage, core: u32, text: &[u8]) {
-        self.local.output(event_id, stage, core, text);
+impl Fanout {
+    /// One `o` frame (the text) to each client, or an `O` frame (a JSON line with the
+    /// context, [`crate::output_json`]) to those that asked for JSON.
+    fn broadcast(&self, at: Option<&OutputContext>, text: &[u8]) {
         let clients = self.clients.read().unwrap_or_else(|e| e.into_inner());
         if clients.is_empty() {
             return;
         }
-        let mut payload = Vec::with_capacity(1 + text.len());
-        payload.push(TAG_OUTPUT);
-        payload.extend_from_slice(text);
-        let Ok(frame) = encode_frame(&payload) else {
-            return;
+        let frame = |tag: u8, body: &[u8]| {
+            let mut payload = Vec::with_capacity(1 + body.len());
+            payload.push(tag);
+            payload.extend_from_slice(body);
+            encode_frame(&payload).ok()
         };
+        let plain = frame(TAG_OUTPUT, text);
+        let json = at.and_then(|at| {
+            clients
+                .iter()
+                .any(|c| c.json.load(Ordering::Relaxed))
+                .then(|| {
+                    frame(
+                        TAG_JSON,
+                        crate::output_json::event_line(at, text).as_bytes(),
+                    )
+                })
+                .flatten()
+        });
         for c in clients.iter() {
-            if c.offer(&frame) {
+            let f = match (&json, c.json.load(Ordering::Relaxed)) {
+                (Some(j), true) => j,
+                _ => match &plain {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            if c.offer(f) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl OutputSink for Fanout {
+    fn output(&self, event_id: u64, stage: Stage, core: u32, text: &[u8]) {
+        self.local.output(event_id, stage, core, text);
+        self.broadcast(None, text);
+    }
+
+    fn output_at(&self, at: &OutputContext, text: &[u8]) {
+        self.local.output_at(at, text);
+        self.broadcast(Some(at), text);
     }
 }
