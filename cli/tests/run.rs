@@ -460,3 +460,25 @@ fn run_l_lists_event_kinds_and_where_they_are_raised() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `event_trace_step()` and friends are refused where the event is defined, with the reason
+/// (issue 18: no stepping from a paused state at CPL3 on this KVM).
+#[test]
+fn stepping_from_a_script_is_refused_with_the_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
+        .args([
+            "run",
+            "--iterations",
+            "1",
+            "-e",
+            "!ioin 510 script { event_trace_step_out(); }",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("-e:1:20: error: event_trace_step_out() cannot step here"),
+        "{err}"
+    );
+}

@@ -1,4 +1,4 @@
-//! The platform's register and pseudo-register rules applied to a script's text, so that
+//! The platform's register, pseudo-register and built-in rules applied to a script's text, so that
 //! what a hypervisor would refuse (a register write it cannot apply, a pseudo-register
 //! with no value there; the rules are the [`Platform`]'s, e.g. `hv_kvm::KvmPlatform`) is
 //! refused before compiling, with the offending name pointed at in the command line. The
@@ -46,6 +46,7 @@ pub fn check(platform: &dyn Platform, kind: EventKind, script: &str) -> Vec<Diag
                 platform.register_refusal(kind, *reg, write)
             }
             Tok::Pseudo(p) => platform.pseudo_refusal(*p),
+            Tok::Builtin(b) => platform.builtin_refusal(*b),
             _ => None,
         };
         if let Some(message) = why {

@@ -41,6 +41,12 @@ pub trait Platform: Send + Sync {
         None
     }
 
+    /// Why a script cannot call built-in `b` here (a built-in with nothing behind it on
+    /// this hypervisor), or `None`.
+    fn builtin_refusal(&self, _b: hvscript_abi::Builtin) -> Option<String> {
+        None
+    }
+
     /// Why this hypervisor cannot honour the event's own filter (a `!monitor` range it
     /// cannot watch, say), or `None`.
     fn filter_refusal(&self, _kind: EventKind, _filter: &Filter) -> Option<String> {

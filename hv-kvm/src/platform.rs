@@ -92,6 +92,10 @@ impl Platform for KvmPlatform {
         ))
     }
 
+    fn builtin_refusal(&self, b: hvscript_abi::Builtin) -> Option<String> {
+        trace_refusal(b)
+    }
+
     fn event_limits(&self) -> Limits {
         EVENT_LIMITS
     }
@@ -99,6 +103,19 @@ impl Platform for KvmPlatform {
     fn eval_limits(&self) -> Limits {
         EVAL_LIMITS
     }
+}
+
+/// Why `event_trace_step`, `_step_in` and `_step_out` are refused on both guests.
+pub fn trace_refusal(b: hvscript_abi::Builtin) -> Option<String> {
+    use hvscript_abi::Builtin::*;
+    matches!(b, EventTraceStep | EventTraceStepIn | EventTraceStepOut).then(|| {
+        format!(
+            "{}() cannot step here: the guests' code runs at CPL3, where this KVM does not \
+             single-step (KVM_GUESTDBG_SINGLESTEP does nothing), and the trap-flag steps \
+             hv-kvm takes for !cpuid are not instructions a paused debugger can stop between",
+            b.name()
+        )
+    })
 }
 
 /// Why hv-kvm refuses an event kind, or `None` when it raises it from real exits.

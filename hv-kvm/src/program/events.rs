@@ -103,6 +103,10 @@ impl Platform for ProgramPlatform {
         None
     }
 
+    fn builtin_refusal(&self, b: hvscript_abi::Builtin) -> Option<String> {
+        crate::platform::trace_refusal(b)
+    }
+
     fn filter_refusal(&self, _kind: EventKind, filter: &hv_core::Filter) -> Option<String> {
         super::watches::refusal(filter)
     }
