@@ -64,8 +64,10 @@ pub fn run(
                 e.start + err.end,
                 err.help.clone(),
             );
-            if regs.is_none() && e.text.contains('@') {
-                c.help = Some("registers have values only while the guest is paused".into());
+            if regs.is_none() && err.message.contains("has no value") {
+                let name = &e.text[err.start..err.end];
+                c.message = format!("`{name}` has no value while the guest runs");
+                c.help = Some("registers have values while the guest is paused: `pause` first".into());
             }
             c
         })
