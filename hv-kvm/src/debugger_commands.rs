@@ -21,6 +21,8 @@ pub trait DebugTarget {
     /// Page tables for virtual addresses while the guest runs.
     fn running_cr3(&self) -> u64;
     fn debug_symbols(&self) -> SymbolMap;
+    /// Shows the guest's own bytes where the VMM patched its code (hooks), if it does.
+    fn unpatch(&self, _at: u64, _bytes: &mut [u8]) {}
 }
 
 /// Symbols plus the current core's registers (`@rax`, `rax`) for address expressions.
@@ -67,7 +69,8 @@ pub fn run(
             if regs.is_none() && err.message.contains("has no value") {
                 let name = &e.text[err.start..err.end];
                 c.message = format!("`{name}` has no value while the guest runs");
-                c.help = Some("registers have values while the guest is paused: `pause` first".into());
+                c.help =
+                    Some("registers have values while the guest is paused: `pause` first".into());
             }
             c
         })
@@ -178,6 +181,7 @@ fn read(target: &dyn DebugTarget, physical: bool, at: u64, len: usize) -> Result
     hv_core::GuestAccess::read(&mut view, at, &mut out).map_err(|_| {
         format!("virtual address {at:#x} (+{len:#x}) is not mapped in the page tables at {cr3:#x}")
     })?;
+    target.unpatch(at, &mut out);
     Ok(out)
 }
 

@@ -169,6 +169,8 @@ pub struct ProgramMemory<'a> {
     pub root: u64,
     /// Where `pause()` stops, for the views of exits.
     pub debugger: Option<&'a crate::debugger::Debugger>,
+    /// Shows scripts the original bytes where the VMM patched the program's code.
+    pub session: Option<&'a super::session::ProgramSession>,
 }
 
 impl GuestAccess for ProgramMemory<'_> {
@@ -201,6 +203,9 @@ impl GuestAccess for ProgramMemory<'_> {
             let n = ((0x1000 - (va & 0xfff)) as usize).min(buf.len() - done);
             self.mem.read(pa, &mut buf[done..done + n])?;
             done += n;
+        }
+        if let Some(session) = self.session {
+            session.show_original(addr, buf);
         }
         Ok(())
     }

@@ -146,8 +146,19 @@ impl<'a> Machine<'a> {
         }
         self.refresh_watches(&table)?;
         self.table = Some(table);
+        self.publish_originals();
         self.session.synced(change);
         Ok(())
+    }
+
+    /// Tells the session which code bytes the VMM patched, and what they were.
+    fn publish_originals(&mut self) {
+        let originals = self
+            .hooks
+            .originals()
+            .chain(self.sites.originals())
+            .collect();
+        self.session.set_originals(originals);
     }
 
     fn refresh_watches(&mut self, table: &EventTable) -> Result<(), String> {
@@ -191,6 +202,7 @@ impl<'a> Machine<'a> {
             mem: self.space.mem,
             root: self.space.tables.root,
             debugger: Some(&self.session.debugger),
+            session: Some(self.session),
         }
     }
 

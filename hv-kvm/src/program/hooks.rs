@@ -18,8 +18,8 @@
 //! One exit per hit, and nothing is re-armed. A script that changes `@rip` redirects the
 //! program there instead (the hooked instruction does not run). The cost the user should
 //! know: the program reading its own code at a hooked address sees 0xCC (the VMM cannot
-//! make code pages execute-only for the program at CPL3); scripts reading it with `db`
-//! see the byte as well. Removing a hook puts the original byte back; trampolines are not
+//! make code pages execute-only for the program at CPL3); scripts (`db`, `dq`) and the
+//! debugger (`db`, `u`) are shown the original byte. Removing a hook puts the original byte back; trampolines are not
 //! reused.
 
 use std::collections::BTreeMap;
@@ -84,6 +84,11 @@ impl Hooks {
     /// The hooked addresses.
     pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
         self.sites.keys().copied()
+    }
+
+    /// Each hooked address with the byte the `int3` covers.
+    pub fn originals(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.sites.iter().map(|(&a, s)| (a, s.original))
     }
 
     pub fn contains(&self, addr: u64) -> bool {

@@ -54,6 +54,9 @@ pub struct ProgramSession {
     failures: Mutex<Vec<(u64, String)>>,
     /// Breaking into the debugger: `pause`, `pause()`, `g`, `r`.
     pub debugger: Debugger,
+    /// The bytes the VMM changed in the program's code (hooks' `int3`, rewritten
+    /// system-call sites), by address: what the debugger and scripts are shown instead.
+    originals: Mutex<std::collections::BTreeMap<u64, u8>>,
 }
 
 impl crate::debugger_commands::DebugTarget for ProgramSession {
@@ -68,6 +71,9 @@ impl crate::debugger_commands::DebugTarget for ProgramSession {
     }
     fn debug_symbols(&self) -> SymbolMap {
         self.symbols.clone()
+    }
+    fn unpatch(&self, at: u64, bytes: &mut [u8]) {
+        self.show_original(at, bytes);
     }
 }
 
@@ -94,6 +100,7 @@ impl ProgramSession {
             vcpu_thread: Mutex::new(0),
             failures: Mutex::new(Vec::new()),
             debugger: Debugger::default(),
+            originals: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -204,6 +211,7 @@ impl ProgramSession {
             mem: &self.mem,
             root: self.root,
             debugger: None,
+            session: Some(self),
         };
         while len > 0 && hv_core::GuestAccess::read(&mut view, addr, &mut bytes[..len]).is_err() {
             len -= 1;
@@ -268,6 +276,7 @@ impl ProgramSession {
             mem: &self.mem,
             root: self.root,
             debugger: None,
+            session: Some(self),
         };
         crate::commands::run_once(
             &(script.clone(), offset),
@@ -297,6 +306,25 @@ impl ProgramSession {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The program's code as it was: the bytes the VMM patched in `[at, at+len)` replaced by
+    /// their originals (scripts and the debugger see those; the program itself sees the
+    /// patches, since the VMM cannot make its code pages execute-only).
+    pub fn show_original(&self, at: u64, bytes: &mut [u8]) {
+        let originals = self.originals.lock().unwrap_or_else(|e| e.into_inner());
+        if originals.is_empty() {
+            return;
+        }
+        let end = at.saturating_add(bytes.len() as u64);
+        for (&addr, &b) in originals.range(at..end) {
+            bytes[(addr - at) as usize] = b;
+        }
+    }
+
+    /// The VMM patched the program's code: these are the original bytes now covered.
+    pub(super) fn set_originals(&self, originals: std::collections::BTreeMap<u64, u8>) {
+        *self.originals.lock().unwrap_or_else(|e| e.into_inner()) = originals;
     }
 
     /// The vCPU thread starts (or stops, with 0) running the program.

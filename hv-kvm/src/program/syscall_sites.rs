@@ -30,19 +30,29 @@ pub struct SyscallSites {
 
 impl SyscallSites {
     /// A `SYSCALL` ran at `site`: patch it if it is the program's code.
-    pub fn ran<G: Guest>(&mut self, space: &mut G, memory: &MemoryMap, site: u64) {
+    /// Returns whether it did.
+    pub fn ran<G: Guest>(&mut self, space: &mut G, memory: &MemoryMap, site: u64) -> bool {
         if self.disabled || self.patched.contains(&site) {
-            return;
+            return false;
         }
         if !memory.prot(site).is_some_and(|p| p.execute)
             || !memory.prot(site + 1).is_some_and(|p| p.execute)
         {
-            return;
+            return false;
         }
         let mut bytes = [0u8; 2];
         if space.read(site, &mut bytes) && bytes == SYSCALL && space.write(site, &EXIT) {
             self.patched.insert(site);
+            return true;
         }
+        false
+    }
+
+    /// Each rewritten site's original bytes, by address.
+    pub fn originals(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.patched
+            .iter()
+            .flat_map(|&s| [(s, SYSCALL[0]), (s + 1, SYSCALL[1])])
     }
 
     /// Whether the `OUT` just before `rip` is a patched site.
