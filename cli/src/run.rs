@@ -142,7 +142,6 @@ pub fn run(args: Args) -> ExitCode {
     let Some(commands) = load_commands(&args) else {
         return ExitCode::from(2);
     };
-    let mut failed = false;
 
     let (iterations, duration) = match args.seconds {
         Some(s) if !(s > 0.0 && s.is_finite() && s < 1e9) => {
@@ -205,44 +204,22 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         Backend::Jit
     };
-    for c in &commands {
-        let target = hvscript_front::Target {
-            platform: &KvmPlatform,
-            symbols: vm.symbols(),
-            globals: vm.global_names(),
-            values: Some(vm.globals().clone()),
-        };
-        let result = hvscript_front::prepare(&c.text, &target, backend).and_then(|prepared| {
-            vm.command(&c.text, &prepared)
-                .map_err(hvscript_front::FrontError::from)
-        });
-        match result {
-            Ok(_) if c.text.trim_start().starts_with('!') => {}
-            Ok(text) if args.json => {
-                crate::json::result(crate::json::Stream::Stdout, &c.text, &text)
-            }
-            Ok(text) => out!("{}", with_newline(&text)),
-            Err(e) => {
-                failed = true;
-                for d in &e.diagnostics {
-                    err!("{}", c.locate(d.clone()).render());
-                }
-            }
-        }
-    }
-    if failed {
+    let stream = crate::json::Stream::Stdout;
+    if !run_commands(
+        &commands,
+        &vm,
+        &KvmPlatform,
+        vm.globals(),
+        backend,
+        args.json,
+        stream,
+    ) {
         return ExitCode::from(2);
     }
 
-    let listener = match &args.listen {
-        None => None,
-        Some(path) => match control::bind(path) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                errln!("{}: error: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
+    let listener = match bind_listener(args.listen.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let stop = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
@@ -504,45 +481,22 @@ fn run_program(args: &Args) -> ExitCode {
     // guest's rules and the session's globals, run by its session: event commands, `?`
     // (sharing globals with events), `events ...`.
     let session = program.session().clone();
-    let mut failed = false;
-    for c in &commands {
-        let target = hvscript_front::Target {
-            platform: &hv_kvm::program::events::ProgramPlatform,
-            symbols: session.symbols(),
-            globals: session.global_names(),
-            values: Some(session.globals().clone()),
-        };
-        let result = hvscript_front::prepare(&c.text, &target, Backend::Jit).and_then(|p| {
-            session
-                .command(&c.text, &p)
-                .map_err(hvscript_front::FrontError::from)
-        });
-        match result {
-            Ok(_) if c.text.trim_start().starts_with('!') => {}
-            Ok(text) if args.json => {
-                crate::json::result(crate::json::Stream::Stderr, &c.text, &text)
-            }
-            Ok(text) => err!("{}", with_newline(&text)),
-            Err(e) => {
-                failed = true;
-                for d in &e.diagnostics {
-                    err!("{}", c.locate(d.clone()).render());
-                }
-            }
-        }
-    }
-    if failed {
+    let platform = hv_kvm::program::events::ProgramPlatform;
+    let stream = crate::json::Stream::Stderr;
+    if !run_commands(
+        &commands,
+        &*session,
+        &platform,
+        session.globals(),
+        Backend::Jit,
+        args.json,
+        stream,
+    ) {
         return ExitCode::from(2);
     }
-    let listener = match &args.listen {
-        None => None,
-        Some(path) => match control::bind(path) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                errln!("{}: error: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
+    let listener = match bind_listener(args.listen.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let stop = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
@@ -610,6 +564,64 @@ fn run_program(args: &Args) -> ExitCode {
         errln!("hvscript: {} ended: {what}", args.program[0]);
     }
     ExitCode::from(run.ending.status() as u8)
+}
+
+/// Runs `commands` in order through `session` before the guest starts, each compiled here
+/// against `platform` and the session's globals and symbols; a command's output goes to
+/// `stream` (as text, or a JSON line with `json`), errors are located on standard error.
+/// `false` if one failed.
+fn run_commands(
+    commands: &[Expanded],
+    session: &dyn control::ControlSession,
+    platform: &dyn hv_core::Platform,
+    globals: &Arc<hvscript_runtime::GlobalSlots>,
+    backend: Backend,
+    json: bool,
+    stream: crate::json::Stream,
+) -> bool {
+    let mut ok = true;
+    for c in commands {
+        let target = hvscript_front::Target {
+            platform,
+            symbols: session.symbols(),
+            globals: session.global_names(),
+            values: Some(globals.clone()),
+        };
+        let result = hvscript_front::prepare(&c.text, &target, backend).and_then(|prepared| {
+            session
+                .command(&c.text, &prepared)
+                .map_err(hvscript_front::FrontError::from)
+        });
+        match result {
+            Ok(_) if c.text.trim_start().starts_with('!') => {}
+            Ok(text) if json => crate::json::result(stream, &c.text, &text),
+            Ok(text) => match stream {
+                crate::json::Stream::Stdout => out!("{}", with_newline(&text)),
+                crate::json::Stream::Stderr => err!("{}", with_newline(&text)),
+            },
+            Err(e) => {
+                ok = false;
+                for d in &e.diagnostics {
+                    err!("{}", c.locate(d.clone()).render());
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// The control socket `--listen PATH` asks for (none without it); `Err` is the exit
+/// status after saying why it cannot be bound.
+fn bind_listener(
+    path: Option<&std::path::Path>,
+) -> Result<Option<std::os::unix::net::UnixListener>, ExitCode> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    control::bind(path).map(Some).map_err(|e| {
+        errln!("{}: error: {e}", path.display());
+        ExitCode::FAILURE
+    })
 }
 
 /// The demo run's summary as JSON lines: events, vCPUs, exits.

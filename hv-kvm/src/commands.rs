@@ -79,24 +79,7 @@ impl Vm {
 
     /// The `events` listing.
     pub fn listing(&self) -> String {
-        let mut out = String::new();
-        for l in self.engine().list() {
-            let c = l.counters;
-            out.push_str(&format!(
-                "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
-                l.id,
-                if l.enabled { "enabled" } else { "disabled" },
-                l.text,
-                c.pre_runs,
-                c.post_runs,
-                c.short_circuits,
-                c.script_errors
-            ));
-        }
-        if out.is_empty() {
-            out.push_str("no events\n");
-        }
-        out
+        listing(self.engine())
     }
 
     fn output_command(&self, command: OutputCommand) -> Result<String, String> {
@@ -182,6 +165,28 @@ impl Vm {
             self.boot_cr3(),
         )
     }
+}
+
+/// The `events` listing of an engine's table: `ID  enabled|disabled  COMMAND  [counters]`.
+pub(crate) fn listing(engine: &hv_core::Engine) -> String {
+    let mut out = String::new();
+    for l in engine.list() {
+        let c = l.counters;
+        out.push_str(&format!(
+            "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
+            l.id,
+            if l.enabled { "enabled" } else { "disabled" },
+            l.text,
+            c.pre_runs,
+            c.post_runs,
+            c.short_circuits,
+            c.script_errors
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no events\n");
+    }
+    out
 }
 
 /// Runs a `?` once — its code object, or an in-process script — outside any event, with

@@ -59,6 +59,23 @@ impl GuestMemory {
         self.ptr as u64
     }
 
+    /// KVM memory slot `slot` over `[gpa, gpa + len)` of this memory, with `flags`.
+    pub fn slot(
+        &self,
+        slot: u32,
+        gpa: u64,
+        len: u64,
+        flags: u32,
+    ) -> kvm_bindings::kvm_userspace_memory_region {
+        kvm_bindings::kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: self.host_addr() + gpa,
+        }
+    }
+
     fn check(&self, gpa: u64, len: usize) -> Result<usize, MemFault> {
         let start = usize::try_from(gpa).map_err(|_| MemFault::Invalid)?;
         let end = start.checked_add(len).ok_or(MemFault::Invalid)?;

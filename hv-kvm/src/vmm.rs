@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 use hv_core::{Engine, EventKind, OutputSink, SymbolMap};
 use hvscript_runtime::GlobalSlots;
 use kvm_bindings::{
-    kvm_enable_cap, kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_CAP_X86_USER_SPACE_MSR,
-    KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
+    kvm_enable_cap, kvm_msr_entry, Msrs, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES,
+    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
 };
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd, VmFd};
 
@@ -249,13 +249,7 @@ impl Vm {
 
         let mem =
             GuestMemory::new(boot::MEM_SIZE).map_err(|e| VmError::Setup(format!("mmap: {e}")))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem.size() as u64,
-            userspace_addr: mem.host_addr(),
-        };
+        let region = mem.slot(0, 0, mem.size() as u64, 0);
         // SAFETY: the region is our own live mapping of exactly `memory_size` bytes; it
         // outlives the VM (field order in `Vm` drops the VM first).
         unsafe { vm.set_user_memory_region(region) }

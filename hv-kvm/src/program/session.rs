@@ -224,24 +224,7 @@ impl ProgramSession {
 
     /// The `events` listing.
     pub fn listing(&self) -> String {
-        let mut out = String::new();
-        for l in self.engine.list() {
-            let c = l.counters;
-            out.push_str(&format!(
-                "{:#x}  {:<8}  {}  [pre {} post {} sc {} errors {}]\n",
-                l.id,
-                if l.enabled { "enabled" } else { "disabled" },
-                l.text,
-                c.pre_runs,
-                c.post_runs,
-                c.short_circuits,
-                c.script_errors
-            ));
-        }
-        if out.is_empty() {
-            out.push_str("no events\n");
-        }
-        out
+        crate::commands::listing(&self.engine)
     }
 
     fn evaluate(

@@ -331,13 +331,7 @@ impl Program {
         let mem = session.mem.clone();
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
         let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-        let region = kvm_bindings::kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem.size() as u64,
-            userspace_addr: mem.host_addr(),
-        };
+        let region = mem.slot(0, 0, mem.size() as u64, 0);
         // SAFETY: the region is our own live mapping of exactly `memory_size` bytes, and it
         // outlives the VM (`vm` is dropped before `mem` at the end of this function).
         unsafe { vm.set_user_memory_region(region) }

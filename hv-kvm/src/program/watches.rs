@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use hv_core::{Access, EventKind, EventTable, Filter};
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_bindings::KVM_MEM_READONLY;
 use kvm_ioctls::VmFd;
 
 use super::memory_map::{MemoryMap, PAGE};
@@ -154,13 +154,7 @@ impl Watches {
             regions.push((cursor, size - cursor, 0));
         }
         let set = |slot: u32, gpa: u64, len: u64, flags: u32| {
-            let region = kvm_userspace_memory_region {
-                slot,
-                flags,
-                guest_phys_addr: gpa,
-                memory_size: len,
-                userspace_addr: mem.host_addr() + gpa,
-            };
+            let region = mem.slot(slot, gpa, len, flags);
             // SAFETY: every region lies inside `mem`'s own live mapping (gpa + len <= its
             // size), which outlives the VM; a zero size deletes the slot.
             unsafe { vm.set_user_memory_region(region) }

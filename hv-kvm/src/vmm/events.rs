@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hv_core::{CommandError, EventKind, Filter, Platform, Prepared, Target};
 use hvscript_stdlib::EventOp;
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_bindings::KVM_MEM_READONLY;
 use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
 
 use crate::monitor::{self, Slot, Watch};
@@ -176,12 +176,9 @@ impl Vm {
     /// Replaces the registered memory slots (every vCPU is outside KVM_RUN).
     fn set_slots(&self, new: Vec<Slot>) -> Result<(), VmError> {
         let mut cur = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let region = |i: usize, s: &Slot, size: u64| kvm_userspace_memory_region {
-            slot: i as u32,
-            flags: if s.readonly { KVM_MEM_READONLY } else { 0 },
-            guest_phys_addr: s.gpa,
-            memory_size: size,
-            userspace_addr: self.mem.host_addr() + s.gpa,
+        let region = |i: usize, s: &Slot, size: u64| {
+            let flags = if s.readonly { KVM_MEM_READONLY } else { 0 };
+            self.mem.slot(i as u32, s.gpa, size, flags)
         };
         for (i, s) in cur.iter().enumerate() {
             // SAFETY: size 0 deletes slot i; no host memory is handed to KVM.
