@@ -21,6 +21,7 @@ use crate::invocation::{Invocation, RunStats};
 use crate::run_error::{RunError, RunErrorKind};
 use crate::scalar::{NumTy, ScalarTy};
 use crate::source_range::SourceRange;
+use crate::tlb::{OwnMemory, Tlb};
 
 /// A loaded code object, as the runtime needs it: entry points (function 0 is the
 /// script's body), read-only data, the error-site table and the slot counts.
@@ -89,6 +90,8 @@ pub struct Runner {
     stack: Vec<u64>,
     /// Slots `dirty..` of the stack are known to be zero.
     dirty: usize,
+    /// The guest-memory translation cache compiled code checks inline.
+    tlb: Tlb,
 }
 
 impl Runner {
@@ -144,12 +147,19 @@ impl Runner {
             return fail(RunErrorKind::StackExhausted(slots));
         }
 
+        let own = OwnMemory {
+            stack: (self.stack.as_ptr() as u64, slots as u64 * 8),
+            globals: (globals.as_ptr() as u64, globals.len() as u64 * 8),
+        };
+        self.tlb.begin_run(own, || inv.host.mapping_id());
+        let tlb = &self.tlb;
         let mut host = HostState {
             env: &mut *inv.host,
             globals,
             rodata: image.rodata,
             error: None,
             memory_fault: None,
+            tlb,
         };
         let mut ctx = ExecCtx {
             regs: &mut *inv.regs,
@@ -172,12 +182,14 @@ impl Runner {
             error_site: 0,
             error_value: 0,
             memory: Some(memory_access as MemoryFn),
+            tlb: tlb.entries(),
         };
         // SAFETY: `CodeImage::new`'s contract makes `main` compiled code for this
         // context layout. Every pointer in `ctx` is valid for the whole call: registers,
         // pseudo-registers and globals borrow from `inv`, the stack is `self.stack` (not
         // touched otherwise until the call returns), rodata and the entry table borrow
-        // from the image, the built-in table is static, and `host` lives on this frame.
+        // from the image, the built-in table is static, `host` lives on this frame, and the
+        // translation cache is `self.tlb`, written only by the runtime's callbacks.
         unsafe { main(&mut ctx) };
         self.dirty = (ctx.stack_high as usize).min(slots);
         let fuel_used = limits.fuel.saturating_sub(ctx.fuel_left);
