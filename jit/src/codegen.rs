@@ -1000,7 +1000,7 @@ impl FunctionTranslator<'_, '_, '_> {
                 span,
             } => {
                 let a = self.get(*addr);
-                let v = self.typed_load(*ty, a, *span);
+                let v = self.typed_load(*ty, a, self.known(*addr), *span);
                 self.set(*dst, v);
             }
             Inst::Store {
@@ -1010,7 +1010,7 @@ impl FunctionTranslator<'_, '_, '_> {
                 span,
             } => {
                 let (a, v) = (self.get(*addr), self.get(*src));
-                self.typed_store(*ty, a, v, *span);
+                self.typed_store(*ty, a, self.known(*addr), v, *span);
             }
             Inst::CallBuiltin {
                 dst,

@@ -77,45 +77,60 @@ impl FunctionTranslator<'_, '_, '_> {
 
     /// Ends the current block with a branch on the translation cache: to `hit` when the
     /// page of `addr` is cached (as writable for a write) and `[addr, addr + width)` stays
-    /// inside it, else to `miss`. Returns the cache entry's address, for [`Self::host_address`]
-    /// in `hit`.
+    /// inside it, else to `miss`. `known` is `addr`'s value when it is a compile-time
+    /// constant: the page, the entry and the in-page test are then decided here. Returns
+    /// where the entry is (a base and a byte offset), for [`Self::host_address`] in `hit`.
     fn branch_on_tlb(
         &mut self,
         addr: Value,
+        known: Option<u64>,
         width: usize,
         write: bool,
         hit: Block,
         miss: Block,
-    ) -> Value {
-        let tlb = self.b.ins().load(I64, mem_const(), self.ctx, off::TLB);
-        let page = self.b.ins().ushr_imm_u(addr, TLB_PAGE_SHIFT as i64);
-        let index = self.b.ins().band_imm_u(page, (TLB_ENTRIES - 1) as i64);
-        let offset = self.b.ins().ishl_imm_u(index, TLB_ENTRY_SHIFT as i64);
-        let entry = self.b.ins().iadd(tlb, offset);
+    ) -> (Value, i32) {
         let tag_at = if write {
             ENTRY_WRITE_PAGE
         } else {
             ENTRY_READ_PAGE
         };
-        // Not read-only: the runtime refills entries during calls.
+        let last = TLB_PAGE_SIZE - width as u64;
+        let tlb = self.b.ins().load(I64, mem_const(), self.ctx, off::TLB);
+        if let Some(a) = known {
+            let page = a >> TLB_PAGE_SHIFT;
+            let at = ((page as usize % TLB_ENTRIES) << TLB_ENTRY_SHIFT) as i32;
+            if a & (TLB_PAGE_SIZE - 1) > last {
+                // Straddles a page end: never served inline.
+                self.b.ins().jump(miss, &[]);
+            } else {
+                // Not read-only: the runtime refills entries during calls.
+                let tag = self.b.ins().load(I64, mem(), tlb, at + tag_at);
+                let cached = self.b.ins().icmp_imm_u(IntCC::Equal, tag, page as i64);
+                self.b.ins().brif(cached, hit, &[], miss, &[]);
+            }
+            return (tlb, at);
+        }
+        let page = self.b.ins().ushr_imm_u(addr, TLB_PAGE_SHIFT as i64);
+        let index = self.b.ins().band_imm_u(page, (TLB_ENTRIES - 1) as i64);
+        let offset = self.b.ins().ishl_imm_u(index, TLB_ENTRY_SHIFT as i64);
+        let entry = self.b.ins().iadd(tlb, offset);
         let tag = self.b.ins().load(I64, mem(), entry, tag_at);
         let mut cached = self.b.ins().icmp(IntCC::Equal, tag, page);
         if width > 1 {
             let in_page = self.b.ins().band_imm_u(addr, (TLB_PAGE_SIZE - 1) as i64);
-            let fits = self.b.ins().icmp_imm_u(
-                IntCC::UnsignedLessThanOrEqual,
-                in_page,
-                (TLB_PAGE_SIZE - width as u64) as i64,
-            );
+            let fits =
+                self.b
+                    .ins()
+                    .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, in_page, last as i64);
             cached = self.b.ins().band(cached, fits);
         }
         self.b.ins().brif(cached, hit, &[], miss, &[]);
-        entry
+        (entry, 0)
     }
 
     /// In the `hit` block of [`Self::branch_on_tlb`]: the host address of `addr`.
-    fn host_address(&mut self, entry: Value, addr: Value) -> Value {
-        let delta = self.b.ins().load(I64, mem(), entry, ENTRY_DELTA);
+    fn host_address(&mut self, (entry, at): (Value, i32), addr: Value) -> Value {
+        let delta = self.b.ins().load(I64, mem(), entry, at + ENTRY_DELTA);
         self.b.ins().iadd(addr, delta)
     }
 
@@ -166,6 +181,7 @@ impl FunctionTranslator<'_, '_, '_> {
     fn dispatch_typed(
         &mut self,
         addr: Value,
+        known: Option<u64>,
         width: usize,
         write: bool,
     ) -> (Block, (Block, Value), Block) {
@@ -178,22 +194,29 @@ impl FunctionTranslator<'_, '_, '_> {
         );
         self.b.ins().brif(inside, stack, &[], not_stack, &[]);
         self.b.switch_to_block(not_stack);
-        let entry = self.branch_on_tlb(addr, width, write, cached, call);
+        let entry = self.branch_on_tlb(addr, known, width, write, cached, call);
         self.b.set_cold_block(call);
         self.b.switch_to_block(cached);
         let host = self.host_address(entry, addr);
         (stack, (cached, host), call)
     }
 
-    /// `Inst::Load`: the `ty`-wide bytes at `addr`, normalised to `ty`.
-    pub(super) fn typed_load(&mut self, ty: ScalarTy, addr: Value, span: Span) -> Value {
+    /// `Inst::Load`: the `ty`-wide bytes at `addr` (`known` when constant), normalised to
+    /// `ty`.
+    pub(super) fn typed_load(
+        &mut self,
+        ty: ScalarTy,
+        addr: Value,
+        known: Option<u64>,
+        span: Span,
+    ) -> Value {
         let width = ty.bytes();
         let site = self.shared.site(span);
         let join = self.b.create_block();
         // Every path delivers the bytes zero-extended, so one normalisation after the join
         // serves them all.
         self.b.append_block_param(join, I64);
-        let (stack, (cached, host), call) = self.dispatch_typed(addr, width, false);
+        let (stack, (cached, host), call) = self.dispatch_typed(addr, known, width, false);
 
         // `dispatch_typed` leaves the cached block current.
         let raw = self.load_bytes(width, host);
@@ -214,12 +237,19 @@ impl FunctionTranslator<'_, '_, '_> {
         self.normalize_scalar(ty, raw)
     }
 
-    /// `Inst::Store`: the low `ty`-wide bytes of `value` at `addr`.
-    pub(super) fn typed_store(&mut self, ty: ScalarTy, addr: Value, value: Value, span: Span) {
+    /// `Inst::Store`: the low `ty`-wide bytes of `value` at `addr` (`known` when constant).
+    pub(super) fn typed_store(
+        &mut self,
+        ty: ScalarTy,
+        addr: Value,
+        known: Option<u64>,
+        value: Value,
+        span: Span,
+    ) {
         let width = ty.bytes();
         let site = self.shared.site(span);
         let join = self.b.create_block();
-        let (stack, (_, host), call) = self.dispatch_typed(addr, width, true);
+        let (stack, (_, host), call) = self.dispatch_typed(addr, known, width, true);
 
         self.store_bytes(width, value, host);
         self.b.ins().jump(join, &[]);
@@ -248,10 +278,10 @@ impl FunctionTranslator<'_, '_, '_> {
             return self.call_builtin(builtin.id(), args, span);
         };
         let expected = if write { 2 } else { 1 };
-        let temps: Vec<Value> = args
+        let temps: Vec<u32> = args
             .iter()
             .filter_map(|a| match a {
-                Operand::Temp(t) => Some(self.get(*t)),
+                Operand::Temp(t) => Some(*t),
                 Operand::Str(_) => None,
             })
             .collect();
@@ -259,20 +289,22 @@ impl FunctionTranslator<'_, '_, '_> {
             // Leave the argument errors to the built-in.
             return self.call_builtin(builtin.id(), args, span);
         }
-        let addr = temps[0];
+        let known = self.known(temps[0]);
+        let addr = self.get(temps[0]);
         let (cached, call, join) = (
             self.b.create_block(),
             self.b.create_block(),
             self.b.create_block(),
         );
         self.b.append_block_param(join, I64);
-        let entry = self.branch_on_tlb(addr, width, write, cached, call);
+        let entry = self.branch_on_tlb(addr, known, width, write, cached, call);
         self.b.set_cold_block(call);
 
         self.b.switch_to_block(cached);
         let host = self.host_address(entry, addr);
         let result = if write {
-            self.store_bytes(width, temps[1], host);
+            let value = self.get(temps[1]);
+            self.store_bytes(width, value, host);
             self.b.ins().iconst(I64, 1)
         } else {
             self.load_bytes(width, host)
