@@ -5,7 +5,7 @@
 //! machine where absolute nanoseconds do not.
 //!
 //! `cargo bench -p hvscript-jit --bench jit_pairs` (`HVSCRIPT_PAIRS=N`: pairs per op,
-//! default 15). `dq_eq_cold` runs `dq_eq` against an environment whose pages are valid for
+//! default 15; `HVSCRIPT_PAIRS_ONLY=NAME`: one op). `dq_eq_cold` runs `dq_eq` against an environment whose pages are valid for
 //! one execution only (as in a hypervisor, where the guest may change its page tables
 //! between exits), so every run starts with an empty translation cache: one miss per page.
 
@@ -145,6 +145,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 1 } else { 15 });
     let batch = Duration::from_millis(if quick { 1 } else { 4 });
+    let only = std::env::var("HVSCRIPT_PAIRS_ONLY").ok();
     let mut arith = Case::new(ARITH, false);
     arith.run(10_000);
     let arith_n = arith.calibrate(batch);
@@ -163,6 +164,9 @@ fn main() {
         ("array_64", ARRAY, false),
         ("for_1000", FOR_LOOP, false),
     ] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let mut op = Case::new(src, cold);
         op.run(10_000);
         let op_n = op.calibrate(batch);

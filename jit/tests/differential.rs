@@ -357,7 +357,7 @@ impl Gen<'_> {
         if self.has_struct && self.pick(8) == 0 {
             let a = self.guest_addr(8);
             let m = ["m0", "m1", "m2[1]", "m3", "m4"][self.pick(5)];
-            return format!("((struct Rec *) {a})->{m}");
+            return format!("((struct Rec *) ({a}))->{m}");
         }
         let a = self.guest_addr(w);
         format!("{f}({a})")
