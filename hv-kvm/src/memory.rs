@@ -391,3 +391,67 @@ impl GuestAccess for GuestView<'_> {
         Ok((self.mem.translate(self.cr3, addr) == Some(addr)).then_some(addr))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRESENT_RW: u64 = 0b11;
+
+    /// 1 MiB of guest memory with 4-level tables (PML4 0x1000, PDPT 0x2000, PD 0x3000,
+    /// PT 0x4000) mapping VA 0x400000 -> 0x10000, VA 0x401000 -> 0x4000 (the page table
+    /// itself), VA 0x402000 -> 0x20000, and through a second page table that is page
+    /// 0x20000, VA 0x600000 -> 0x30000.
+    fn guest() -> GuestMemory {
+        let m = GuestMemory::new(1 << 20).unwrap();
+        let set = |table: u64, index: u64, to: u64| {
+            m.write_u64(table + index * 8, to | PRESENT_RW).unwrap()
+        };
+        set(0x1000, 0, 0x2000);
+        set(0x2000, 0, 0x3000);
+        set(0x3000, 2, 0x4000);
+        set(0x4000, 0, 0x10000);
+        set(0x4000, 1, 0x4000);
+        set(0x4000, 2, 0x20000);
+        set(0x3000, 3, 0x20000);
+        set(0x20000, 0, 0x30000);
+        m.write(0x10008, &0x1122_3344_5566_7788u64.to_le_bytes())
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn a_direct_page_is_the_translated_host_page() {
+        let m = guest();
+        let mut view = GuestView::new(&m, 0x1000);
+        let page = view.direct_page(0x400008, false).unwrap();
+        assert_eq!(page.host() as u64, m.host_addr() + 0x10000);
+        let mut via_read = [0u8; 8];
+        view.read(0x400008, &mut via_read).unwrap();
+        // SAFETY: the page is 4 KiB of the live mapping (what `direct_page` promises).
+        let direct = unsafe { page.host().add(8).cast::<u64>().read_unaligned() };
+        assert_eq!(direct, u64::from_le_bytes(via_read));
+        assert!(view.direct_page(0x1_0000_0000, false).is_none(), "unmapped");
+    }
+
+    #[test]
+    fn page_tables_are_never_handed_out_writable() {
+        let m = guest();
+        // The page table mapped at 0x401000: its own walk reads it.
+        let mut view = GuestView::new(&m, 0x1000);
+        let pt = view.direct_page(0x401000, true).unwrap();
+        assert!(!pt.writable());
+        assert!(view.direct_page(0x400000, true).unwrap().writable());
+
+        // A data page handed out writable, then found to be a page table: the walk
+        // through it gets no direct page.
+        let mut view = GuestView::new(&m, 0x1000);
+        assert!(view.direct_page(0x402000, true).unwrap().writable());
+        assert!(view.direct_page(0x600000, false).is_none());
+
+        // The other order: once it is a table, it is read-only.
+        let mut view = GuestView::new(&m, 0x1000);
+        assert!(view.direct_page(0x600000, false).is_some());
+        assert!(!view.direct_page(0x402000, true).unwrap().writable());
+    }
+}
