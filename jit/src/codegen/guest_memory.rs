@@ -175,30 +175,32 @@ impl FunctionTranslator<'_, '_, '_> {
         v
     }
 
-    /// Ends the current block with the typed-access dispatch: returns the blocks serving a
-    /// `width`-byte access at `addr` from the handed-out stack, from a cached guest page
-    /// (with the host address), and through the memory function.
-    fn dispatch_typed(
+    /// Ends the current block with a branch on whether a `width`-byte access at `addr` lies
+    /// in the handed-out stack; returns the (stack, elsewhere) blocks. The stack block is
+    /// laid out first, so array and struct accesses in loops fall through.
+    fn branch_on_stack(&mut self, addr: Value, width: usize) -> (Block, Block) {
+        let inside = self.in_handed_out_stack(addr, width);
+        let (stack, elsewhere) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(inside, stack, &[], elsewhere, &[]);
+        (stack, elsewhere)
+    }
+
+    /// In the block for accesses outside the stack: ends it with the cache lookup and
+    /// returns the (cached, runtime call) blocks and the host address for the cached one,
+    /// whose block is left current.
+    fn branch_on_guest(
         &mut self,
         addr: Value,
         known: Option<u64>,
         width: usize,
         write: bool,
-    ) -> (Block, (Block, Value), Block) {
-        let inside = self.in_handed_out_stack(addr, width);
-        let (stack, not_stack, cached, call) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().brif(inside, stack, &[], not_stack, &[]);
-        self.b.switch_to_block(not_stack);
+    ) -> (Block, Block, Value) {
+        let (cached, call) = (self.b.create_block(), self.b.create_block());
         let entry = self.branch_on_tlb(addr, known, width, write, cached, call);
         self.b.set_cold_block(call);
         self.b.switch_to_block(cached);
         let host = self.host_address(entry, addr);
-        (stack, (cached, host), call)
+        (cached, call, host)
     }
 
     /// `Inst::Load`: the `ty`-wide bytes at `addr` (`known` when constant), normalised to
@@ -216,15 +218,15 @@ impl FunctionTranslator<'_, '_, '_> {
         // Every path delivers the bytes zero-extended, so one normalisation after the join
         // serves them all.
         self.b.append_block_param(join, I64);
-        let (stack, (cached, host), call) = self.dispatch_typed(addr, known, width, false);
-
-        // `dispatch_typed` leaves the cached block current.
-        let raw = self.load_bytes(width, host);
-        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
-        debug_assert_eq!(self.b.current_block(), Some(cached));
+        let (stack, elsewhere) = self.branch_on_stack(addr, width);
 
         self.b.switch_to_block(stack);
         let raw = self.load_bytes(width, addr);
+        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
+
+        self.b.switch_to_block(elsewhere);
+        let (_, call, host) = self.branch_on_guest(addr, known, width, false);
+        let raw = self.load_bytes(width, host);
         self.b.ins().jump(join, &[BlockArg::Value(raw)]);
 
         self.b.switch_to_block(call);
@@ -249,13 +251,15 @@ impl FunctionTranslator<'_, '_, '_> {
         let width = ty.bytes();
         let site = self.shared.site(span);
         let join = self.b.create_block();
-        let (stack, (_, host), call) = self.dispatch_typed(addr, known, width, true);
-
-        self.store_bytes(width, value, host);
-        self.b.ins().jump(join, &[]);
+        let (stack, elsewhere) = self.branch_on_stack(addr, width);
 
         self.b.switch_to_block(stack);
         self.store_bytes(width, value, addr);
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(elsewhere);
+        let (_, call, host) = self.branch_on_guest(addr, known, width, true);
+        self.store_bytes(width, value, host);
         self.b.ins().jump(join, &[]);
 
         self.b.switch_to_block(call);
