@@ -14,7 +14,10 @@
 //!   [`ExecCtx::rodata`];
 //! - typed loads and stores reach the part of the local stack handed out this run inline
 //!   and everything else (global slots, the rest of the stack, guest memory) through
-//!   [`ExecCtx::memory`], a [`MemoryFn`].
+//!   [`ExecCtx::memory`], a [`MemoryFn`];
+//! - guest memory (typed accesses and the `poi db dw dd dq eb ed eq` built-ins) is first
+//!   looked up inline in the translation cache at [`ExecCtx::tlb`] ([`TlbEntry`]): a hit is
+//!   a plain host load or store, and only a miss calls the runtime, which fills the cache.
 //!
 //! Errors do not unwind the native stack: the failing code stores an [`ExecError`] kind,
 //! the error-site id (an index into the code object's table of source spans) and a value
@@ -81,6 +84,55 @@ impl MemoryAccess {
         }
     }
 }
+
+/// Entries of the translation cache at [`ExecCtx::tlb`] (a power of two: compiled code
+/// indexes it with `page & (TLB_ENTRIES - 1)`).
+pub const TLB_ENTRIES: usize = 16;
+/// log2 of the page size the translation cache maps.
+pub const TLB_PAGE_SHIFT: u32 = 12;
+/// The page size the translation cache maps.
+pub const TLB_PAGE_SIZE: u64 = 1 << TLB_PAGE_SHIFT;
+/// A tag no page number equals (page numbers are `addr >> 12`, below 2^52).
+pub const TLB_NO_PAGE: u64 = u64::MAX;
+/// log2 of `size_of::<TlbEntry>()`, for compiled code's indexing.
+pub const TLB_ENTRY_SHIFT: u32 = 5;
+
+/// One entry of the guest-memory translation cache compiled code checks inline.
+///
+/// Entry `i` only ever holds a page whose number (`addr >> TLB_PAGE_SHIFT`) is `i` modulo
+/// [`TLB_ENTRIES`]. An access of `w` bytes at `addr` that lies inside one page hits when the
+/// entry's tag is the page's number ([`TlbEntry::read_page`] for a read,
+/// [`TlbEntry::write_page`] for a write); it then touches the host bytes at
+/// `addr + delta` (wrapping) directly. The runtime guarantees those bytes are exactly the
+/// guest memory the access would reach through the [`MemoryFn`] or a built-in, valid (and,
+/// for `write_page`, writable) until compiled code next calls into the runtime; compiled
+/// code re-reads the entry at every access, so a runtime call may change or clear it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbEntry {
+    /// The page number reads may use `delta` for, or [`TLB_NO_PAGE`].
+    pub read_page: u64,
+    /// The page number writes may use `delta` for, or [`TLB_NO_PAGE`] (a page can be
+    /// readable directly and still have its writes go through the runtime).
+    pub write_page: u64,
+    /// Host address minus guest address for this page (wrapping).
+    pub delta: u64,
+    pub reserved: u64,
+}
+
+impl TlbEntry {
+    /// An entry no access hits.
+    pub const EMPTY: TlbEntry = TlbEntry {
+        read_page: TLB_NO_PAGE,
+        write_page: TLB_NO_PAGE,
+        delta: 0,
+        reserved: 0,
+    };
+}
+
+/// A translation cache no access hits: what [`ExecCtx::empty`] points to, for runtimes
+/// that keep none.
+pub static EMPTY_TLB: [TlbEntry; TLB_ENTRIES] = [TlbEntry::EMPTY; TLB_ENTRIES];
 
 /// Argument tag in a [`call_record`]: a 64-bit value.
 pub const ARG_VALUE: u8 = 0;
@@ -221,6 +273,9 @@ pub struct ExecCtx {
     /// [`ExecCtx::empty`]) means there is no other memory: compiled code stops such an
     /// access with [`ExecError::Memory`] itself, the address as the value.
     pub memory: Option<MemoryFn>,
+    /// The guest-memory translation cache: [`TLB_ENTRIES`] [`TlbEntry`]s, never null
+    /// ([`EMPTY_TLB`] when the runtime keeps none). Compiled code only reads it.
+    pub tlb: *const TlbEntry,
 }
 
 impl ExecCtx {
@@ -247,6 +302,7 @@ impl ExecCtx {
             error_site: 0,
             error_value: 0,
             memory: None,
+            tlb: EMPTY_TLB.as_ptr(),
         }
     }
 }

@@ -14,7 +14,9 @@ pub mod regs;
 pub mod stage;
 
 pub use builtins::{ArgKind, Builtin, BuiltinInfo, CallShape};
-pub use exec::{BuiltinFn, CallRecord, EntryFn, ExecCtx, ExecError, MemoryAccess, MemoryFn};
+pub use exec::{
+    BuiltinFn, CallRecord, EntryFn, ExecCtx, ExecError, MemoryAccess, MemoryFn, TlbEntry,
+};
 pub use pseudo::{PseudoReg, PseudoValues};
 pub use regs::{GuestRegs, RegField, Register, GUEST_REG_SLOTS};
 pub use stage::Stage;

@@ -1,10 +1,14 @@
 //! The environment one script execution sees, as the built-ins' [`Env`]: guest memory
-//! (and the event's safe buffer at `$buffer`), output collected for the sink, the
-//! execution's short-circuit flag, and event-table requests applied after the exit.
+//! (and the event's safe buffer at `$buffer`; the guest's direct pages for compiled
+//! code's translation cache where nothing of its own shadows them), output collected for
+//! the sink, the execution's short-circuit flag, and event-table requests applied after
+//! the exit.
 
 use alloc::vec::Vec;
 
-use hvscript_stdlib::{AtomicRmw, Env, EventOp, MemFault, Unavailable};
+use hvscript_stdlib::{
+    AtomicRmw, DirectPage, Env, EventOp, MemFault, Unavailable, DIRECT_PAGE_SIZE,
+};
 
 use crate::event::{Event, Stage};
 use crate::guest::GuestAccess;
@@ -33,6 +37,18 @@ pub(crate) struct ExecutionEnv<'a> {
 }
 
 impl ExecutionEnv<'_> {
+    /// Whether `[addr, addr+len)` overlaps the `$date`/`$time` strings or the safe buffer,
+    /// which shadow guest memory at their addresses.
+    fn overlaps_own(&self, addr: u64, len: u64) -> bool {
+        let end = addr.saturating_add(len);
+        let overlaps = |base: u64, size: u64| size != 0 && addr < base + size && end > base;
+        overlaps(self.clock.as_ptr() as u64, self.clock.len() as u64)
+            || self.event.buffer.as_ref().is_some_and(|b| {
+                let b = b.lock();
+                overlaps(b.as_ptr() as u64, b.len() as u64)
+            })
+    }
+
     /// The offset into the safe buffer if `[addr, addr+len)` lies inside it.
     fn in_buffer(&self, addr: u64, len: usize) -> Option<usize> {
         let buf = self.event.buffer.as_ref()?;
@@ -71,6 +87,25 @@ impl Env for ExecutionEnv<'_> {
             }
         }
         self.guest.write(addr, data)
+    }
+
+    /// The guest's page, unless the clock strings or the safe buffer shadow part of it:
+    /// those are served (under the buffer's lock) by `read`/`write` only.
+    fn direct_page(&mut self, addr: u64, write: bool) -> Option<DirectPage> {
+        let base = addr & !(DIRECT_PAGE_SIZE - 1);
+        if self.overlaps_own(base, DIRECT_PAGE_SIZE) {
+            return None;
+        }
+        self.guest.direct_page(addr, write)
+    }
+
+    /// The guest's, unless this execution has a clock or a safe buffer: those live at
+    /// addresses a later execution's may not, and a page cached now could then shadow them.
+    fn mapping_id(&self) -> u64 {
+        if !self.clock.is_empty() || self.event.buffer.is_some() {
+            return 0;
+        }
+        self.guest.mapping_id()
     }
 
     fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {

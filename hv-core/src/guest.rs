@@ -4,13 +4,26 @@
 //! an implementation to [`crate::Engine::handle_exit`].
 
 use hvscript_abi::GuestRegs;
-use hvscript_stdlib::{AtomicRmw, LocalTime, MemFault, Unavailable};
+use hvscript_stdlib::{AtomicRmw, DirectPage, LocalTime, MemFault, Unavailable};
 
 pub trait GuestAccess {
     /// Reads guest-virtual memory.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault>;
     /// Writes guest-virtual memory.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault>;
+
+    /// Direct access to the guest-virtual page holding `addr`, for compiled code's
+    /// translation cache; see [`hvscript_stdlib::Env::direct_page`] for how long it must
+    /// stay valid. `None` (the default) keeps every access on `read`/`write`.
+    fn direct_page(&mut self, _addr: u64, _write: bool) -> Option<DirectPage> {
+        None
+    }
+
+    /// See [`hvscript_stdlib::Env::mapping_id`]; 0 (the default): direct pages are valid
+    /// for the current execution only.
+    fn mapping_id(&self) -> u64 {
+        0
+    }
 
     /// An 8-byte atomic operation on guest memory. The default reads then writes, which is
     /// atomic only while no other vCPU runs; hypervisors that map guest memory implement it

@@ -289,6 +289,17 @@ impl Env for EvalEnv<'_> {
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
         self.view.write(addr, data)
     }
+    fn direct_page(&mut self, addr: u64, write: bool) -> Option<hvscript_stdlib::DirectPage> {
+        let page = addr & !(hvscript_stdlib::DIRECT_PAGE_SIZE - 1);
+        let clock = self.clock.as_ptr() as u64;
+        // The clock strings shadow guest memory at their address.
+        if page < clock + self.clock.len() as u64
+            && clock < page + hvscript_stdlib::DIRECT_PAGE_SIZE
+        {
+            return None;
+        }
+        self.view.direct_page(addr, write)
+    }
     fn atomic_rmw_u64(
         &mut self,
         addr: u64,

@@ -5,12 +5,14 @@
 //! exit: guest-virtual addresses are translated by walking the guest's own 4-level page
 //! tables from the vCPU's CR3 (4 KiB, 2 MiB and 1 GiB pages), so a script sees exactly what
 //! the guest instruction would. Every access is bounds-checked against the slot: a bad
-//! address is a [`MemFault`], never a host fault.
+//! address is a [`MemFault`], never a host fault. The view also hands translated pages to
+//! compiled code's translation cache (`GuestView::direct_page`), keeping page-table pages
+//! out of what it lets compiled code write.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hv_core::GuestAccess;
-use hvscript_stdlib::{AtomicRmw, MemFault, Unavailable};
+use hvscript_stdlib::{AtomicRmw, DirectPage, MemFault, Unavailable};
 
 /// The guest's RAM, mapped in the VMM.
 pub struct GuestMemory {
@@ -135,6 +137,12 @@ impl GuestMemory {
     /// Translates a guest-virtual address with the page tables rooted at `cr3`
     /// (4-level paging, as the guests of this VMM use). `None`: not mapped.
     pub fn translate(&self, cr3: u64, va: u64) -> Option<u64> {
+        self.walk(cr3, va, |_| {})
+    }
+
+    /// [`GuestMemory::translate`], telling `table` the guest-physical address of each
+    /// page-table page the walk reads.
+    fn walk(&self, cr3: u64, va: u64, mut table_page: impl FnMut(u64)) -> Option<u64> {
         const PRESENT: u64 = 1;
         const LARGE: u64 = 1 << 7;
         const ADDR: u64 = 0x000f_ffff_ffff_f000;
@@ -142,6 +150,7 @@ impl GuestMemory {
         for level in (1..=4u32).rev() {
             let shift = 12 + 9 * (level - 1);
             let index = (va >> shift) & 0x1ff;
+            table_page(table);
             let entry = self.read_u64(table + index * 8).ok()?;
             if entry & PRESENT == 0 {
                 return None;
@@ -174,7 +183,25 @@ pub struct GuestView<'a> {
     slept: std::time::Duration,
     /// Where `pause()` stops (the VM's debugger), for the views of exits.
     debugger: Option<&'a crate::debugger::Debugger>,
+    /// What this view has handed out as direct pages.
+    direct: DirectPages,
 }
+
+/// The guest-physical pages behind the direct pages a [`GuestView`] handed out: the
+/// page-table pages their walks read, and the pages given out writable. A writable page
+/// that is also a page table would let compiled code change a translation behind the
+/// cache's back, so the two sets are kept apart: a write request for a table page gets a
+/// read-only page, and a walk through a page already given out writable gets none. Both
+/// are small (a script's cache holds 16 pages); when one is full, no more pages are
+/// handed out.
+#[derive(Default)]
+struct DirectPages {
+    tables: Vec<u64>,
+    writable: Vec<u64>,
+}
+
+const MAX_DIRECT_TABLES: usize = 64;
+const MAX_DIRECT_WRITABLE: usize = 32;
 
 /// The most `microsleep` may wait in one exit: a script never holds a vCPU longer.
 pub const MAX_SLEEP_PER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -208,6 +235,7 @@ impl<'a> GuestView<'a> {
             cr3,
             slept: std::time::Duration::ZERO,
             debugger: None,
+            direct: DirectPages::default(),
         }
     }
 
@@ -304,6 +332,46 @@ impl GuestAccess for GuestView<'_> {
         ))
     }
 
+    /// Valid for this execution only ([`GuestAccess::mapping_id`] stays 0): the guest may
+    /// change its page tables between exits. Within the execution, see [`DirectPages`];
+    /// a write through `write`, `write_phys` or the atomics makes the runtime drop every
+    /// page, so page-table edits by the script itself are seen. (Edits by another vCPU in
+    /// the middle of the execution are seen as a hardware TLB would: maybe not yet.)
+    fn direct_page(&mut self, addr: u64, write: bool) -> Option<DirectPage> {
+        let mut walked = [0u64; 4];
+        let mut n = 0;
+        let pa = self.mem.walk(self.cr3, addr, |t| {
+            walked[n] = t;
+            n += 1;
+        })?;
+        let page = pa & !0xfff;
+        let offset = self.mem.check(page, 0x1000).ok()?;
+        let d = &mut self.direct;
+        if walked[..n].iter().any(|t| d.writable.contains(t)) {
+            return None;
+        }
+        for &t in &walked[..n] {
+            if !d.tables.contains(&t) {
+                if d.tables.len() == MAX_DIRECT_TABLES {
+                    return None;
+                }
+                d.tables.push(t);
+            }
+        }
+        let writable = write
+            && !d.tables.contains(&page)
+            && (d.writable.contains(&page) || d.writable.len() < MAX_DIRECT_WRITABLE);
+        if writable && !d.writable.contains(&page) {
+            d.writable.push(page);
+        }
+        // SAFETY: `check` proved the page lies inside the mapping, which outlives this
+        // view and is readable and writable; `read`/`write` of the same guest-virtual
+        // bytes reach exactly these host bytes (same walk, same slot); the page is valid
+        // for this execution only (mapping id 0), and a writable page is never one of the
+        // page tables behind a page this view handed out (`DirectPages`).
+        Some(unsafe { DirectPage::new(self.mem.ptr.add(offset), writable) })
+    }
+
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let mem = self.mem;
         self.pieces(addr, buf.len(), |pa, at, n| {
@@ -357,5 +425,69 @@ impl GuestAccess for GuestView<'_> {
     /// is also its virtual address when that mapping is present.
     fn phys_to_virt(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
         Ok((self.mem.translate(self.cr3, addr) == Some(addr)).then_some(addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRESENT_RW: u64 = 0b11;
+
+    /// 1 MiB of guest memory with 4-level tables (PML4 0x1000, PDPT 0x2000, PD 0x3000,
+    /// PT 0x4000) mapping VA 0x400000 -> 0x10000, VA 0x401000 -> 0x4000 (the page table
+    /// itself), VA 0x402000 -> 0x20000, and through a second page table that is page
+    /// 0x20000, VA 0x600000 -> 0x30000.
+    fn guest() -> GuestMemory {
+        let m = GuestMemory::new(1 << 20).unwrap();
+        let set = |table: u64, index: u64, to: u64| {
+            m.write_u64(table + index * 8, to | PRESENT_RW).unwrap()
+        };
+        set(0x1000, 0, 0x2000);
+        set(0x2000, 0, 0x3000);
+        set(0x3000, 2, 0x4000);
+        set(0x4000, 0, 0x10000);
+        set(0x4000, 1, 0x4000);
+        set(0x4000, 2, 0x20000);
+        set(0x3000, 3, 0x20000);
+        set(0x20000, 0, 0x30000);
+        m.write(0x10008, &0x1122_3344_5566_7788u64.to_le_bytes())
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn a_direct_page_is_the_translated_host_page() {
+        let m = guest();
+        let mut view = GuestView::new(&m, 0x1000);
+        let page = view.direct_page(0x400008, false).unwrap();
+        assert_eq!(page.host() as u64, m.host_addr() + 0x10000);
+        let mut via_read = [0u8; 8];
+        view.read(0x400008, &mut via_read).unwrap();
+        // SAFETY: the page is 4 KiB of the live mapping (what `direct_page` promises).
+        let direct = unsafe { page.host().add(8).cast::<u64>().read_unaligned() };
+        assert_eq!(direct, u64::from_le_bytes(via_read));
+        assert!(view.direct_page(0x1_0000_0000, false).is_none(), "unmapped");
+    }
+
+    #[test]
+    fn page_tables_are_never_handed_out_writable() {
+        let m = guest();
+        // The page table mapped at 0x401000: its own walk reads it.
+        let mut view = GuestView::new(&m, 0x1000);
+        let pt = view.direct_page(0x401000, true).unwrap();
+        assert!(!pt.writable());
+        assert!(view.direct_page(0x400000, true).unwrap().writable());
+
+        // A data page handed out writable, then found to be a page table: the walk
+        // through it gets no direct page.
+        let mut view = GuestView::new(&m, 0x1000);
+        assert!(view.direct_page(0x402000, true).unwrap().writable());
+        assert!(view.direct_page(0x600000, false).is_none());
+
+        // The other order: once it is a table, it is read-only.
+        let mut view = GuestView::new(&m, 0x1000);
+        assert!(view.direct_page(0x600000, false).is_some());
+        assert!(!view.direct_page(0x402000, true).unwrap().writable());
     }
 }

@@ -13,11 +13,9 @@
 //! every call and return too. Nothing refers to an absolute address, and the compile fails
 //! if Cranelift reports a relocation.
 //!
-//! Typed loads and stores (`Inst::Load`, `Inst::Store`) whose address falls inside
-//! `stack[..stack_high]` (the part of the local stack this run has handed out, so already
-//! zeroed and cleared again after the run) are plain memory accesses; any other address
-//! (a global slot, the rest of the stack, guest memory) goes through the context's
-//! [`hvscript_abi::MemoryFn`], which routes it as built-ins' memory accesses are routed.
+//! Typed loads and stores and the guest-memory built-ins (`dq`, `eq`, ...) are translated
+//! by [`guest_memory`]: inline where the local stack or the translation cache serves them,
+//! through the runtime otherwise.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,9 +32,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use hvscript_abi::exec::{
-    call_record_head, memory_access, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR,
-};
+use hvscript_abi::exec::{call_record_head, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
 use hvscript_abi::{Builtin, ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
@@ -46,6 +42,8 @@ use hvscript_lang::ir::{
 use hvscript_runtime::{Arch, CodeObject, FunctionInfo, SourceRange, StringInfo, Usage};
 
 use crate::layout as off;
+
+mod guest_memory;
 
 /// Cranelift's optimisation level (and register allocator) for script code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1002,7 +1000,7 @@ impl FunctionTranslator<'_, '_, '_> {
                 span,
             } => {
                 let a = self.get(*addr);
-                let v = self.typed_load(*ty, a, *span);
+                let v = self.typed_load(*ty, a, self.known(*addr), *span);
                 self.set(*dst, v);
             }
             Inst::Store {
@@ -1012,7 +1010,7 @@ impl FunctionTranslator<'_, '_, '_> {
                 span,
             } => {
                 let (a, v) = (self.get(*addr), self.get(*src));
-                self.typed_store(*ty, a, v, *span);
+                self.typed_store(*ty, a, self.known(*addr), v, *span);
             }
             Inst::CallBuiltin {
                 dst,
@@ -1020,7 +1018,7 @@ impl FunctionTranslator<'_, '_, '_> {
                 args,
                 span,
             } => {
-                let v = self.call_builtin(builtin.id(), args, *span)?;
+                let v = self.builtin(*builtin, args, *span)?;
                 if let Some(d) = dst {
                     self.set(*d, v);
                 }
@@ -1448,118 +1446,6 @@ impl FunctionTranslator<'_, '_, '_> {
         } else {
             self.b.ins().uextend(I64, low)
         }
-    }
-
-    /// Whether `[addr, addr + width)` lies inside `stack[..stack_high]`. `stack_high` is
-    /// read at every access: calls and the memory function raise it.
-    fn in_handed_out_stack(&mut self, addr: Value, width: usize) -> Value {
-        let offset = self.b.ins().isub(addr, self.stack);
-        let high = self.b.ins().load(I64, mem(), self.ctx, off::STACK_HIGH);
-        let high_bytes = self.b.ins().ishl_imm_s(high, 3);
-        // `offset < high_bytes` bounds the offset, so adding the width cannot wrap; it also
-        // rejects everything when nothing is handed out (`stack_high == 0`).
-        let starts_inside = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedLessThan, offset, high_bytes);
-        let end = self.b.ins().iadd_imm_s(offset, width as i64);
-        let ends_inside = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, end, high_bytes);
-        self.b.ins().band(starts_inside, ends_inside)
-    }
-
-    /// Calls the context's memory function (see [`hvscript_abi::MemoryFn`]) and returns
-    /// at once if it recorded an error. Without a memory function there is no memory
-    /// beyond the inline path: the access fails here, with the address as the value.
-    fn call_memory(&mut self, access: u64, site: u32, addr: Value, value: Value) -> Value {
-        let f = self.b.ins().load(I64, mem_const(), self.ctx, off::MEMORY);
-        let missing = self.b.ins().icmp_imm_s(IntCC::Equal, f, 0);
-        self.raise_if(missing, ExecError::Memory, site, addr);
-        let call_conv = self.shared.call_conv;
-        let sig = imported(&mut self.b, &mut self.memory_sig, || {
-            memory_signature(call_conv)
-        });
-        let access = self.b.ins().iconst(I64, access as i64);
-        let call = self
-            .b
-            .ins()
-            .call_indirect(sig, f, &[self.ctx, access, addr, value]);
-        let v = self.b.inst_results(call)[0];
-        self.unwind_on_error();
-        v
-    }
-
-    /// Ends the current block with a branch on whether a `width`-byte access at `addr` is
-    /// served inline; returns the (inline, memory function, join) blocks.
-    fn branch_on_stack(
-        &mut self,
-        addr: Value,
-        width: usize,
-    ) -> (
-        cranelift_codegen::ir::Block,
-        cranelift_codegen::ir::Block,
-        cranelift_codegen::ir::Block,
-    ) {
-        let inside = self.in_handed_out_stack(addr, width);
-        let blocks = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().brif(inside, blocks.0, &[], blocks.1, &[]);
-        blocks
-    }
-
-    /// `Inst::Load`: the `ty`-wide bytes at `addr`, normalised to `ty`.
-    fn typed_load(&mut self, ty: ScalarTy, addr: Value, span: Span) -> Value {
-        let width = ty.bytes();
-        let site = self.shared.site(span);
-        let (inline, outside, join) = self.branch_on_stack(addr, width);
-        // Both paths deliver the bytes zero-extended, so one normalisation after the join
-        // serves both.
-        self.b.append_block_param(join, I64);
-
-        self.b.switch_to_block(inline);
-        let raw = match width {
-            1 => self.b.ins().uload8(I64, mem_typed(), addr, 0),
-            2 => self.b.ins().uload16(I64, mem_typed(), addr, 0),
-            4 => self.b.ins().uload32(mem_typed(), addr, 0),
-            _ => self.b.ins().load(I64, mem_typed(), addr, 0),
-        };
-        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
-
-        self.b.switch_to_block(outside);
-        let zero = self.b.ins().iconst(I64, 0);
-        let raw = self.call_memory(memory_access(site, width as u8, false), site, addr, zero);
-        self.b.ins().jump(join, &[BlockArg::Value(raw)]);
-
-        self.b.switch_to_block(join);
-        let raw = self.b.block_params(join)[0];
-        self.normalize_scalar(ty, raw)
-    }
-
-    /// `Inst::Store`: the low `ty`-wide bytes of `value` at `addr`.
-    fn typed_store(&mut self, ty: ScalarTy, addr: Value, value: Value, span: Span) {
-        let width = ty.bytes();
-        let site = self.shared.site(span);
-        let (inline, outside, join) = self.branch_on_stack(addr, width);
-
-        self.b.switch_to_block(inline);
-        match width {
-            1 => self.b.ins().istore8(mem_typed(), value, addr, 0),
-            2 => self.b.ins().istore16(mem_typed(), value, addr, 0),
-            4 => self.b.ins().istore32(mem_typed(), value, addr, 0),
-            _ => self.b.ins().store(mem_typed(), value, addr, 0),
-        };
-        self.b.ins().jump(join, &[]);
-
-        self.b.switch_to_block(outside);
-        self.call_memory(memory_access(site, width as u8, true), site, addr, value);
-        self.b.ins().jump(join, &[]);
-
-        self.b.switch_to_block(join);
     }
 
     fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Result<Value, JitError> {

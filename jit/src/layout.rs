@@ -18,6 +18,7 @@ pub const ERROR_KIND: i32 = 120;
 pub const ERROR_SITE: i32 = 124;
 pub const ERROR_VALUE: i32 = 128;
 pub const MEMORY: i32 = 136;
+pub const TLB: i32 = 144;
 
 #[cfg(test)]
 mod tests {
@@ -26,7 +27,7 @@ mod tests {
 
     #[test]
     fn offsets_match_the_abi_definition() {
-        let table: [(i32, usize, &str); 16] = [
+        let table: [(i32, usize, &str); 17] = [
             (super::REGS, offset_of!(ExecCtx, regs), "regs"),
             (super::PSEUDO, offset_of!(ExecCtx, pseudo), "pseudo"),
             (super::GLOBALS, offset_of!(ExecCtx, globals), "globals"),
@@ -75,6 +76,7 @@ mod tests {
                 "error_value",
             ),
             (super::MEMORY, offset_of!(ExecCtx, memory), "memory"),
+            (super::TLB, offset_of!(ExecCtx, tlb), "tlb"),
         ];
         for (ours, abi, name) in table {
             assert_eq!(ours as usize, abi, "offset of ExecCtx::{name}");

@@ -5,7 +5,9 @@
 //! The code-object format, the loader and the runner are the runtime's
 //! (`hvscript-runtime`), which a hypervisor links without this crate.
 //!
-//! - [`codegen`]: IR -> Cranelift IR -> machine code ([`Jit`]).
+//! - [`codegen`]: IR -> Cranelift IR -> machine code ([`Jit`]); its `guest_memory` part
+//!   translates memory accesses (the local stack inline, guest memory through the
+//!   translation cache checked inline, the runtime on a miss).
 //! - [`layout`]: the `ExecCtx` offsets the generated code uses.
 //! - [`disasm`]: Intel-syntax disassembly for `--dump-asm`.
 //!

@@ -93,13 +93,14 @@ fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
 #[test]
 fn other_format_versions_are_refused_by_name() {
     let bytes = object().to_bytes();
-    for version in [0, 1, VERSION + 1, u32::MAX] {
+    for version in [0, 1, 2, VERSION + 1, u32::MAX] {
         let mut b = bytes.clone();
         b[8..12].copy_from_slice(&version.to_le_bytes());
         for b in [b.clone(), reseal(b)] {
             let e = CodeObject::from_bytes(&b).unwrap_err().to_string();
             assert!(
-                e.contains(&format!("format version {version}")) && e.contains("reads version 2"),
+                e.contains(&format!("format version {version}"))
+                    && e.contains(&format!("reads version {VERSION}")),
                 "{e}"
             );
         }

@@ -5,6 +5,11 @@
 //! as the interpreter does. The state they reach through [`ExecCtx::host`] is `HostState`,
 //! which the [`Runner`](crate::Runner) sets up for each run.
 //!
+//! Both are also the miss path of the translation cache compiled code checks inline
+//! (`crate::tlb`): after a guest access they serve, they cache the page's direct pointer if
+//! the environment hands one out, and after a write that reached the environment they drop
+//! every cached page.
+//!
 //! Compiled code never links the stdlib: it reaches it only through this table, which the
 //! runtime hands it in the context (DESIGN.md), so a code object has no relocations.
 
@@ -16,6 +21,7 @@ use hvscript_abi::{Builtin, BuiltinFn, ExecCtx, ExecError, MemoryAccess};
 use hvscript_stdlib::{Arg, Env, MemFault, ScriptError};
 
 use crate::script_memory::ScriptMemory;
+use crate::tlb::Tlb;
 
 /// The runtime's state behind [`ExecCtx::host`] during a run.
 pub(crate) struct HostState<'a> {
@@ -26,6 +32,33 @@ pub(crate) struct HostState<'a> {
     pub(crate) error: Option<ScriptError>,
     /// The typed access that failed, for [`ExecError::Memory`].
     pub(crate) memory_fault: Option<MemoryFault>,
+    /// The runner's translation cache ([`ExecCtx::tlb`] points into it).
+    pub(crate) tlb: &'a Tlb,
+}
+
+/// After a slow-path access through `mem`: drops the cached pages if it wrote to the
+/// environment, then caches the page of `cache` (a guest access that succeeded).
+fn update_tlb(tlb: &Tlb, mem: &mut ScriptMemory<'_>, cache: Option<(u64, bool)>) {
+    if mem.wrote_host {
+        tlb.clear();
+    }
+    if let Some((addr, write)) = cache {
+        if let Some(page) = mem.direct_page(addr, write) {
+            tlb.insert(addr, page, || mem.mapping_id());
+        }
+    }
+}
+
+/// The guest access a successful call of built-in `b` made, for the translation cache:
+/// (address, write). Only the built-ins compiled code serves inline.
+fn cached_access(b: Builtin, args: &[u64], result: u64) -> Option<(u64, bool)> {
+    let addr = *args.first()?;
+    match b {
+        Builtin::Poi | Builtin::Dq | Builtin::Dd | Builtin::Dw | Builtin::Db => Some((addr, false)),
+        // 0: the address was not writable; nothing to cache.
+        Builtin::Eq | Builtin::Ed | Builtin::Eb if result == 1 => Some((addr, true)),
+        _ => None,
+    }
 }
 
 /// A failed typed load or store, as [`RunErrorKind::memory`](crate::RunErrorKind::memory) needs it.
@@ -130,12 +163,11 @@ unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
-    let mut mem = ScriptMemory {
-        stack,
-        globals: host.globals,
-        host: &mut *host.env,
-    };
-    match hvscript_stdlib::call(b, &mut mem, &decoded) {
+    let mut mem = ScriptMemory::new(stack, host.globals, &mut *host.env);
+    let result = hvscript_stdlib::call(b, &mut mem, &decoded);
+    let cache = result.as_ref().ok().and_then(|&v| cached_access(b, raw, v));
+    update_tlb(host.tlb, &mut mem, cache);
+    match result {
         Ok(v) => v,
         Err(e) => {
             drop(decoded);
@@ -175,16 +207,13 @@ pub(crate) unsafe extern "C" fn memory_access(
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
-    let mut mem = ScriptMemory {
-        stack,
-        globals: host.globals,
-        host: &mut *host.env,
-    };
+    let mut mem = ScriptMemory::new(stack, host.globals, &mut *host.env);
     let result = if write {
         mem.write_le(addr, len, value).map(|()| 0)
     } else {
         mem.read_le(addr, len)
     };
+    update_tlb(host.tlb, &mut mem, result.is_ok().then_some((addr, write)));
     match result {
         Ok(_) if write => {
             // Compiled code only zeroes what it handed out; a write above that must be

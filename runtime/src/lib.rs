@@ -13,7 +13,8 @@
 //! - [`runner`]: runs loaded code ([`Runner`] over a [`CodeImage`]) with an [`Invocation`]
 //!   ([`invocation`]: registers, pseudo-registers, [`GlobalSlots`], environment, [`Limits`]);
 //!   [`builtins`]: the table compiled code calls built-ins through, into
-//!   `hvscript_stdlib::call`, and its typed-memory entry.
+//!   `hvscript_stdlib::call`, and its typed-memory entry; `tlb`: the guest-memory
+//!   translation cache compiled code checks inline, filled by those two.
 //! - Shared with the interpreter (the reference semantics, in `hvscript-lang`), so both
 //!   back ends route memory and word errors identically: [`script_memory`] (the script's
 //!   own stack and globals versus guest memory), [`scalar`] (the types typed operations
@@ -44,6 +45,7 @@ pub mod runner;
 pub mod scalar;
 pub mod script_memory;
 pub mod source_range;
+mod tlb;
 pub mod usage;
 
 #[cfg(feature = "std")]

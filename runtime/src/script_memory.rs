@@ -6,17 +6,24 @@
 //! two areas itself and passes everything else — guest memory, output, events — to the
 //! host environment. The interpreter (`hvscript-lang`) and the [`Runner`](crate::Runner)
 //! both route through it, so the two back ends cannot disagree on what is the script's own.
+//! It also keeps the script's own memory out of the translation cache (no direct page
+//! overlaps it) and notes writes that reach the host, after which cached translations may
+//! be stale.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvscript_stdlib::{
-    AtomicRmw, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
+    AtomicRmw, DirectPage, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
+    DIRECT_PAGE_SIZE,
 };
 
 pub struct ScriptMemory<'a> {
     pub stack: &'a mut [u64],
     pub globals: &'a [AtomicU64],
     pub host: &'a mut dyn Env,
+    /// Set when a write (plain, physical or atomic) went to the host environment: it may
+    /// have changed the guest's page tables.
+    pub wrote_host: bool,
 }
 
 enum Area {
@@ -27,6 +34,21 @@ enum Area {
 
 fn base_of<T>(s: &[T]) -> u64 {
     s.as_ptr() as u64
+}
+
+impl<'a> ScriptMemory<'a> {
+    pub fn new(
+        stack: &'a mut [u64],
+        globals: &'a [AtomicU64],
+        host: &'a mut dyn Env,
+    ) -> ScriptMemory<'a> {
+        ScriptMemory {
+            stack,
+            globals,
+            host,
+            wrote_host: false,
+        }
+    }
 }
 
 impl ScriptMemory<'_> {
@@ -125,7 +147,10 @@ impl Env for ScriptMemory<'_> {
                 self.global_write(off, data);
                 Ok(())
             }
-            Area::Host => self.host.write(addr, data),
+            Area::Host => {
+                self.wrote_host = true;
+                self.host.write(addr, data)
+            }
         }
     }
 
@@ -156,7 +181,10 @@ impl Env for ScriptMemory<'_> {
             }
             // An interlocked operation on a misaligned variable address.
             Area::Stack(_) | Area::Global(_) => Err(MemFault::Invalid),
-            Area::Host => self.host.atomic_rmw_u64(addr, op),
+            Area::Host => {
+                self.wrote_host = true;
+                self.host.atomic_rmw_u64(addr, op)
+            }
         }
     }
 
@@ -182,7 +210,10 @@ impl Env for ScriptMemory<'_> {
                 Ok(seen)
             }
             Area::Global(_) => Err(MemFault::Invalid),
-            Area::Host => self.host.cmpxchg_u32(addr, expected, new),
+            Area::Host => {
+                self.wrote_host = true;
+                self.host.cmpxchg_u32(addr, expected, new)
+            }
         }
     }
 
@@ -202,7 +233,19 @@ impl Env for ScriptMemory<'_> {
         self.host.read_phys(addr, buf)
     }
     fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.wrote_host = true;
         self.host.write_phys(addr, data)
+    }
+    fn direct_page(&mut self, addr: u64, write: bool) -> Option<DirectPage> {
+        let base = addr & !(DIRECT_PAGE_SIZE - 1);
+        // A page overlapping the script's own memory would bypass its routing.
+        match self.area(base, DIRECT_PAGE_SIZE as usize)? {
+            Area::Host => self.host.direct_page(addr, write),
+            Area::Stack(_) | Area::Global(_) => None,
+        }
+    }
+    fn mapping_id(&self) -> u64 {
+        self.host.mapping_id()
     }
     fn virt_to_phys(&mut self, addr: u64) -> Result<Option<u64>, Unavailable> {
         self.host.virt_to_phys(addr)

@@ -60,7 +60,7 @@ fn round_trips_with_its_usage_sets() {
 #[test]
 fn refuses_other_versions_truncations_and_flipped_bytes() {
     let bytes = object().to_bytes();
-    for version in [0, 1, VERSION + 1] {
+    for version in [0, 1, 2, VERSION + 1] {
         let mut b = bytes.clone();
         b[8..12].copy_from_slice(&version.to_le_bytes());
         let e = CodeObject::from_bytes(&reseal(b)).unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! The host's stand-in for a guest: an [`Env`] with a sparse, page-mapped guest memory,
 //! captured output, and one simulated event execution in a chosen calling stage. It is
-//! what `hvscript eval` and the conformance runner run scripts against.
+//! what `hvscript eval` and the conformance runner run scripts against. Its pages are
+//! handed out to compiled code's translation cache and stay valid across runs.
 //!
 //! What the host cannot have is reported, not invented: physical memory, event-table
 //! control and debugger actions are unavailable (the built-ins print HyperDbg's warning
@@ -8,18 +9,107 @@
 //! short-circuit flag, in the post stage it is refused and counted.
 
 use std::collections::BTreeMap;
+use std::ptr::NonNull;
 
-use hvscript_stdlib::{AtomicRmw, Env, LocalTime, MemFault, Unavailable};
+use hvscript_stdlib::{
+    fresh_mapping_id, AtomicRmw, DirectPage, Env, LocalTime, MemFault, Unavailable,
+};
 
 pub const PAGE_SIZE: u64 = 0x1000;
 
 /// The calling stage a host run simulates (the ABI's one `Stage`).
 pub use hvscript_abi::Stage;
 
+/// One zeroed-at-birth page of simulated guest memory. Its bytes are reached only through
+/// the raw pointer, never through a reference: compiled code may hold the page's address
+/// (a direct page, see [`Env::direct_page`]) while the page is read and written here.
+struct Page(NonNull<u8>);
+
+const PAGE_BYTES: usize = PAGE_SIZE as usize;
+
+impl Page {
+    fn zeroed() -> Page {
+        let raw = Box::into_raw(Box::new([0u8; PAGE_BYTES]));
+        // SAFETY: `Box::into_raw` never returns null.
+        Page(unsafe { NonNull::new_unchecked(raw.cast::<u8>()) })
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+
+    /// Copies `buf.len()` bytes out from offset `off`.
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        assert!(off + buf.len() <= PAGE_BYTES);
+        // SAFETY: in bounds (asserted) of the page's live allocation; `buf` is other memory.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr().add(off), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Copies `data` in at offset `off`.
+    fn write(&mut self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= PAGE_BYTES);
+        // SAFETY: in bounds (asserted) of the page's live allocation; `data` is other memory.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr().add(off), data.len()) }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` of a `[u8; PAGE_BYTES]` in
+        // `zeroed` and is freed once, here.
+        drop(unsafe { Box::from_raw(self.ptr().cast::<[u8; PAGE_BYTES]>()) });
+    }
+}
+
+impl Clone for Page {
+    fn clone(&self) -> Page {
+        let mut copy = Page::zeroed();
+        let mut bytes = [0u8; PAGE_BYTES];
+        self.read(0, &mut bytes);
+        copy.write(0, &bytes);
+        copy
+    }
+}
+
+// SAFETY: a `Page` owns its allocation as a `Box` would; the bytes are plain data.
+unsafe impl Send for Page {}
+// SAFETY: `&Page` only reads (`read`); writing needs `&mut Page`, as with a `Box`.
+unsafe impl Sync for Page {}
+
 /// Guest memory as a set of mapped pages; everything else faults.
-#[derive(Clone, Debug, Default)]
+///
+/// Pages are never unmapped, so a page's address stays valid as long as the memory lives:
+/// that is what lets [`HostEnv`] hand pages out to compiled code and keep its
+/// [`Env::mapping_id`] across runs. Each instance (a clone too) has its own id.
 pub struct GuestMemory {
-    pages: BTreeMap<u64, Box<[u8]>>,
+    pages: BTreeMap<u64, Page>,
+    mapping_id: u64,
+}
+
+impl Default for GuestMemory {
+    fn default() -> GuestMemory {
+        GuestMemory {
+            pages: BTreeMap::new(),
+            mapping_id: fresh_mapping_id(),
+        }
+    }
+}
+
+impl Clone for GuestMemory {
+    fn clone(&self) -> GuestMemory {
+        GuestMemory {
+            pages: self.pages.clone(),
+            mapping_id: fresh_mapping_id(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestMemory")
+            .field("pages", &self.pages.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl GuestMemory {
@@ -31,9 +121,7 @@ impl GuestMemory {
         let first = addr / PAGE_SIZE;
         let last = addr.saturating_add(len - 1) / PAGE_SIZE;
         for page in first..=last {
-            self.pages
-                .entry(page)
-                .or_insert_with(|| vec![0u8; PAGE_SIZE as usize].into_boxed_slice());
+            self.pages.entry(page).or_insert_with(Page::zeroed);
         }
     }
 
@@ -49,20 +137,28 @@ impl GuestMemory {
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         self.check(addr, buf.len())?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = addr + i as u64;
-            *b = self.pages[&(a / PAGE_SIZE)][(a % PAGE_SIZE) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let a = addr + done as u64;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_BYTES - off).min(buf.len() - done);
+            self.pages[&(a / PAGE_SIZE)].read(off, &mut buf[done..done + n]);
+            done += n;
         }
         Ok(())
     }
 
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
         self.check(addr, data.len())?;
-        for (i, b) in data.iter().enumerate() {
-            let a = addr + i as u64;
+        let mut done = 0;
+        while done < data.len() {
+            let a = addr + done as u64;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_BYTES - off).min(data.len() - done);
             if let Some(p) = self.pages.get_mut(&(a / PAGE_SIZE)) {
-                p[(a % PAGE_SIZE) as usize] = *b;
+                p.write(off, &data[done..done + n]);
             }
+            done += n;
         }
         Ok(())
     }
@@ -78,6 +174,16 @@ impl GuestMemory {
             }
         }
         Ok(())
+    }
+
+    /// The page holding `addr`, for compiled code to read and write directly.
+    fn direct_page(&self, addr: u64) -> Option<DirectPage> {
+        let page = self.pages.get(&(addr / PAGE_SIZE))?;
+        // SAFETY: the page's allocation is PAGE_SIZE bytes, readable and writable, and
+        // lives until this memory is dropped (pages are never unmapped), which changes the
+        // mapping id the page was handed out under; `read`/`write` reach the same bytes
+        // through the same pointer; and there are no page tables a write could change.
+        Some(unsafe { DirectPage::new(page.ptr(), true) })
     }
 }
 
@@ -117,6 +223,14 @@ impl Env for HostEnv {
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
         self.memory.write(addr, data)
+    }
+
+    fn direct_page(&mut self, addr: u64, _write: bool) -> Option<DirectPage> {
+        self.memory.direct_page(addr)
+    }
+
+    fn mapping_id(&self) -> u64 {
+        self.memory.mapping_id
     }
 
     // The host runs one script at a time on this memory, so read-modify-write is atomic.

@@ -90,11 +90,11 @@ pub(crate) fn memory_error(
 impl Machine<'_, '_, '_> {
     /// The script's memory as typed accesses and built-ins see it.
     fn memory(&mut self) -> ScriptMemory<'_> {
-        ScriptMemory {
-            stack: &mut *self.stack,
-            globals: self.inv.globals.slots(),
-            host: &mut *self.inv.host,
-        }
+        ScriptMemory::new(
+            &mut *self.stack,
+            self.inv.globals.slots(),
+            &mut *self.inv.host,
+        )
     }
 
     /// A write through `addr` may land anywhere in the stack if it points into it: the
@@ -260,11 +260,11 @@ impl Machine<'_, '_, '_> {
                         },
                     })
                     .collect();
-                let mut mem = ScriptMemory {
-                    stack: &mut *self.stack,
-                    globals: self.inv.globals.slots(),
-                    host: &mut *self.inv.host,
-                };
+                let mut mem = ScriptMemory::new(
+                    &mut *self.stack,
+                    self.inv.globals.slots(),
+                    &mut *self.inv.host,
+                );
                 let v = hvscript_stdlib::call(*builtin, &mut mem, &args).map_err(|e| RunError {
                     kind: RunErrorKind::Builtin(e),
                     span: *span,

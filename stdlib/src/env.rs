@@ -185,6 +185,28 @@ pub trait Env {
     /// written, or a prefix; the built-ins report the failure either way.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault>;
 
+    /// Direct access to the guest-virtual page holding `addr` (for writes too when `write`),
+    /// so compiled code can reach it without calling back; `None` keeps every access to it
+    /// on [`Env::read`]/[`Env::write`] (the default).
+    ///
+    /// The page stays valid until the first of: the end of the current execution when
+    /// [`Env::mapping_id`] is 0; `mapping_id` returning another value than when the page
+    /// was handed out; a call to this environment that writes memory (`write`,
+    /// `write_phys`, the atomics, `store_u32`), after which the caller drops every page
+    /// it holds, since such a write may change the page tables.
+    fn direct_page(&mut self, _addr: u64, _write: bool) -> Option<crate::DirectPage> {
+        None
+    }
+
+    /// Which translations the pages of [`Env::direct_page`] reflect, so a runtime may keep
+    /// them from one execution to the next: 0 (the default) means only for the current
+    /// execution; any other value comes from [`crate::fresh_mapping_id`], and the
+    /// environment replaces it with a fresh one whenever a page it handed out could stop
+    /// being valid (memory freed, mappings changed outside a script).
+    fn mapping_id(&self) -> u64 {
+        0
+    }
+
     /// Reads guest physical memory.
     fn read_phys(&mut self, _addr: u64, _buf: &mut [u8]) -> Result<(), MemFault> {
         Err(MemFault::Unavailable(Unavailable(

@@ -19,6 +19,7 @@
 extern crate alloc;
 
 mod atomics;
+mod direct;
 mod disasm;
 mod env;
 mod error;
@@ -34,6 +35,7 @@ use alloc::vec::Vec;
 use hvscript_abi::{ArgKind, Builtin};
 
 pub use atomics::SPINLOCK_DEFAULT_MAX_WAIT;
+pub use direct::{fresh_mapping_id, DirectPage, DIRECT_PAGE_SIZE};
 pub use env::{
     AtomicRmw, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
     DEFAULT_SPIN_BUDGET,
