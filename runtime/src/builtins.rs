@@ -88,6 +88,14 @@ unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64
         // passes its (non-null, aligned) address.
         unsafe { core::slice::from_raw_parts(args, record.tags.len()) }
     };
+    if b == Builtin::Printf {
+        // Printf never writes: the stack needs no clearing for it.
+        match crate::printf_call::defer(ctx, host, &record, raw) {
+            Some(Ok(())) => return 0,
+            Some(Err(e)) => return record_error(ctx, host, site, e),
+            None => {}
+        }
+    }
     let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
     let mut wide: Vec<Vec<u16>> = Vec::new();
     for (&tag, &value) in record.tags.iter().zip(raw) {

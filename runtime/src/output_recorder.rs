@@ -1,0 +1,189 @@
+//! [`Recorder`]: how an exit writes its executions' output into its vCPU's ring without
+//! formatting it. A printf becomes its format's id and the raw argument values (plus the
+//! `%s`/`%ws` strings, read now); other output (warnings, errors, `print`) is copied as
+//! text. Each execution's records follow an execution header and are published when the
+//! execution ends, so the consumer gets them whole. A record that finds no room is
+//! dropped and counted on the ring: the vCPU never waits.
+
+use alloc::vec::Vec;
+
+use hvscript_abi::Stage;
+use hvscript_stdlib::{cut_warning, CallerMemory, Env, ParsedFormat, ScriptError};
+
+use crate::output_record::{
+    printf_words, text_words, write_execution, write_printf, write_text, EXECUTION_WORDS,
+};
+use crate::output_ring::{Claim, OutputRing};
+use crate::printf_formats::FormatTable;
+
+/// The execution whose header is due before its first record.
+#[derive(Clone, Copy)]
+struct Execution {
+    event_id: u64,
+    stage: Stage,
+    core: u32,
+}
+
+/// One exit's writer into its ring (see the module documentation).
+pub struct Recorder<'a> {
+    claim: Claim<'a>,
+    formats: &'a FormatTable,
+    pending: Option<Execution>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(claim: Claim<'a>, formats: &'a FormatTable) -> Recorder<'a> {
+        Recorder {
+            claim,
+            formats,
+            pending: None,
+        }
+    }
+
+    /// The exit's stamp (its place in the global order).
+    pub fn stamp(&self) -> u64 {
+        self.claim.stamp()
+    }
+
+    /// The ring this recorder writes.
+    pub fn ring(&self) -> &'a OutputRing {
+        self.claim.ring()
+    }
+
+    /// Starts an execution: its records, if any, go under this header.
+    pub fn begin(&mut self, event_id: u64, stage: Stage, core: u32) {
+        self.pending = Some(Execution {
+            event_id,
+            stage,
+            core,
+        });
+    }
+
+    /// Ends the execution: its records become visible to the consumer.
+    pub fn end(&mut self) {
+        if self.pending.take().is_none() {
+            self.claim.publish();
+        }
+    }
+
+    /// Writes a record of `words` words (after the execution header if it is due), or
+    /// drops and counts it.
+    fn message(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) {
+        let mark = self.claim.mark();
+        let due = self.pending.take();
+        if let Some(e) = due {
+            let stamp = self.claim.stamp();
+            let header =
+                |slot: &mut [u64]| write_execution(slot, stamp, e.event_id, e.stage as u8, e.core);
+            if !self.claim.write(EXECUTION_WORDS, header) {
+                self.pending = due;
+                self.claim.ring().count_dropped(1);
+                return;
+            }
+        }
+        if !self.claim.write(words, fill) {
+            // A header with nothing under it would show an empty execution.
+            self.claim.rollback(mark);
+            self.pending = due;
+            self.claim.ring().count_dropped(1);
+        }
+    }
+
+    /// Records output text as it is.
+    pub fn text(&mut self, text: &[u8]) {
+        if u32::try_from(text.len()).is_err() {
+            self.claim.ring().count_dropped(1);
+            return;
+        }
+        self.message(text_words(text.len()), |slot| write_text(slot, text));
+    }
+
+    /// Records `printf(fmt, args...)`: checks it as formatting would and reads its strings
+    /// now (through `caller` for the caller's own memory, `env` for the rest), then writes
+    /// the format's id and the values. The errors are formatting's.
+    pub fn printf(
+        &mut self,
+        caller: &mut dyn CallerMemory,
+        env: &mut dyn Env,
+        fmt: &[u8],
+        args: &[u64],
+    ) -> Result<(), ScriptError> {
+        let cached = self.claim.state().formats.get(fmt);
+        let (id, specs, strings) = match cached.map(|(id, f)| (id, f.arg_count(), f.has_strings()))
+        {
+            Some(hit) => hit,
+            None => match self.formats.intern(fmt)? {
+                Some((id, f)) => {
+                    let found = (id, f.arg_count(), f.has_strings());
+                    self.claim.state().formats.insert(fmt, id, f);
+                    found
+                }
+                // No id to give it: formatted now, still off the script's error path.
+                None => return self.printf_now(caller, env, fmt, args),
+            },
+        };
+        if args.len() != specs {
+            return Err(ScriptError::PrintfArity {
+                specifiers: specs,
+                args: args.len(),
+            });
+        }
+        if !strings {
+            self.message(printf_words(args.len(), 0), |slot| {
+                write_printf(slot, id, args, &[])
+            });
+            return Ok(());
+        }
+        // The scratch buffer leaves the ring's state while the capture borrows the format.
+        let state = self.claim.state();
+        let mut scratch = core::mem::take(&mut state.scratch);
+        scratch.clear();
+        let captured = match state.formats.get(fmt) {
+            Some((_, format)) => format.capture(caller, env, args, &mut scratch),
+            None => Ok(()),
+        };
+        if captured.is_ok() {
+            let words = printf_words(args.len(), scratch.len());
+            let strings = &scratch[..];
+            self.message(words, |slot| write_printf(slot, id, args, strings));
+        }
+        self.claim.state().scratch = scratch;
+        captured
+    }
+
+    /// A printf formatted at event time, for a format the table has no room for.
+    fn printf_now(
+        &mut self,
+        caller: &mut dyn CallerMemory,
+        env: &mut dyn Env,
+        fmt: &[u8],
+        args: &[u64],
+    ) -> Result<(), ScriptError> {
+        let format = ParsedFormat::parse(fmt)?;
+        format.check_arity(args.len())?;
+        let mut strings = Vec::new();
+        format.capture(caller, env, args, &mut strings)?;
+        let mut text = Vec::new();
+        let cut = format.render(args, &strings, &mut text);
+        self.text(&text);
+        if cut {
+            self.text(&warning_line(&cut_warning()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// A warning as a line of output, as [`Env::warn`] writes one by default.
+pub fn warning_line(msg: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(msg.len() + 10);
+    line.extend_from_slice(b"warning: ");
+    line.extend_from_slice(msg.as_bytes());
+    line.push(b'\n');
+    line
+}
