@@ -40,6 +40,7 @@ fn words_for(bytes: usize) -> usize {
 /// The words of an `EXECUTION` record.
 pub const EXECUTION_WORDS: usize = 4;
 
+#[inline]
 pub fn write_execution(slot: &mut [u64], stamp: u64, event_id: u64, stage: u8, core: u32) {
     slot[0] = header(EXECUTION, EXECUTION_WORDS, core);
     slot[1] = stamp;
@@ -52,6 +53,7 @@ pub fn printf_words(args: usize, strings: usize) -> usize {
     2 + args + words_for(strings)
 }
 
+#[inline]
 pub fn write_printf(slot: &mut [u64], format: u32, args: &[u64], strings: &[u8]) {
     slot[0] = header(PRINTF, slot.len(), format);
     slot[1] = args.len() as u64 | ((strings.len() as u64) << 32);

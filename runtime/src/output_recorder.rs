@@ -66,25 +66,24 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// Writes a record of `words` words (after the execution header if it is due), or
-    /// drops and counts it.
+    /// Writes a record of `words` words (after the execution header if it is due, in the
+    /// same reservation), or drops and counts it.
+    #[inline]
     fn message(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) {
-        let mark = self.claim.mark();
-        let due = self.pending.take();
-        if let Some(e) = due {
-            let stamp = self.claim.stamp();
-            let header =
-                |slot: &mut [u64]| write_execution(slot, stamp, e.event_id, e.stage as u8, e.core);
-            if !self.claim.write(EXECUTION_WORDS, header) {
-                self.pending = due;
-                self.claim.ring().count_dropped(1);
-                return;
+        let written = match self.pending {
+            Some(e) => {
+                let stamp = self.claim.stamp();
+                self.claim.write(EXECUTION_WORDS + words, |slot| {
+                    let (head, record) = slot.split_at_mut(EXECUTION_WORDS);
+                    write_execution(head, stamp, e.event_id, e.stage as u8, e.core);
+                    fill(record);
+                })
             }
-        }
-        if !self.claim.write(words, fill) {
-            // A header with nothing under it would show an empty execution.
-            self.claim.rollback(mark);
-            self.pending = due;
+            None => self.claim.write(words, fill),
+        };
+        if written {
+            self.pending = None;
+        } else {
             self.claim.ring().count_dropped(1);
         }
     }
@@ -101,7 +100,31 @@ impl<'a> Recorder<'a> {
     /// Records `printf(fmt, args...)`: checks it as formatting would and reads its strings
     /// now (through `caller` for the caller's own memory, `env` for the rest), then writes
     /// the format's id and the values. The errors are formatting's.
+    #[inline]
     pub fn printf(
+        &mut self,
+        caller: &mut dyn CallerMemory,
+        env: &mut dyn Env,
+        fmt: &[u8],
+        args: &[u64],
+    ) -> Result<(), ScriptError> {
+        // The common case, kept small: a cached format without strings.
+        let cached = self.claim.state().formats.get(fmt);
+        match cached.map(|(id, f)| (id, f.arg_count(), f.has_strings())) {
+            Some((id, specs, false)) if specs == args.len() => {
+                self.message(printf_words(args.len(), 0), |slot| {
+                    write_printf(slot, id, args, &[])
+                });
+                Ok(())
+            }
+            _ => self.printf_slow(caller, env, fmt, args),
+        }
+    }
+
+    /// [`Recorder::printf`] for a format not cached yet, a call of the wrong arity, or one
+    /// with strings to read.
+    #[inline(never)]
+    fn printf_slow(
         &mut self,
         caller: &mut dyn CallerMemory,
         env: &mut dyn Env,

@@ -240,24 +240,10 @@ impl<'a> Claim<'a> {
         unsafe { &mut *self.ring.producer.get() }
     }
 
-    /// Where the next record will go: [`Claim::rollback`] to it forgets what was written
-    /// since (nothing after it was published).
-    pub fn mark(&mut self) -> u64 {
-        self.state().pos
-    }
-
-    /// Forgets the records written since `mark` (not yet published).
-    pub fn rollback(&mut self, mark: u64) {
-        let published = self.ring.head.0.load(Ordering::Relaxed);
-        let state = self.state();
-        if mark >= published && mark <= state.pos {
-            state.pos = mark;
-        }
-    }
-
     /// Writes a record of `words` words with `fill`, not visible to the consumer until
     /// [`Claim::publish`]; `false` (nothing written) when the ring has no room for it now,
     /// or a record that long could never fit (more than half the ring).
+    #[inline]
     pub fn write(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) -> bool {
         let ring = self.ring;
         let cap = ring.mask + 1;
@@ -365,21 +351,22 @@ mod tests {
     }
 
     #[test]
-    fn one_claim_at_a_time_and_rollback_forgets_unpublished_records() {
+    fn one_claim_at_a_time_and_records_wait_for_publication() {
         let ring = OutputRing::new(0);
         let stamps = AtomicU64::new(10);
         let mut c = ring.claim(&stamps).unwrap();
         assert!(ring.claim(&stamps).is_none());
         assert_eq!(ring.claim_state(), ClaimState::Stamped(10));
         assert!(c.write(2, |slot| slot[0] = header(1, 2, 0)));
-        let mark = c.mark();
+        assert!(records(&ring).is_empty(), "not published yet");
+        c.publish();
         assert!(c.write(4, |slot| slot[0] = header(1, 4, 1)));
-        c.rollback(mark);
+        assert_eq!(records(&ring).len(), 1);
         drop(c);
         assert_eq!(ring.claim_state(), ClaimState::Idle);
         let got = records(&ring);
-        assert_eq!(got.len(), 1);
-        assert_eq!(split_header(got[0][0]).1, 2);
+        assert_eq!(got.len(), 1, "dropping the claim published the rest");
+        assert_eq!(split_header(got[0][0]).1, 4);
     }
 
     #[test]

@@ -107,9 +107,10 @@ impl FormatCache {
 
     /// The id and parsed form of the format at `fmt`'s address, if cached with these
     /// bytes.
+    #[inline]
     pub fn get(&self, fmt: &[u8]) -> Option<(u32, &ParsedFormat)> {
         let slot = self.slots[Self::index(fmt)].as_ref()?;
-        (slot.addr == fmt.as_ptr() as usize && slot.format.bytes() == fmt)
+        (slot.addr == fmt.as_ptr() as usize && same_bytes(slot.format.bytes(), fmt))
             .then(|| (slot.id, &*slot.format))
     }
 
@@ -121,6 +122,22 @@ impl FormatCache {
             format,
         });
     }
+}
+
+/// `a == b`, by words: formats are short, and this is on every recorded printf.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n < 8 {
+        return a == b;
+    }
+    // Whole words, then the last 8 bytes (overlapping the last word) for the tail.
+    let word = |c: &[u8]| <[u8; 8]>::try_from(c).map_or(0, u64::from_ne_bytes);
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    wa.zip(wb).all(|(x, y)| word(x) == word(y)) && word(&a[n - 8..]) == word(&b[n - 8..])
 }
 
 /// A consumer's copy of the table's formats, refreshed when a record names one it has not
