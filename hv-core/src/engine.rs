@@ -14,7 +14,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
-use hvscript_runtime::Recorder;
+use hvscript_runtime::output_recorder::Flush;
+use hvscript_runtime::{OutputRing, Recorder};
 use hvscript_stdlib::{Env, EventOp};
 
 use crate::command::Target;
@@ -464,7 +465,10 @@ impl Engine {
         let mut requests = Vec::new();
         let known = |id: u64| table.contains(id);
         let mut post_wanted = false;
-        let mut recorder = self.output.recorder(exit.core);
+        let deliver = |ring: &OutputRing| self.output.deliver(ring, &*self.sink);
+        let immediate = self.output.mode() == OutputMode::Immediate;
+        let flush: Option<Flush<'_>> = if immediate { Some(&deliver) } else { None };
+        let mut recorder = self.output.recorder(exit.core, flush);
         let mut run = ExitRun {
             exit,
             requests: &mut requests,

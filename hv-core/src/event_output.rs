@@ -7,7 +7,8 @@
 //!
 //! - **immediate** ([`Engine::new`](crate::Engine::new)): each execution's text is formatted
 //!   and handed to the sink as the execution ends, on the vCPU, as before rings existed:
-//!   for embedders with no thread to spare;
+//!   for embedders with no thread to spare (an execution that fills its ring has what it
+//!   printed so far delivered then, and goes on);
 //! - **deferred** ([`Engine::deferred`](crate::Engine::deferred)): records wait in the rings
 //!   and a consumer outside the exit path calls [`EventOutput::drain`]
 //!   ([`Engine::drain_output`](crate::Engine::drain_output)), which formats them and hands
@@ -27,6 +28,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hvscript_runtime::output_recorder::Flush;
 use hvscript_runtime::{Batch, ClaimState, FormatTable, OutputReader, OutputRing, Recorder};
 
 use crate::output::OutputSink;
@@ -95,10 +97,15 @@ impl EventOutput {
         self.rings[core as usize % MAX_RINGS].call_once(|| OutputRing::new(self.ring_bytes))
     }
 
-    /// The recorder of one exit on `core`: `None` when another exit holds the ring.
-    pub fn recorder(&self, core: u32) -> Option<Recorder<'_>> {
+    /// The recorder of one exit on `core`: `None` when another exit holds the ring. With
+    /// `flush` (immediate output), a ring that fills up during an execution is delivered
+    /// through it instead of dropping.
+    pub fn recorder<'a>(&'a self, core: u32, flush: Option<Flush<'a>>) -> Option<Recorder<'a>> {
         let claim = self.ring(core).claim(&self.stamps)?;
-        Some(Recorder::new(claim, &self.formats))
+        Some(match flush {
+            Some(f) => Recorder::with_flush(claim, &self.formats, f),
+            None => Recorder::new(claim, &self.formats),
+        })
     }
 
     /// Counts a message lost because its exit had no ring.

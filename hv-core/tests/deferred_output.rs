@@ -142,6 +142,31 @@ fn a_ring_nobody_drains_drops_and_counts_without_blocking() {
     assert_eq!(text.lines().count() as u64, delivered);
 }
 
+#[test]
+fn immediate_output_of_an_execution_longer_than_its_ring_is_all_delivered() {
+    let rig = Rig::new();
+    let spec = parse_event_command("!cpuid").unwrap();
+    let src = r#"for (i = 0; i < 0n20000; i++) { printf("line %d of %d\n", i, 0n20000); }"#;
+    rig.engine
+        .add(spec, Some(jit_script(src, &rig.globals)))
+        .unwrap();
+    rig.engine.handle_exit(
+        &Exit::new(EventKind::Cpuid, 0, 1),
+        &mut GuestRegs::default(),
+        &mut NoGuestMemory,
+        |_, _| {},
+    );
+    let text = rig.sink.text();
+    assert_eq!(text.lines().count(), 20_000);
+    assert!(text
+        .lines()
+        .enumerate()
+        .all(|(i, l)| l == format!("line {i} of 20000")));
+    assert_eq!(rig.engine.output_dropped(), 0);
+    // It came in several pieces, each a ring's worth: the ring was emptied as it filled.
+    assert!(rig.sink.lines.lock().unwrap().len() > 1);
+}
+
 /// Records every sink call's event id and the text's stamp (the text is the stamp).
 #[derive(Default)]
 struct Stamps(Mutex<Vec<(u32, u64)>>);
@@ -165,7 +190,7 @@ fn a_consumer_draining_while_vcpus_print_emits_in_the_exits_order() {
                 let out = &out;
                 s.spawn(move || {
                     for _ in 0..EXITS {
-                        let mut rec = out.recorder(core).unwrap();
+                        let mut rec = out.recorder(core, None).unwrap();
                         rec.begin(1, Stage::Pre, core);
                         let text = format!("{}\n", rec.stamp());
                         rec.text(text.as_bytes());

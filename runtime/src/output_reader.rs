@@ -178,6 +178,45 @@ mod tests {
     }
 
     #[test]
+    fn a_recorder_with_a_flush_empties_its_ring_instead_of_dropping() {
+        let ring = OutputRing::new(0);
+        let table = FormatTable::new();
+        let stamps = AtomicU64::new(0);
+        let batches = core::cell::RefCell::new(Vec::new());
+        let reader = core::cell::RefCell::new(OutputReader::new());
+        let flush = |r: &OutputRing| {
+            reader
+                .borrow_mut()
+                .read(r, &table, |b| batches.borrow_mut().push(b));
+        };
+        let mut rec = Recorder::with_flush(ring.claim(&stamps).unwrap(), &table, &flush);
+        rec.begin(4, Stage::Post, 1);
+        for i in 0..10_000u64 {
+            rec.printf(&mut NoCallerMemory, &mut Guest(vec![]), b"%d\n", &[i])
+                .unwrap();
+        }
+        rec.end();
+        drop(rec);
+        flush(&ring);
+        assert_eq!(ring.dropped(), 0);
+        let batches = batches.into_inner();
+        assert!(
+            batches.len() > 1,
+            "the ring was emptied while the execution ran"
+        );
+        assert!(batches
+            .iter()
+            .all(|b| (b.event_id, b.stage, b.core) == (4, Stage::Post, 1)));
+        let text: Vec<u8> = batches.into_iter().flat_map(|b| b.text).collect();
+        let lines: Vec<&[u8]> = text
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 10_000);
+        assert_eq!(lines[9_999], b"9999");
+    }
+
+    #[test]
     fn a_full_ring_drops_and_counts_whole_messages() {
         let ring = OutputRing::new(0);
         let table = FormatTable::new();

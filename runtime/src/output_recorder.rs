@@ -24,20 +24,44 @@ struct Execution {
     core: u32,
 }
 
+/// Delivers what a ring has published, on the producer's own thread: how an embedder
+/// without a consumer thread empties a full ring instead of dropping.
+pub type Flush<'a> = &'a dyn Fn(&OutputRing);
+
 /// One exit's writer into its ring (see the module documentation).
 pub struct Recorder<'a> {
     claim: Claim<'a>,
     formats: &'a FormatTable,
-    pending: Option<Execution>,
+    /// The execution being recorded.
+    execution: Option<Execution>,
+    /// Its header is due before its next record.
+    header_due: bool,
+    flush: Option<Flush<'a>>,
 }
 
 impl<'a> Recorder<'a> {
+    /// A recorder that drops what does not fit the ring (its consumer is elsewhere).
     pub fn new(claim: Claim<'a>, formats: &'a FormatTable) -> Recorder<'a> {
         Recorder {
             claim,
             formats,
-            pending: None,
+            execution: None,
+            header_due: false,
+            flush: None,
         }
+    }
+
+    /// A recorder that, when the ring is full, publishes what the execution has so far and
+    /// has `flush` deliver it (the execution's output then comes in several pieces), and
+    /// drops only a record that does not fit an empty ring.
+    pub fn with_flush(
+        claim: Claim<'a>,
+        formats: &'a FormatTable,
+        flush: Flush<'a>,
+    ) -> Recorder<'a> {
+        let mut recorder = Recorder::new(claim, formats);
+        recorder.flush = Some(flush);
+        recorder
     }
 
     /// The exit's stamp (its place in the global order).
@@ -52,26 +76,32 @@ impl<'a> Recorder<'a> {
 
     /// Starts an execution: its records, if any, go under this header.
     pub fn begin(&mut self, event_id: u64, stage: Stage, core: u32) {
-        self.pending = Some(Execution {
+        self.execution = Some(Execution {
             event_id,
             stage,
             core,
         });
+        self.header_due = true;
     }
 
     /// Ends the execution: its records become visible to the consumer.
     pub fn end(&mut self) {
-        if self.pending.take().is_none() {
+        if self.execution.take().is_some() && !self.header_due {
             self.claim.publish();
         }
+        self.header_due = false;
     }
 
     /// Writes a record of `words` words (after the execution header if it is due, in the
     /// same reservation), or drops and counts it.
     #[inline]
     fn message(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) {
-        let written = match self.pending {
-            Some(e) => {
+        let header = if self.header_due { EXECUTION_WORDS } else { 0 };
+        if !self.claim.has_room(header + words) {
+            self.make_room();
+        }
+        let written = match (self.header_due, self.execution) {
+            (true, Some(e)) => {
                 let stamp = self.claim.stamp();
                 self.claim.write(EXECUTION_WORDS + words, |slot| {
                     let (head, record) = slot.split_at_mut(EXECUTION_WORDS);
@@ -79,12 +109,23 @@ impl<'a> Recorder<'a> {
                     fill(record);
                 })
             }
-            None => self.claim.write(words, fill),
+            _ => self.claim.write(words, fill),
         };
         if written {
-            self.pending = None;
+            self.header_due = false;
         } else {
             self.claim.ring().count_dropped(1);
+        }
+    }
+
+    /// With a flush: delivers what the execution recorded so far, so the ring is empty for
+    /// the rest of it (which starts under a new header).
+    #[cold]
+    fn make_room(&mut self) {
+        if let Some(flush) = self.flush {
+            self.claim.publish();
+            flush(self.claim.ring());
+            self.header_due = self.execution.is_some();
         }
     }
 

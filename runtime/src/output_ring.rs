@@ -240,16 +240,15 @@ impl<'a> Claim<'a> {
         unsafe { &mut *self.ring.producer.get() }
     }
 
-    /// Writes a record of `words` words with `fill`, not visible to the consumer until
-    /// [`Claim::publish`]; `false` (nothing written) when the ring has no room for it now,
-    /// or a record that long could never fit (more than half the ring).
+    /// The pad a record of `len` words needs before it (0 when it fits before the end of
+    /// the array), if the ring has room for both now; `None` if not, or if a record that
+    /// long could never fit (more than half the ring).
     #[inline]
-    pub fn write(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) -> bool {
+    fn room(&mut self, len: u64) -> Option<u64> {
         let ring = self.ring;
         let cap = ring.mask + 1;
-        let len = words as u64;
         if len == 0 || len > cap / 2 {
-            return false;
+            return None;
         }
         let state = self.state();
         let at = state.pos & ring.mask;
@@ -258,19 +257,38 @@ impl<'a> Claim<'a> {
         if state.pos + need - state.cached_tail > cap {
             state.cached_tail = ring.tail.0.load(Ordering::Acquire);
             if state.pos + need - state.cached_tail > cap {
-                return false;
+                return None;
             }
         }
+        Some(pad)
+    }
+
+    /// Whether a record of `words` words fits now.
+    pub fn has_room(&mut self, words: usize) -> bool {
+        self.room(words as u64).is_some()
+    }
+
+    /// Writes a record of `words` words with `fill`, not visible to the consumer until
+    /// [`Claim::publish`]; `false` (nothing written) when the ring has no room for it now,
+    /// or a record that long could never fit (more than half the ring).
+    #[inline]
+    pub fn write(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) -> bool {
+        let Some(pad) = self.room(words as u64) else {
+            return false;
+        };
+        let ring = self.ring;
+        let state = self.state();
         if pad > 0 {
-            // SAFETY: word `at` is free (room was checked above) and unpublished; only
-            // this claim writes there.
+            let at = state.pos & ring.mask;
+            // SAFETY: word `at` is free (`room` checked) and unpublished; only this claim
+            // writes there.
             unsafe { *ring.base().add(at as usize) = header(PAD, pad as usize, 0) };
             state.pos += pad;
         }
         let start = (state.pos & ring.mask) as usize;
-        state.pos += len;
+        state.pos += words as u64;
         // SAFETY: words `start..start + words` are inside the array (a record that does
-        // not fit before its end was moved to the start), free (room was checked:
+        // not fit before its end was moved to the start), free (`room` checked that
         // `tail + cap` is past them) and unpublished, so the consumer reads none of them;
         // this claim is the only producer and the slice does not outlive this call.
         fill(unsafe { core::slice::from_raw_parts_mut(ring.base().add(start), words) });
