@@ -164,6 +164,7 @@ pub fn call_record_head(site: u32, builtin: u16, nargs: u16) -> [u8; 8] {
 
 /// Reads the call-site record at `offset` of a code object's rodata, or `None` when it
 /// does not fit.
+#[inline]
 pub fn call_record(rodata: &[u8], offset: u64) -> Option<CallRecord<'_>> {
     let off = usize::try_from(offset).ok()?;
     let head = rodata.get(off..off.checked_add(8)?)?;
@@ -310,6 +311,7 @@ impl ExecCtx {
 /// Reads one string record of a code object's rodata at `offset`: a little-endian `u32`
 /// length (bytes for narrow strings, UTF-16 units for wide ones) followed by the data.
 /// Returns the data bytes, or `None` when the record does not fit.
+#[inline]
 pub fn string_record(rodata: &[u8], offset: u64, wide: bool) -> Option<&[u8]> {
     let off = usize::try_from(offset).ok()?;
     let head = rodata.get(off..off.checked_add(4)?)?;

@@ -103,7 +103,9 @@ pub struct Args {
     program: Vec<String>,
 }
 
-/// Prints each execution's output as one piece.
+/// Prints each execution's output as one piece, on the VM's output thread (never a
+/// vCPU's: a standard output that blocks holds up only that thread, and the vCPUs drop
+/// what does not fit their rings, counted in the summary).
 struct Console {
     quiet: bool,
 }
@@ -340,6 +342,13 @@ pub fn run(args: Args) -> ExitCode {
         total as f64 / secs.max(1e-9),
         report.vcpus.len()
     );
+    let dropped = vm.engine().output_dropped();
+    if dropped > 0 {
+        outln!(
+            "output: {dropped} messages dropped (a vCPU's output ring was full: the output \
+             did not keep up)"
+        );
+    }
     if args.listen.is_some() {
         outln!(
             "clients: {} output messages dropped for clients that did not keep up",

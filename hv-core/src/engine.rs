@@ -14,14 +14,16 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvscript_abi::{GuestRegs, PseudoReg, PseudoValues};
+use hvscript_runtime::output_recorder::Flush;
+use hvscript_runtime::{OutputRing, Recorder};
 use hvscript_stdlib::{Env, EventOp};
 
 use crate::command::Target;
 use crate::dispatch_index::{Indices, KindIndex};
 use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
+use crate::event_output::{EventOutput, OutputMode, DEFAULT_RING_BYTES};
 use crate::execution::{EventRequest, ExecutionEnv};
 use crate::guest::{GuestAccess, PauseInfo};
-use crate::output::OutputContext;
 use crate::output::OutputSink;
 use crate::script::{Script, ScriptFailure};
 
@@ -224,17 +226,52 @@ pub struct Engine {
     next_id: AtomicU64,
     sink: Arc<dyn OutputSink>,
     exits: AtomicU64,
+    output: EventOutput,
 }
 
 impl Engine {
+    /// An engine whose events' output reaches `sink` as each execution ends, on the vCPU
+    /// (for embedders without a consumer thread; see [`crate::event_output`]).
     pub fn new(sink: Arc<dyn OutputSink>) -> Engine {
+        Engine::with_output(sink, OutputMode::Immediate, DEFAULT_RING_BYTES)
+    }
+
+    /// An engine whose events' output waits in per-vCPU rings until a consumer outside the
+    /// exit path calls [`Engine::drain_output`]: an exit never formats or writes, and a
+    /// consumer that falls behind costs dropped messages ([`Engine::output_dropped`]),
+    /// never a slower guest.
+    pub fn deferred(sink: Arc<dyn OutputSink>) -> Engine {
+        Engine::with_output(sink, OutputMode::Deferred, DEFAULT_RING_BYTES)
+    }
+
+    /// An engine with its output handled as `mode` says, in rings of `ring_bytes` per vCPU.
+    pub fn with_output(sink: Arc<dyn OutputSink>, mode: OutputMode, ring_bytes: usize) -> Engine {
         Engine {
             table: spin::RwLock::new(Arc::new(EventTable::build(Vec::new(), None, ALL_KINDS))),
             writer: spin::Mutex::new(()),
             next_id: AtomicU64::new(1),
             sink,
             exits: AtomicU64::new(0),
+            output: EventOutput::new(mode, ring_bytes),
         }
+    }
+
+    /// Deferred output: formats what the vCPUs recorded and hands it to the sink, in the
+    /// exits' order (output of an exit in progress waits for a later call); returns how
+    /// many executions' output went out. A no-op when another consumer is draining.
+    pub fn drain_output(&self) -> usize {
+        self.output.drain(&*self.sink)
+    }
+
+    /// Whether recorded output waits for [`Engine::drain_output`].
+    pub fn output_pending(&self) -> bool {
+        self.output.has_pending()
+    }
+
+    /// Output messages dropped so far because a vCPU's ring was full (the consumer or its
+    /// sink did not keep up) or held by another exit.
+    pub fn output_dropped(&self) -> u64 {
+        self.output.dropped()
     }
 
     /// The current table (cheap: one `Arc` clone under a short read lock).
@@ -428,18 +465,29 @@ impl Engine {
         let mut requests = Vec::new();
         let known = |id: u64| table.contains(id);
         let mut post_wanted = false;
+        let deliver = |ring: &OutputRing| self.output.deliver(ring, &*self.sink);
+        let immediate = self.output.mode() == OutputMode::Immediate;
+        let flush: Option<Flush<'_>> = if immediate { Some(&deliver) } else { None };
+        let mut recorder = self.output.recorder(exit.core, flush);
+        let mut run = ExitRun {
+            exit,
+            requests: &mut requests,
+            known: &known,
+            recorder: &mut recorder,
+        };
         for event in candidates {
             let mode = event.spec.options.stage;
             post_wanted |= mode.runs_post() && event.spec.kind.has_stages();
             if mode.runs_pre() || !event.spec.kind.has_stages() {
                 outcome.pre_executions += 1;
-                if self.execute(event, Stage::Pre, exit, regs, guest, &mut requests, &known) {
+                if self.execute(event, Stage::Pre, &mut run, regs, guest) {
                     outcome.short_circuited = true;
                 }
             }
         }
         if outcome.short_circuited {
             // Rule 3: no emulation and no post stage for any event on this exit.
+            drop(recorder);
             self.apply_requests(&requests);
             return outcome;
         }
@@ -451,10 +499,13 @@ impl Engine {
             for event in post.filter(|e| matches(e, exit)) {
                 if event.spec.options.stage.runs_post() && event.spec.kind.has_stages() {
                     outcome.post_executions += 1;
-                    self.execute(event, Stage::Post, exit, regs, guest, &mut requests, &known);
+                    self.execute(event, Stage::Post, &mut run, regs, guest);
                 }
             }
         }
+        // The ring goes back before the requests change the table (an `event_clear` may
+        // make the embedder drain what this exit recorded).
+        drop(recorder);
         self.apply_requests(&requests);
         outcome
     }
@@ -467,17 +518,15 @@ impl Engine {
     }
 
     /// Runs one event in one stage; returns whether this execution short-circuits.
-    #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
         event: &Event,
         stage: Stage,
-        exit: &Exit,
+        run: &mut ExitRun<'_, '_>,
         regs: &mut GuestRegs,
         guest: &mut dyn GuestAccess,
-        requests: &mut Vec<EventRequest>,
-        known: &dyn Fn(u64) -> bool,
     ) -> bool {
+        let exit = run.exit;
         let counters = &event.counters;
         match stage {
             Stage::Pre => counters.pre_runs.fetch_add(1, Ordering::Relaxed),
@@ -518,16 +567,21 @@ impl Engine {
                 pseudo.set(PseudoReg::Time, base + CLOCK_TIME as u64);
             }
         }
+        let mut recorder = run.recorder.as_mut();
+        if let Some(r) = recorder.as_deref_mut() {
+            r.begin(event.id, stage, exit.core, exit.pid, regs.rip);
+        }
         let mut env = ExecutionEnv {
             clock: &clock[..clock_len],
-            guest,
+            guest: &mut *guest,
             event,
             stage,
             short_circuit: default_sc,
             refused_short_circuits: 0,
-            output: Vec::new(),
-            requests,
-            known_id: known,
+            recorder,
+            lost: self.output.count_busy_drop(),
+            requests: &mut *run.requests,
+            known_id: run.known,
             pause: false,
         };
         let result = script.execute(regs, &pseudo, &mut env);
@@ -560,17 +614,15 @@ impl Engine {
             // own `sc on|off` default counts, not what the script set before failing.
             sc = default_sc;
         }
-        if !env.output.is_empty() {
-            let at = OutputContext {
-                event_id: event.id,
-                stage,
-                core: exit.core,
-                pid: (exit.pid != 0).then_some(exit.pid),
-                rip: regs.rip,
-            };
-            self.sink.output_at(&at, &env.output);
+        let pause = env.pause;
+        // `env` borrowed the recorder until here: the execution's records are complete.
+        if let Some(r) = run.recorder.as_mut() {
+            r.end();
+            if self.output.mode() == OutputMode::Immediate {
+                self.output.deliver(r.ring(), &*self.sink);
+            }
         }
-        if env.pause {
+        if pause {
             // After the script's output, so the console shows it before the break.
             let at = PauseInfo {
                 event_id: event.id,
@@ -578,11 +630,20 @@ impl Engine {
                 core: exit.core,
                 context: exit.context,
             };
-            env.guest.pause(&at, regs);
+            guest.pause(&at, regs);
         }
         if sc {
             counters.short_circuits.fetch_add(1, Ordering::Relaxed);
         }
         sc
     }
+}
+
+/// What the executions of one exit share: the exit, the event-table requests to apply
+/// after it, the table's ids, and the exit's hold on its vCPU's output ring.
+struct ExitRun<'a, 'r> {
+    exit: &'a Exit,
+    requests: &'a mut Vec<EventRequest>,
+    known: &'a dyn Fn(u64) -> bool,
+    recorder: &'a mut Option<Recorder<'r>>,
 }

@@ -1,13 +1,17 @@
 //! The environment one script execution sees, as the built-ins' [`Env`]: guest memory
 //! (and the event's safe buffer at `$buffer`; the guest's direct pages for compiled
-//! code's translation cache where nothing of its own shadows them), output collected for
-//! the sink, the execution's short-circuit flag, and event-table requests applied after
-//! the exit.
+//! code's translation cache where nothing of its own shadows them), output recorded into
+//! the vCPU's ring (printf as its format and raw values, formatted later:
+//! [`crate::event_output`]), the execution's short-circuit flag, and event-table requests
+//! applied after the exit.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
+use hvscript_runtime::Recorder;
 use hvscript_stdlib::{
-    AtomicRmw, DirectPage, Env, EventOp, MemFault, Unavailable, DIRECT_PAGE_SIZE,
+    AtomicRmw, CallerMemory, DirectPage, Env, EventOp, MemFault, ScriptError, Unavailable,
+    DIRECT_PAGE_SIZE,
 };
 
 use crate::event::{Event, Stage};
@@ -20,13 +24,16 @@ pub struct EventRequest {
     pub id: u64,
 }
 
-pub(crate) struct ExecutionEnv<'a> {
+pub(crate) struct ExecutionEnv<'a, 'r> {
     pub guest: &'a mut dyn GuestAccess,
     pub event: &'a Event,
     pub stage: Stage,
     pub short_circuit: bool,
     pub refused_short_circuits: u64,
-    pub output: Vec<u8>,
+    /// Where output goes; `None` when another exit held this core's ring, and then each
+    /// message is counted in `lost`.
+    pub recorder: Option<&'a mut Recorder<'r>>,
+    pub lost: &'a AtomicU64,
     pub requests: &'a mut Vec<EventRequest>,
     /// Whether an event id exists in the table this exit uses.
     pub known_id: &'a dyn Fn(u64) -> bool,
@@ -36,7 +43,7 @@ pub(crate) struct ExecutionEnv<'a> {
     pub pause: bool,
 }
 
-impl ExecutionEnv<'_> {
+impl ExecutionEnv<'_, '_> {
     /// Whether `[addr, addr+len)` overlaps the `$date`/`$time` strings or the safe buffer,
     /// which shadow guest memory at their addresses.
     fn overlaps_own(&self, addr: u64, len: u64) -> bool {
@@ -59,7 +66,7 @@ impl ExecutionEnv<'_> {
     }
 }
 
-impl Env for ExecutionEnv<'_> {
+impl Env for ExecutionEnv<'_, '_> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let clock = self.clock.as_ptr() as u64;
         if !self.clock.is_empty()
@@ -150,7 +157,27 @@ impl Env for ExecutionEnv<'_> {
     }
 
     fn output(&mut self, bytes: &[u8]) {
-        self.output.extend_from_slice(bytes);
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.text(bytes),
+            None => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Recorded, not formatted: the exit path pays for the format's id, the values and the
+    /// `%s` strings it must read now. Without a ring the call is formatted (its errors
+    /// still stop the script) and its text counted as lost.
+    fn defer_printf(
+        &mut self,
+        fmt: &[u8],
+        args: &[u64],
+        caller: &mut dyn CallerMemory,
+    ) -> Option<Result<(), ScriptError>> {
+        let recorder = self.recorder.take()?;
+        let result = recorder.printf(caller, self, fmt, args);
+        self.recorder = Some(recorder);
+        Some(result)
     }
 
     /// HyperDbg's kernel-side `test_statement` does nothing; so here.

@@ -20,6 +20,7 @@ pub mod command;
 mod dispatch_index;
 pub mod engine;
 pub mod event;
+pub mod event_output;
 mod execution;
 pub mod guest;
 pub mod number;
@@ -38,6 +39,7 @@ pub use event::{
     Access, CounterValues, Event, EventKind, EventOptions, EventSpec, Filter, Stage, StageMode,
     EVENT_TAG_BASE,
 };
+pub use event_output::{OutputMode, DEFAULT_RING_BYTES};
 pub use execution::EventRequest;
 pub use guest::{GuestAccess, NoGuestMemory, PauseInfo};
 pub use output::{NullSink, OutputContext, OutputSink};

@@ -3,15 +3,19 @@
 //! `output close NAME`), the `output {NAME}` and `imm no` event options, and the console
 //! for everything else.
 //!
-//! [`OutputRouter`] is the VM's [`OutputSink`]. An event with `output {A, B}` sends its
-//! messages to those sources *instead of* the console, as HyperDbg does
-//! (`ForwardingCheckAndPerformEventForwarding`). A source is written by its own thread
-//! through a bounded queue: a vCPU never waits on a file or a peer; a message that finds
-//! the queue full, or its source not open, is dropped and counted per source (shown by
-//! `output` and in `run`'s summary). An event with `imm no` has its messages buffered and
-//! delivered in order once [`BUFFERED_THRESHOLD`] bytes are pending, when the event is
-//! cleared, and at the end of the run ([`OutputRouter::flush_all`]). HyperDbg refuses
-//! `imm no` together with `output`, and so does hv-core's parser.
+//! [`OutputRouter`] is the VM's [`OutputSink`]. The vCPUs never call it: their exits
+//! record output into per-vCPU rings (hv-core's deferred output) and the VM's output thread
+//! formats it and hands each execution's text here, off the exit path. An event with
+//! `output {A, B}` sends its messages to those sources *instead of* the console, as
+//! HyperDbg does (`ForwardingCheckAndPerformEventForwarding`). A source is written by its
+//! own thread through a bounded queue, so a slow file or peer does not hold up the console
+//! either; a message that finds the queue full, or its source not open, is dropped and
+//! counted per source (shown by `output` and in `run`'s summary). An event with `imm no`
+//! (HyperDbg's buffered messages, which the rings already are: nothing leaves an exit
+//! immediately) has its messages held here and delivered in order once
+//! [`BUFFERED_THRESHOLD`] bytes are pending, when the event is cleared, and at the end of
+//! the run ([`OutputRouter::flush_all`]). HyperDbg refuses `imm no` together with
+//! `output`, and so does hv-core's parser.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

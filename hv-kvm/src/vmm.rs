@@ -144,6 +144,9 @@ fn kind_bit(kind: EventKind) -> u32 {
 }
 
 use crate::global_names::GlobalNames;
+/// How often the output thread of [`Vm::run`] formats what the vCPUs recorded.
+const OUTPUT_POLL: Duration = Duration::from_millis(1);
+
 /// The start of the error for a script compiled against global bindings the VM no longer
 /// has (a front end refreshes its names and compiles again).
 pub use crate::global_names::STALE_GLOBALS;
@@ -303,12 +306,14 @@ impl Vm {
             vcpus.push(vcpu);
         }
         let output = Arc::new(OutputRouter::new(sink));
+        // Deferred: exits record their output, the output thread of `run` formats it.
+        let engine = Arc::new(Engine::deferred(output.clone()));
         let vm = Vm {
             vcpus: Mutex::new(vcpus),
             vm,
             _kvm: kvm,
             mem,
-            engine: Arc::new(Engine::new(output.clone())),
+            engine,
             globals: Arc::new(GlobalSlots::default()),
             global_names: GlobalNames::default(),
             debugger: crate::debugger::Debugger::default(),
@@ -478,8 +483,22 @@ impl Vm {
         let start = Instant::now();
         let (threads, done) = (&self.thread_ids, &self.done);
         let kicked = AtomicBool::new(false);
+        let vcpus_done = AtomicBool::new(false);
         self.running.store(true, Ordering::SeqCst);
-        let reports = std::thread::scope(|s| {
+        let (reports, elapsed) = std::thread::scope(|s| {
+            // The consumer: formats and writes what the vCPUs recorded, so no vCPU waits
+            // on the console, a client or an output source; what it cannot keep up with
+            // is dropped in the rings and counted (`Engine::output_dropped`).
+            let vcpus_done = &vcpus_done;
+            std::thread::Builder::new()
+                .name("output".into())
+                .spawn_scoped(s, move || {
+                    while !vcpus_done.load(Ordering::SeqCst) {
+                        self.engine.drain_output();
+                        std::thread::sleep(OUTPUT_POLL);
+                    }
+                })
+                .expect("spawning the output thread");
             let handles: Vec<_> = vcpus
                 .into_iter()
                 .enumerate()
@@ -537,14 +556,19 @@ impl Vm {
                     }
                 }
             }
-            handles
+            let reports = handles
                 .into_iter()
                 .map(|h| h.join().expect("vCPU thread panicked"))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            // The guest's time ends here, not when its output has been written.
+            let elapsed = start.elapsed();
+            vcpus_done.store(true, Ordering::SeqCst);
+            (reports, elapsed)
         });
         self.running.store(false, Ordering::SeqCst);
-        // `imm no` messages still buffered, and output sources' queues, go out before the
-        // caller prints its summary.
+        // Every exit is over: the rest of the recorded output, `imm no` messages still
+        // buffered, and output sources' queues go out before the caller prints its summary.
+        self.engine.drain_output();
         self.output.flush_all();
         self.output.close_all();
         let mut reports = reports;
@@ -557,7 +581,7 @@ impl Vm {
         }
         Ok(RunReport {
             vcpus: reports,
-            elapsed: start.elapsed(),
+            elapsed,
         })
     }
 }

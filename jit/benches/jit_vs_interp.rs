@@ -6,9 +6,17 @@
 //! ends, with the default limits (`eval`'s). `*_small_stack` repeats the first three with a
 //! 64-slot local stack, which takes the interpreter's per-run stack clearing (16 Ki slots by
 //! default) out of the comparison.
+//!
+//! Those groups format printf now (`eval`'s environment). `exit_path` runs compiled scripts
+//! the way a hypervisor's exit does (issue 17): printf recorded into the vCPU's output ring
+//! as a format id and raw values, one execution header per run, published at its end; the
+//! consumer's formatting happens between timed chunks, off the clock, as it happens on
+//! another thread in hv-kvm. `printf3_claim` adds what an exit with events pays once for
+//! its ring (claim, stamp, release), which the other two leave out.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hvscript_abi::{GuestRegs, PseudoValues};
@@ -17,8 +25,9 @@ use hvscript_lang::{
     compile_source, CompileOptions, Globals, HostEnv, Interpreter, Invocation, Limits, Program,
     Stage,
 };
-use hvscript_runtime::LoadedCode;
 use hvscript_runtime::Runner;
+use hvscript_runtime::{FormatTable, LoadedCode, OutputReader, OutputRing, Recorder};
+use hvscript_stdlib::{AtomicRmw, CallerMemory, Env, MemFault, ScriptError};
 
 mod scripts;
 use scripts::*;
@@ -105,6 +114,140 @@ fn runs(c: &mut Criterion) {
     ] {
         run_group(c, name, src, small);
     }
+}
+
+/// The host environment with printf deferred into an output ring, as an exit's is.
+struct Deferring<'r> {
+    host: HostEnv,
+    recorder: Recorder<'r>,
+}
+
+impl Env for Deferring<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.host.read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.host.write(addr, data)
+    }
+    fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {
+        self.host.atomic_rmw_u64(addr, op)
+    }
+    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
+        self.host.cmpxchg_u32(addr, expected, new)
+    }
+    fn output(&mut self, bytes: &[u8]) {
+        self.recorder.text(bytes);
+    }
+    fn test_statement(&mut self, value: u64) {
+        self.host.test_statement(value);
+    }
+    fn defer_printf(
+        &mut self,
+        fmt: &[u8],
+        args: &[u64],
+        caller: &mut dyn CallerMemory,
+    ) -> Option<Result<(), ScriptError>> {
+        Some(self.recorder.printf(caller, &mut self.host, fmt, args))
+    }
+}
+
+/// Runs `one` `iters` times in timed chunks, formatting what the ring holds between
+/// chunks with the clock stopped (the consumer's work, not the exit's).
+fn timed_chunks(
+    iters: u64,
+    ring: &OutputRing,
+    formats: &FormatTable,
+    mut one: impl FnMut(),
+) -> Duration {
+    let mut reader = OutputReader::new();
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let chunk = (iters - done).min(1000);
+        let t = Instant::now();
+        for _ in 0..chunk {
+            one();
+        }
+        total += t.elapsed();
+        done += chunk;
+        reader.read(ring, formats, |b| {
+            black_box(b);
+        });
+    }
+    assert_eq!(
+        ring.dropped(),
+        0,
+        "the ring must never be full in this bench"
+    );
+    total
+}
+
+fn exit_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("exit_path");
+    let globals = Globals::default();
+    let pseudo = PseudoValues::default();
+    let stamps = AtomicU64::new(0);
+    for (name, src) in [("arith", ARITH), ("printf3", PRINTF)] {
+        let program = compile(src, &globals);
+        let code: LoadedCode =
+            LoadedCode::load(Jit::new().unwrap().compile(&program).unwrap()).unwrap();
+        let image = code.image();
+        let ring = OutputRing::new(256 * 1024);
+        let formats = FormatTable::new();
+        let mut env = Deferring {
+            host: HostEnv::new(Stage::Pre),
+            recorder: Recorder::new(ring.claim(&stamps).unwrap(), &formats),
+        };
+        let mut runner = Runner::new();
+        let mut r = regs();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed_chunks(iters, &ring, &formats, || {
+                    env.recorder.begin(1, hvscript_abi::Stage::Pre, 0, 0, 0);
+                    let mut inv = Invocation {
+                        regs: &mut r,
+                        pseudo: &pseudo,
+                        globals: &globals,
+                        host: &mut env,
+                        limits: Limits::default(),
+                    };
+                    black_box(runner.run(&image, &mut inv).unwrap());
+                    env.recorder.end();
+                })
+            })
+        });
+    }
+    let program = compile(PRINTF, &globals);
+    let code: LoadedCode =
+        LoadedCode::load(Jit::new().unwrap().compile(&program).unwrap()).unwrap();
+    let image = code.image();
+    let ring = OutputRing::new(256 * 1024);
+    let formats = FormatTable::new();
+    let mut runner = Runner::new();
+    let mut r = regs();
+    let mut host = Some(HostEnv::new(Stage::Pre));
+    group.bench_function("printf3_claim", |b| {
+        b.iter_custom(|iters| {
+            timed_chunks(iters, &ring, &formats, || {
+                let claim = ring.claim(&stamps).unwrap();
+                let mut env = Deferring {
+                    host: host.take().unwrap(),
+                    recorder: Recorder::new(claim, &formats),
+                };
+                env.recorder.begin(1, hvscript_abi::Stage::Pre, 0, 0, 0);
+                let mut inv = Invocation {
+                    regs: &mut r,
+                    pseudo: &pseudo,
+                    globals: &globals,
+                    host: &mut env,
+                    limits: Limits::default(),
+                };
+                black_box(runner.run(&image, &mut inv).unwrap());
+                host = Some(env.host);
+            })
+        })
+    });
+    group.finish();
 }
 
 const LEVELS: [(&str, OptLevel); 3] = [
@@ -198,6 +341,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = runs, compile_latency
+    targets = runs, exit_path, compile_latency
 }
 criterion_main!(benches);

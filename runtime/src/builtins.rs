@@ -75,10 +75,21 @@ pub fn builtin_table() -> &'static [BuiltinFn] {
     &BUILTINS
 }
 
-pub(crate) static BUILTINS: [BuiltinFn; Builtin::ALL.len()] = [call_builtin; Builtin::ALL.len()];
+/// Every built-in goes through [`call_builtin`] but `printf`, which has its own entry
+/// ([`crate::printf_call`]) so that recording one on an exit path costs no decoding.
+pub(crate) static BUILTINS: [BuiltinFn; Builtin::ALL.len()] = {
+    let mut table = [call_builtin as BuiltinFn; Builtin::ALL.len()];
+    table[Builtin::Printf.id() as usize] = crate::printf_call::call_printf;
+    table
+};
 
 /// Records a failed built-in in the context.
-fn record_error(ctx: &mut ExecCtx, host: &mut HostState<'_>, site: u32, e: ScriptError) -> u64 {
+pub(crate) fn record_error(
+    ctx: &mut ExecCtx,
+    host: &mut HostState<'_>,
+    site: u32,
+    e: ScriptError,
+) -> u64 {
     host.error = Some(e);
     ctx.error_kind = ExecError::Builtin as u32;
     ctx.error_site = site;
@@ -93,7 +104,11 @@ fn record_error(ctx: &mut ExecCtx, host: &mut HostState<'_>, site: u32, e: Scrip
 /// Called by compiled code only, with the context of a run started by
 /// [`Runner::run`], `call` the rodata offset of a call-site record, and `args`
 /// pointing to as many initialised `u64`s as the record has tags.
-unsafe extern "C" fn call_builtin(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64 {
+pub(crate) unsafe extern "C" fn call_builtin(
+    ctx: *mut ExecCtx,
+    call: u64,
+    args: *const u64,
+) -> u64 {
     // SAFETY: compiled code passes the context `Runner::run` made; no other
     // reference to it is live while compiled code is suspended in this call.
     let ctx = unsafe { &mut *ctx };

@@ -15,6 +15,11 @@
 //!   [`builtins`]: the table compiled code calls built-ins through, into
 //!   `hvscript_stdlib::call`, and its typed-memory entry; `tlb`: the guest-memory
 //!   translation cache compiled code checks inline, filled by those two.
+//! - Deferred output, so an exit never formats: [`output_ring`] ([`OutputRing`], one per
+//!   vCPU, and the [`Claim`] an exit stamps it with), [`output_record`] (what is in it),
+//!   [`output_recorder`] ([`Recorder`]: printf as a format id and raw values, at event time),
+//!   [`output_reader`] ([`OutputReader`]: the text, later, elsewhere) and [`printf_formats`]
+//!   ([`FormatTable`]: formats by id).
 //! - Shared with the interpreter (the reference semantics, in `hvscript-lang`), so both
 //!   back ends route memory and word errors identically: [`script_memory`] (the script's
 //!   own stack and globals versus guest memory), [`scalar`] (the types typed operations
@@ -38,8 +43,14 @@ pub mod memory;
 #[cfg(feature = "std")]
 pub mod mmap;
 pub mod object;
+pub mod output_reader;
+pub mod output_record;
+pub mod output_recorder;
+pub mod output_ring;
 #[cfg(feature = "std")]
 mod page;
+mod printf_call;
+pub mod printf_formats;
 pub mod run_error;
 pub mod runner;
 pub mod scalar;
@@ -58,6 +69,10 @@ pub use memory::{ExecutableMemory, LoadError, NoExecutableMemory};
 #[cfg(feature = "std")]
 pub use mmap::MmapMemory;
 pub use object::{Arch, CodeObject, FormatError, FunctionInfo, StringInfo};
+pub use output_reader::{Batch, OutputReader};
+pub use output_recorder::Recorder;
+pub use output_ring::{Claim, ClaimState, OutputRing};
+pub use printf_formats::FormatTable;
 pub use run_error::{RunError, RunErrorKind};
 pub use runner::{CodeImage, Runner, RunnerError};
 pub use scalar::{NumTy, ScalarTy};

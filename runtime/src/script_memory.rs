@@ -8,13 +8,14 @@
 //! both route through it, so the two back ends cannot disagree on what is the script's own.
 //! It also keeps the script's own memory out of the translation cache (no direct page
 //! overlaps it) and notes writes that reach the host, after which cached translations may
-//! be stale.
+//! be stale. [`OwnAreas`] is the same routing for a host that defers printf and reads its
+//! `%s` strings itself.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvscript_stdlib::{
-    AtomicRmw, DirectPage, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
-    DIRECT_PAGE_SIZE,
+    AtomicRmw, CallerMemory, DirectPage, Env, EventOp, LbrOp, LocalTime, MemFault, ScriptError,
+    TraceKind, Unavailable, DIRECT_PAGE_SIZE,
 };
 
 pub struct ScriptMemory<'a> {
@@ -51,28 +52,74 @@ impl<'a> ScriptMemory<'a> {
     }
 }
 
+/// Which of the script's areas holds `[addr, addr + len)`; `None` when it straddles an
+/// area's edge.
+fn area_of(stack: &[u64], globals: &[AtomicU64], addr: u64, len: usize) -> Option<Area> {
+    let end = addr.checked_add(len as u64)?;
+    for (base, size, is_stack) in [
+        (base_of(stack), stack.len() * 8, true),
+        (base_of(globals), globals.len() * 8, false),
+    ] {
+        let top = base + size as u64;
+        if addr >= base && end <= top {
+            let off = (addr - base) as usize;
+            return Some(if is_stack {
+                Area::Stack(off)
+            } else {
+                Area::Global(off)
+            });
+        }
+        if addr < top && end > base {
+            return None;
+        }
+    }
+    Some(Area::Host)
+}
+
+fn global_read(globals: &[AtomicU64], off: usize, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let at = off + i;
+        *b = globals[at / 8].load(Ordering::Relaxed).to_le_bytes()[at % 8];
+    }
+}
+
+/// The script's own stack and globals as a deferred printf reads `%s` strings in them
+/// ([`Env::defer_printf`]), then whatever memory `outer` claims.
+pub struct OwnAreas<'a> {
+    pub stack: &'a [u64],
+    pub globals: &'a [AtomicU64],
+    pub outer: &'a mut dyn CallerMemory,
+}
+
+impl CallerMemory for OwnAreas<'_> {
+    fn read_caller(&mut self, addr: u64, buf: &mut [u8]) -> Option<Result<(), MemFault>> {
+        match area_of(self.stack, self.globals, addr, buf.len()) {
+            None => Some(Err(MemFault::Invalid)),
+            Some(Area::Stack(off)) => {
+                // SAFETY: a [u64] of n elements is n*8 initialised bytes with no padding,
+                // and u8 has alignment 1; the slice borrows `self.stack`.
+                let bytes = unsafe {
+                    core::slice::from_raw_parts(
+                        self.stack.as_ptr().cast::<u8>(),
+                        self.stack.len() * 8,
+                    )
+                };
+                buf.copy_from_slice(&bytes[off..off + buf.len()]);
+                Some(Ok(()))
+            }
+            Some(Area::Global(off)) => {
+                global_read(self.globals, off, buf);
+                Some(Ok(()))
+            }
+            Some(Area::Host) => self.outer.read_caller(addr, buf),
+        }
+    }
+}
+
 impl ScriptMemory<'_> {
     /// Which area holds `[addr, addr + len)`; `None` when it straddles an area's edge.
     fn area(&self, addr: u64, len: usize) -> Option<Area> {
-        let end = addr.checked_add(len as u64)?;
-        for (base, size, is_stack) in [
-            (base_of(self.stack), self.stack.len() * 8, true),
-            (base_of(self.globals), self.globals.len() * 8, false),
-        ] {
-            let top = base + size as u64;
-            if addr >= base && end <= top {
-                let off = (addr - base) as usize;
-                return Some(if is_stack {
-                    Area::Stack(off)
-                } else {
-                    Area::Global(off)
-                });
-            }
-            if addr < top && end > base {
-                return None;
-            }
-        }
-        Some(Area::Host)
+        area_of(self.stack, self.globals, addr, len)
     }
 
     fn stack_bytes(&mut self) -> &mut [u8] {
@@ -83,10 +130,7 @@ impl ScriptMemory<'_> {
     }
 
     fn global_read(&self, off: usize, buf: &mut [u8]) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            let at = off + i;
-            *b = self.globals[at / 8].load(Ordering::Relaxed).to_le_bytes()[at % 8];
-        }
+        global_read(self.globals, off, buf);
     }
 
     fn global_write(&self, off: usize, data: &[u8]) {
@@ -222,6 +266,26 @@ impl Env for ScriptMemory<'_> {
     }
     fn output(&mut self, bytes: &[u8]) {
         self.host.output(bytes)
+    }
+    fn defer_printf(
+        &mut self,
+        fmt: &[u8],
+        args: &[u64],
+        caller: &mut dyn CallerMemory,
+    ) -> Option<Result<(), ScriptError>> {
+        // The host records the call; `%s` into the script's own memory is read here.
+        let ScriptMemory {
+            stack,
+            globals,
+            host,
+            ..
+        } = self;
+        let mut own = OwnAreas {
+            stack,
+            globals,
+            outer: caller,
+        };
+        host.defer_printf(fmt, args, &mut own)
     }
     fn warn(&mut self, msg: &str) {
         self.host.warn(msg)

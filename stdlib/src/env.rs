@@ -167,6 +167,23 @@ fn civil_from_days(z: i64) -> (i64, u8, u8) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Memory that only the caller of [`Env::defer_printf`] can read: the script's own stack
+/// and global slots (their addresses are real, so `%s` may point into them).
+pub trait CallerMemory {
+    /// Reads `buf.len()` bytes at `addr` if they are the caller's; `None` when the address
+    /// is not the caller's (the environment reads it as guest memory).
+    fn read_caller(&mut self, addr: u64, buf: &mut [u8]) -> Option<Result<(), MemFault>>;
+}
+
+/// A caller with no memory of its own.
+pub struct NoCallerMemory;
+
+impl CallerMemory for NoCallerMemory {
+    fn read_caller(&mut self, _addr: u64, _buf: &mut [u8]) -> Option<Result<(), MemFault>> {
+        None
+    }
+}
+
 /// Default bound on the total number of `spin_loop` pauses one `spinlock_lock` may spend
 /// before it gives up with [`crate::ScriptError::SpinlockNotAcquired`]: 2^24, a fraction of
 /// a second to a few seconds depending on the CPU's `pause` latency. HyperDbg spins forever;
@@ -261,6 +278,27 @@ pub trait Env {
         self.output(b"warning: ");
         self.output(msg.as_bytes());
         self.output(b"\n");
+    }
+
+    /// Takes `printf(fmt, args...)` to format later, outside the script (a hypervisor's
+    /// exit path records the format and the raw values into a ring, as bpftrace does, and
+    /// a consumer thread formats them). `None` (the default) means "format it now": the
+    /// caller then appends the text through [`Env::output`].
+    ///
+    /// An environment that defers must still check the call and read its `%s`/`%ws`
+    /// strings now, with [`crate::ParsedFormat::capture`] (so the output shows what memory
+    /// held at event time, and an unreadable string stops the script with the same error as
+    /// when formatting now), reading addresses that `caller` claims through `caller` (the
+    /// script's own stack and globals, which only the caller can reach) and the rest
+    /// through itself. Formatting the record later with [`crate::ParsedFormat::render`]
+    /// gives the bytes [`crate::format_printf`] gives.
+    fn defer_printf(
+        &mut self,
+        _fmt: &[u8],
+        _args: &[u64],
+        _caller: &mut dyn CallerMemory,
+    ) -> Option<Result<(), crate::ScriptError>> {
+        None
     }
 
     /// The conformance hook `test_statement(x)`.

@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 use crate::env::Env;
-use crate::printf::Bytes;
+use crate::printf_render::Bytes;
 
 /// MSVC's spelling of a non-finite double, or `None` for a finite one.
 fn msvc_special(x: f64, upper: bool, plus: bool) -> Option<String> {

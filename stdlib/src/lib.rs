@@ -28,6 +28,10 @@ mod format_error;
 mod formats;
 mod memory;
 mod printf;
+mod printf_format;
+#[cfg(test)]
+mod printf_format_tests;
+mod printf_render;
 mod strings;
 
 use alloc::vec::Vec;
@@ -37,15 +41,16 @@ use hvscript_abi::{ArgKind, Builtin};
 pub use atomics::SPINLOCK_DEFAULT_MAX_WAIT;
 pub use direct::{fresh_mapping_id, DirectPage, DIRECT_PAGE_SIZE};
 pub use env::{
-    AtomicRmw, Env, EventOp, LbrOp, LocalTime, MemFault, TraceKind, Unavailable,
-    DEFAULT_SPIN_BUDGET,
+    AtomicRmw, CallerMemory, Env, EventOp, LbrOp, LocalTime, MemFault, NoCallerMemory, TraceKind,
+    Unavailable, DEFAULT_SPIN_BUDGET,
 };
 pub use error::{Access, ScriptError, Space};
 pub use memory::MAX_MEMCPY;
 pub use printf::{
-    format_printf, parse_format, Conversion, FormatError, FormatErrorKind, FormatSpec, Length,
-    MAX_FLOAT_PRECISION, MAX_PRINTF_OUTPUT,
+    format_printf, parse_format, printf, Conversion, FormatError, FormatErrorKind, FormatSpec,
+    Length, MAX_FLOAT_PRECISION, MAX_PRINTF_OUTPUT,
 };
+pub use printf_format::{cut_warning, ParsedFormat};
 pub use strings::MAX_STRING_UNITS;
 
 /// One argument of a built-in call. String literals arrive decoded, without their NUL.
@@ -167,10 +172,22 @@ pub fn call(b: Builtin, env: &mut dyn Env, args: &[Arg<'_>]) -> Result<u64, Scri
                 Arg::Str(s) => s,
                 _ => &[],
             };
-            let values: Vec<u64> = (1..args.len()).map(v).collect();
-            let out = format_printf(env, fmt, &values)?;
-            env.output(&out);
-            Ok(0)
+            // Most calls have a few arguments: no allocation for them.
+            let mut few = [0u64; 16];
+            let many: Vec<u64>;
+            let values = match args.len().saturating_sub(1) {
+                n if n <= few.len() => {
+                    for (i, slot) in few[..n].iter_mut().enumerate() {
+                        *slot = v(i + 1);
+                    }
+                    &few[..n]
+                }
+                _ => {
+                    many = (1..args.len()).map(v).collect();
+                    &many[..]
+                }
+            };
+            printf::printf(env, fmt, values).map(|()| 0)
         }
         TestStatement => {
             env.test_statement(v(0));

@@ -1,5 +1,6 @@
 //! `printf` and `print`: the format parser the compiler shares with the runtime, and the
-//! formatter.
+//! built-in (formatted now, or handed to an environment that formats it later: see
+//! [`crate::printf_format`]; the conversions themselves are [`crate::printf_render`]).
 //!
 //! Accepted specifiers: `%d %i %u %o %x %X` with an optional `h`, `l` or `ll` prefix, `%c`,
 //! `%p`, `%s`, `%ws`/`%ls`, the floating-point `%f %F %e %E %g %G` with an optional `l`
@@ -24,13 +25,13 @@
 //! - `%c` of 0 prints nothing, as HyperDbg's `sprintf` + `strlen` does;
 //! - output beyond [`MAX_PRINTF_OUTPUT`] bytes is cut with a warning (HyperDbg drops it silently).
 
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::{self, Write as _};
+use core::fmt::Write as _;
 
-use crate::env::Env;
+use crate::env::{Env, NoCallerMemory};
 use crate::error::ScriptError;
-use crate::strings::append_mem_string;
+use crate::printf_format::{cut_warning, ParsedFormat};
+use crate::printf_render::Bytes;
 
 /// The most bytes one `printf` produces (HyperDbg sends one 4096-byte packet chunk).
 pub const MAX_PRINTF_OUTPUT: usize = 4096;
@@ -137,7 +138,8 @@ impl FormatSpec {
 }
 
 /// A piece of a parsed format.
-enum Piece {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Piece {
     /// Bytes `start..end` of the format, printed as they are.
     Text(usize, usize),
     /// `%%`.
@@ -240,7 +242,7 @@ fn parse_spec(fmt: &[u8], at: usize) -> Result<Piece, FormatError> {
     }
 }
 
-fn pieces(fmt: &[u8]) -> Result<Vec<Piece>, FormatError> {
+pub(crate) fn pieces(fmt: &[u8]) -> Result<Vec<Piece>, FormatError> {
     let mut out = Vec::new();
     let mut i = 0;
     let mut text_start = 0;
@@ -279,183 +281,36 @@ pub fn parse_format(fmt: &[u8]) -> Result<Vec<FormatSpec>, FormatError> {
         .collect())
 }
 
-/// `fmt::Write` into a byte vector.
-pub(crate) struct Bytes<'a>(pub(crate) &'a mut Vec<u8>);
-
-impl fmt::Write for Bytes<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-fn format_int(out: &mut Vec<u8>, conv: Conversion, length: Length, v: u64) {
-    let bits = length.bits();
-    let masked = if bits == 64 {
-        v
-    } else {
-        v & ((1u64 << bits) - 1)
-    };
-    let mut w = Bytes(out);
-    // Writing into a Vec cannot fail.
-    let _ = match conv {
-        Conversion::Signed => {
-            let shift = 64 - bits;
-            write!(w, "{}", ((masked << shift) as i64) >> shift)
-        }
-        Conversion::Unsigned => write!(w, "{masked}"),
-        Conversion::Octal => write!(w, "{masked:o}"),
-        Conversion::HexLower => write!(w, "{masked:x}"),
-        Conversion::HexUpper => write!(w, "{masked:X}"),
-        _ => Ok(()),
-    };
-}
-
-/// Writes `s` in upper case when `upper`.
-fn push_case(out: &mut Vec<u8>, s: &str, upper: bool) {
-    if upper {
-        out.extend(s.bytes().map(|b| b.to_ascii_uppercase()));
-    } else {
-        out.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// Rewrites Rust's exponent form (`1.5e-7`, `2e300`) as C's (`1.5e-07`, `2e+300`).
-fn push_c_exp(out: &mut Vec<u8>, rust: &str, upper: bool) {
-    let (mantissa, exp) = rust.split_once('e').unwrap_or((rust, "0"));
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
-    };
-    out.extend_from_slice(mantissa.as_bytes());
-    out.push(if upper { b'E' } else { b'e' });
-    out.push(sign as u8);
-    if digits.len() < 2 {
-        out.push(b'0');
-    }
-    out.extend_from_slice(digits.as_bytes());
-}
-
-/// Drops the trailing zeros of a fraction, and its `.` if nothing is left (`%g`).
-fn trim_fraction(s: &str) -> &str {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        s
-    }
-}
-
-/// glibc's `%f %F %e %E %g %G` of the `double` with these bits, `precision` defaulting to 6.
-/// `core::fmt` with a precision is exact and rounds half-to-even on the exact binary value,
-/// as glibc does (in the default rounding mode).
-fn format_float(out: &mut Vec<u8>, conv: Conversion, precision: Option<u16>, bits: u64) {
-    let upper = matches!(
-        conv,
-        Conversion::FloatUpper | Conversion::ExpUpper | Conversion::GeneralUpper
-    );
-    // glibc prints the sign bit of every value, NaNs and zeros included.
-    if bits >> 63 == 1 {
-        out.push(b'-');
-    }
-    let x = f64::from_bits(bits & !(1 << 63));
-    if x.is_nan() {
-        return push_case(out, "nan", upper);
-    }
-    if x.is_infinite() {
-        return push_case(out, "inf", upper);
-    }
-    let p = usize::from(precision.unwrap_or(6));
-    let mut s = String::new();
-    // Writing into a String cannot fail.
-    match conv {
-        Conversion::Exp | Conversion::ExpUpper => {
-            let _ = write!(s, "{x:.p$e}");
-            push_c_exp(out, &s, upper);
-        }
-        Conversion::General | Conversion::GeneralUpper => {
-            // C11 7.21.6.1: with P significant digits (0 counts as 1) and X the exponent
-            // `%e` would print, `%f` with precision P-1-X if P > X >= -4, else `%e` with
-            // precision P-1; then trailing zeros go.
-            let p = p.max(1);
-            let _ = write!(s, "{x:.prec$e}", prec = p - 1);
-            let exp = s
-                .split_once('e')
-                .and_then(|(_, e)| e.parse::<i32>().ok())
-                .unwrap_or(0);
-            // p <= MAX_FLOAT_PRECISION, so it fits an i32.
-            let p = p as i32;
-            if exp >= -4 && exp < p {
-                s.clear();
-                let _ = write!(s, "{x:.prec$}", prec = (p - 1 - exp) as usize);
-                out.extend_from_slice(trim_fraction(&s).as_bytes());
-            } else {
-                let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
-                let mut t = String::from(trim_fraction(mantissa));
-                t.push('e');
-                t.push_str(e);
-                push_c_exp(out, &t, upper);
-            }
-        }
-        _ => {
-            let _ = write!(Bytes(out), "{x:.p$}");
-        }
-    }
-}
-
-/// Formats `printf(fmt, args...)`. `%s`/`%ws` arguments are addresses read through `env`;
-/// an unreadable one is an error. The argument of a floating-point conversion is the bits
-/// of a `double` (the compiler has checked its type). The result is at most [`MAX_PRINTF_OUTPUT`] bytes (a
-/// longer one is cut, with a warning).
+/// Formats `printf(fmt, args...)` now. `%s`/`%ws` arguments are addresses read through
+/// `env`; an unreadable one is an error. The argument of a floating-point conversion is the
+/// bits of a `double` (the compiler has checked its type). The result is at most
+/// [`MAX_PRINTF_OUTPUT`] bytes (a longer one is cut, with a warning).
+///
+/// It is the two halves of a deferred printf back to back (parse and capture, then render:
+/// [`ParsedFormat`]), so text formatted now and text formatted later by an output consumer
+/// are the same bytes by construction.
 pub fn format_printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<Vec<u8>, ScriptError> {
-    let pieces = pieces(fmt)?;
-    let specifiers = pieces
-        .iter()
-        .filter(|p| matches!(p, Piece::Spec(_)))
-        .count();
-    if specifiers != args.len() {
-        return Err(ScriptError::PrintfArity {
-            specifiers,
-            args: args.len(),
-        });
-    }
+    let format = ParsedFormat::parse(fmt)?;
+    format.check_arity(args.len())?;
+    let mut strings = Vec::new();
+    format.capture(&mut NoCallerMemory, env, args, &mut strings)?;
     let mut out = Vec::new();
-    let mut cut = false;
-    let mut next_arg = args.iter().copied();
-    for p in pieces {
-        match p {
-            Piece::Text(a, b) => out.extend_from_slice(&fmt[a..b]),
-            Piece::Percent => out.push(b'%'),
-            Piece::Spec(s) => {
-                let v = next_arg.next().unwrap_or(0);
-                match s.conv {
-                    Conversion::Char => {
-                        if v as u8 != 0 {
-                            out.push(v as u8);
-                        }
-                    }
-                    Conversion::Pointer => {
-                        let _ = write!(Bytes(&mut out), "{v:016X}");
-                    }
-                    Conversion::Str | Conversion::WStr => {
-                        let wide = s.conv == Conversion::WStr;
-                        cut |= append_mem_string(env, v, wide, &mut out, MAX_PRINTF_OUTPUT)?;
-                    }
-                    conv if conv.is_float() => format_float(&mut out, conv, s.precision, v),
-                    conv => format_int(&mut out, conv, s.length, v),
-                }
-            }
-        }
-        if out.len() > MAX_PRINTF_OUTPUT {
-            cut = true;
-            break;
-        }
-    }
-    if cut {
-        out.truncate(MAX_PRINTF_OUTPUT);
-        let msg = alloc::format!("printf: output cut at {MAX_PRINTF_OUTPUT} bytes");
-        env.warn(&msg);
+    if format.render(args, &strings, &mut out) {
+        env.warn(&cut_warning());
     }
     Ok(out)
+}
+
+/// `printf(fmt, args...)` as a built-in: handed to the environment when it defers printf
+/// ([`Env::defer_printf`]: recorded at event time, formatted later by a consumer), else
+/// formatted now and appended to the output.
+pub fn printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<(), ScriptError> {
+    if let Some(done) = env.defer_printf(fmt, args, &mut NoCallerMemory) {
+        return done;
+    }
+    let out = format_printf(env, fmt, args)?;
+    env.output(&out);
+    Ok(())
 }
 
 /// `print(x)`: the value in lower-case hex without a prefix, and a newline.

@@ -98,6 +98,16 @@ impl Rig {
         }
     }
 
+    /// A rig whose engine defers output until `engine.drain_output()`.
+    pub fn deferred() -> Rig {
+        let sink = Arc::new(RecordingSink::default());
+        Rig {
+            engine: Engine::deferred(sink.clone()),
+            sink,
+            globals: Arc::new(Globals::default()),
+        }
+    }
+
     /// Parses an event command, compiles its script and adds the event.
     pub fn add(&self, line: &str) -> Result<u64, String> {
         let spec = parse_event_command(line)

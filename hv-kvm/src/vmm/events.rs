@@ -106,6 +106,10 @@ impl Vm {
             _ => Vec::new(),
         };
         let n = self.engine.apply(op, target)?;
+        if !before.is_empty() {
+            // What cleared events recorded goes out by their routes before those go.
+            self.engine.drain_output();
+        }
         for id in before {
             self.output.unroute(id);
         }

@@ -1,0 +1,218 @@
+//! The engine's event output: one [`OutputRing`] per vCPU, the [`FormatTable`] they
+//! share and the counter that stamps exits, and the two ways out of the rings.
+//!
+//! An exit with events claims its core's ring ([`EventOutput::recorder`]); its executions
+//! record their output there without formatting it (printf as a format id and raw values,
+//! `hvscript_runtime::Recorder`). Then:
+//!
+//! - **immediate** ([`Engine::new`](crate::Engine::new)): each execution's text is formatted
+//!   and handed to the sink as the execution ends, on the vCPU, as before rings existed:
+//!   for embedders with no thread to spare (an execution that fills its ring has what it
+//!   printed so far delivered then, and goes on);
+//! - **deferred** ([`Engine::deferred`](crate::Engine::deferred)): records wait in the rings
+//!   and a consumer outside the exit path calls [`EventOutput::drain`]
+//!   ([`Engine::drain_output`](crate::Engine::drain_output)), which formats them and hands
+//!   each execution's text to the sink in the global order of the exits' stamps. A ring
+//!   that fills up because the consumer (or the sink behind it: a blocked pipe, a slow
+//!   client) does not keep up drops messages and counts them ([`EventOutput::dropped`]);
+//!   the vCPU never waits. Holding output back until the consumer decides to send it is
+//!   HyperDbg's `imm no`: with a deferred engine every event is buffered this way, and the
+//!   embedder's sink decides when text leaves.
+//!
+//! The merge emits a batch only once no ring can still publish an earlier one: it reads
+//! the stamp counter, then every ring's claim (see `hvscript_runtime::output_ring`), then
+//! the records, and emits the batches stamped below both the counter it read and every
+//! exit in progress. Everything is emitted once the vCPUs are idle.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hvscript_runtime::output_recorder::Flush;
+use hvscript_runtime::{Batch, ClaimState, FormatTable, OutputReader, OutputRing, Recorder};
+
+use crate::output::OutputSink;
+
+/// Rings for cores `0..MAX_RINGS`; a higher core shares ring `core % MAX_RINGS` (an exit
+/// that finds it held by another then loses its output, counted).
+pub const MAX_RINGS: usize = 64;
+
+/// The default size of one vCPU's ring: about 8000 printf calls with 3 arguments.
+pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
+
+/// Formatted batches the merge keeps waiting for an earlier exit before it emits them
+/// anyway (a vCPU stuck in one exit must not make the consumer hold unbounded text).
+const MAX_WAITING_BYTES: usize = 4 << 20;
+
+/// How an engine's output leaves its rings (module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    Immediate,
+    Deferred,
+}
+
+#[derive(Default)]
+struct Merge {
+    reader: OutputReader,
+    /// Per ring, formatted batches not yet emitted, in stamp order.
+    waiting: Vec<VecDeque<Batch>>,
+    waiting_bytes: usize,
+}
+
+/// The rings, their formats and stamps (module documentation).
+pub struct EventOutput {
+    rings: Vec<spin::Once<OutputRing>>,
+    stamps: AtomicU64,
+    formats: FormatTable,
+    ring_bytes: usize,
+    mode: OutputMode,
+    /// One consumer at a time.
+    merge: spin::Mutex<Merge>,
+    /// The reader of immediate deliveries (a short lock: formatting, not writing).
+    immediate: spin::Mutex<OutputReader>,
+    /// Messages of exits that found their ring held by another exit.
+    busy_dropped: AtomicU64,
+}
+
+impl EventOutput {
+    pub fn new(mode: OutputMode, ring_bytes: usize) -> EventOutput {
+        EventOutput {
+            rings: (0..MAX_RINGS).map(|_| spin::Once::new()).collect(),
+            stamps: AtomicU64::new(0),
+            formats: FormatTable::new(),
+            ring_bytes,
+            mode,
+            merge: spin::Mutex::new(Merge::default()),
+            immediate: spin::Mutex::new(OutputReader::new()),
+            busy_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+
+    /// Core `core`'s ring (made on its first exit with events).
+    fn ring(&self, core: u32) -> &OutputRing {
+        self.rings[core as usize % MAX_RINGS].call_once(|| OutputRing::new(self.ring_bytes))
+    }
+
+    /// The recorder of one exit on `core`: `None` when another exit holds the ring. With
+    /// `flush` (immediate output), a ring that fills up during an execution is delivered
+    /// through it instead of dropping.
+    pub fn recorder<'a>(&'a self, core: u32, flush: Option<Flush<'a>>) -> Option<Recorder<'a>> {
+        let claim = self.ring(core).claim(&self.stamps)?;
+        Some(match flush {
+            Some(f) => Recorder::with_flush(claim, &self.formats, f),
+            None => Recorder::new(claim, &self.formats),
+        })
+    }
+
+    /// Counts a message lost because its exit had no ring.
+    pub fn count_busy_drop(&self) -> &AtomicU64 {
+        &self.busy_dropped
+    }
+
+    /// Messages dropped so far: rings that were full, and exits that found their ring held.
+    pub fn dropped(&self) -> u64 {
+        let rings: u64 = self
+            .rings
+            .iter()
+            .filter_map(|r| r.get())
+            .map(|r| r.dropped())
+            .sum();
+        rings + self.busy_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Immediate mode: formats what `ring` has published (the execution that just ended)
+    /// and hands it to `sink` now.
+    pub fn deliver(&self, ring: &OutputRing, sink: &dyn OutputSink) {
+        let mut batches = Vec::new();
+        self.immediate
+            .lock()
+            .read(ring, &self.formats, |b| batches.push(b));
+        for b in batches {
+            emit(sink, &b);
+        }
+    }
+
+    /// Formats what the rings hold and hands it to `sink`, each execution's text in one
+    /// piece, in the exits' order; returns how many executions' output it delivered.
+    /// Output of exits still in progress, and what comes after it, waits for a later call
+    /// (module documentation). Without exits in progress, everything goes.
+    ///
+    /// One consumer drains at a time, and it holds the rings while the sink writes (so the
+    /// order holds); a call that finds another consumer draining returns 0 at once rather
+    /// than wait on that consumer's sink.
+    pub fn drain(&self, sink: &dyn OutputSink) -> usize {
+        let Some(mut merge) = self.merge.try_lock() else {
+            return 0;
+        };
+        // The order of these reads is what makes the bound safe: counter, claims, records.
+        let mut bound = self.stamps.load(Ordering::Acquire);
+        for ring in self.rings.iter().filter_map(|r| r.get()) {
+            match ring.claim_state() {
+                ClaimState::Idle => {}
+                ClaimState::Starting => bound = 0,
+                ClaimState::Stamped(s) => bound = bound.min(s),
+            }
+        }
+        let Merge {
+            reader,
+            waiting,
+            waiting_bytes,
+        } = &mut *merge;
+        waiting.resize_with(self.rings.len(), VecDeque::new);
+        for (i, ring) in self.rings.iter().enumerate() {
+            if let Some(ring) = ring.get() {
+                reader.read(ring, &self.formats, |b| {
+                    *waiting_bytes += b.text.len();
+                    waiting[i].push_back(b);
+                });
+            }
+        }
+        let mut delivered = 0;
+        loop {
+            let next = waiting
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.front().map(|b| (b.stamp, i)))
+                .min();
+            let Some((stamp, i)) = next else { break };
+            if stamp >= bound && *waiting_bytes <= MAX_WAITING_BYTES {
+                break;
+            }
+            if let Some(b) = waiting[i].pop_front() {
+                *waiting_bytes -= b.text.len();
+                emit(sink, &b);
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Whether records or formatted text wait for [`EventOutput::drain`].
+    pub fn has_pending(&self) -> bool {
+        self.rings
+            .iter()
+            .filter_map(|r| r.get())
+            .any(|r| r.has_pending())
+            || self
+                .merge
+                .try_lock()
+                .is_none_or(|m| m.waiting.iter().any(|q| !q.is_empty()))
+    }
+}
+
+fn emit(sink: &dyn OutputSink, b: &Batch) {
+    if !b.text.is_empty() {
+        let at = crate::output::OutputContext {
+            event_id: b.event_id,
+            stage: b.stage,
+            core: b.core,
+            pid: (b.pid != 0).then_some(b.pid),
+            rip: b.rip,
+        };
+        sink.output_at(&at, &b.text);
+    }
+}

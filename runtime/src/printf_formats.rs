@@ -1,0 +1,201 @@
+//! Printf formats by id: the [`FormatTable`] a recorder and its consumer share (a recorded
+//! printf carries its format's id, not its text), the producer's lock-free
+//! [`FormatCache`] from a format's address to its id, and the consumer's [`FormatsById`].
+//!
+//! Ids come from the format's bytes, not from where they are: the same text in two scripts,
+//! or in a script loaded again, has one id, so the table grows with the distinct formats
+//! ever printed (at most [`MAX_FORMATS`]; past that a recorder formats at event time
+//! instead) and never has to forget one while records may still name it. The producer
+//! finds an id by the address of the format it is handed (a code object's read-only data
+//! or the interpreter's string table) and checks the bytes, since a new script may be
+//! loaded where an old one was.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use hvscript_stdlib::{FormatError, ParsedFormat};
+
+/// The most distinct formats a table holds.
+pub const MAX_FORMATS: usize = 1 << 16;
+
+#[derive(Default)]
+struct Formats {
+    by_id: Vec<Arc<ParsedFormat>>,
+    ids: BTreeMap<Vec<u8>, u32>,
+}
+
+/// Every format recorded so far, by id (see the module documentation).
+#[derive(Default)]
+pub struct FormatTable {
+    formats: spin::RwLock<Formats>,
+}
+
+impl FormatTable {
+    pub fn new() -> FormatTable {
+        FormatTable::default()
+    }
+
+    /// The id and parsed form of `fmt`, parsing and adding it the first time; `Ok(None)`
+    /// when it is new and the table is full. A malformed format is not added.
+    pub fn intern(&self, fmt: &[u8]) -> Result<Option<(u32, Arc<ParsedFormat>)>, FormatError> {
+        if let Some(found) = self.find(fmt) {
+            return Ok(Some(found));
+        }
+        let parsed = Arc::new(ParsedFormat::parse(fmt)?);
+        let mut formats = self.formats.write();
+        // Another producer may have added it between the two locks.
+        if let Some(&id) = formats.ids.get(fmt) {
+            return Ok(Some((id, formats.by_id[id as usize].clone())));
+        }
+        if formats.by_id.len() >= MAX_FORMATS {
+            return Ok(None);
+        }
+        let id = formats.by_id.len() as u32;
+        formats.by_id.push(parsed.clone());
+        formats.ids.insert(fmt.to_vec(), id);
+        Ok(Some((id, parsed)))
+    }
+
+    fn find(&self, fmt: &[u8]) -> Option<(u32, Arc<ParsedFormat>)> {
+        let formats = self.formats.read();
+        let &id = formats.ids.get(fmt)?;
+        Some((id, formats.by_id[id as usize].clone()))
+    }
+
+    /// The format with this id.
+    pub fn get(&self, id: u32) -> Option<Arc<ParsedFormat>> {
+        self.formats.read().by_id.get(id as usize).cloned()
+    }
+
+    /// Distinct formats so far.
+    pub fn len(&self) -> usize {
+        self.formats.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const CACHE_SLOTS: usize = 64;
+
+struct Slot {
+    addr: usize,
+    id: u32,
+    format: Arc<ParsedFormat>,
+}
+
+/// A producer's ids by format address: direct-mapped, checked against the bytes.
+pub struct FormatCache {
+    slots: [Option<Slot>; CACHE_SLOTS],
+}
+
+impl Default for FormatCache {
+    fn default() -> Self {
+        FormatCache {
+            slots: [const { None }; CACHE_SLOTS],
+        }
+    }
+}
+
+impl FormatCache {
+    fn index(fmt: &[u8]) -> usize {
+        let addr = fmt.as_ptr() as usize;
+        (addr ^ (addr >> 6) ^ (addr >> 12) ^ fmt.len()) % CACHE_SLOTS
+    }
+
+    /// The id and parsed form of the format at `fmt`'s address, if cached with these
+    /// bytes.
+    #[inline]
+    pub fn get(&self, fmt: &[u8]) -> Option<(u32, &ParsedFormat)> {
+        let slot = self.slots[Self::index(fmt)].as_ref()?;
+        (slot.addr == fmt.as_ptr() as usize && same_bytes(slot.format.bytes(), fmt))
+            .then(|| (slot.id, &*slot.format))
+    }
+
+    /// Remembers `fmt`'s id (replacing what its slot held).
+    pub fn insert(&mut self, fmt: &[u8], id: u32, format: Arc<ParsedFormat>) {
+        self.slots[Self::index(fmt)] = Some(Slot {
+            addr: fmt.as_ptr() as usize,
+            id,
+            format,
+        });
+    }
+}
+
+/// `a == b`, by words: formats are short, and this is on every recorded printf.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if n < 8 {
+        return a == b;
+    }
+    // Whole words, then the last 8 bytes (overlapping the last word) for the tail.
+    let word = |c: &[u8]| <[u8; 8]>::try_from(c).map_or(0, u64::from_ne_bytes);
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    wa.zip(wb).all(|(x, y)| word(x) == word(y)) && word(&a[n - 8..]) == word(&b[n - 8..])
+}
+
+/// A consumer's copy of the table's formats, refreshed when a record names one it has not
+/// seen, so formatting a record takes no lock.
+#[derive(Default)]
+pub struct FormatsById {
+    known: Vec<Arc<ParsedFormat>>,
+}
+
+impl FormatsById {
+    /// The format with id `id`, from `table` if it is new to this consumer.
+    pub fn get(&mut self, table: &FormatTable, id: u32) -> Option<&ParsedFormat> {
+        let i = id as usize;
+        if i >= self.known.len() {
+            let formats = table.formats.read();
+            let from = self.known.len();
+            self.known.extend(formats.by_id[from..].iter().cloned());
+        }
+        self.known.get(i).map(|f| &**f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_id_per_distinct_text_wherever_it_lives() {
+        let table = FormatTable::new();
+        let a = b"x=%d\n".to_vec();
+        let b = b"x=%d\n".to_vec();
+        let (ia, _) = table.intern(&a).unwrap().unwrap();
+        let (ib, _) = table.intern(&b).unwrap().unwrap();
+        let (ic, c) = table.intern(b"%s").unwrap().unwrap();
+        assert_eq!(ia, ib);
+        assert_ne!(ia, ic);
+        assert!(c.has_strings());
+        assert!(table.intern(b"%q").is_err());
+        assert_eq!(table.len(), 2);
+        let mut by_id = FormatsById::default();
+        assert_eq!(by_id.get(&table, ic).unwrap().bytes(), b"%s");
+        assert!(by_id.get(&table, 7).is_none());
+    }
+
+    #[test]
+    fn the_cache_checks_the_bytes_at_the_address() {
+        let table = FormatTable::new();
+        let mut cache = FormatCache::default();
+        let mut text = b"v=%x\n".to_vec();
+        assert!(cache.get(&text).is_none());
+        let (id, f) = table.intern(&text).unwrap().unwrap();
+        cache.insert(&text, id, f);
+        assert_eq!(cache.get(&text).map(|(i, _)| i), Some(id));
+        // Another script's format at the same address.
+        text.copy_from_slice(b"w=%d\n");
+        assert!(cache.get(&text).is_none());
+        // The same bytes at another address are not what was cached.
+        let elsewhere = b"w=%d\n".to_vec();
+        assert!(cache.get(&elsewhere).is_none());
+    }
+}
