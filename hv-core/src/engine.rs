@@ -263,6 +263,13 @@ impl Engine {
         self.output.drain(&*self.sink)
     }
 
+    /// Sends a message of the hypervisor's own (a refused register write, ...) with the
+    /// events' output, as if event `event_id` printed it on `core`: in order with that
+    /// output, and without writing anything on the caller's thread when output is deferred.
+    pub fn note(&self, core: u32, event_id: u64, stage: Stage, text: &[u8]) {
+        self.output.note(core, event_id, stage, text, &*self.sink);
+    }
+
     /// Whether recorded output waits for [`Engine::drain_output`].
     pub fn output_pending(&self) -> bool {
         self.output.has_pending()

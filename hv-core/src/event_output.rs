@@ -31,6 +31,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hvscript_runtime::output_recorder::Flush;
 use hvscript_runtime::{Batch, ClaimState, FormatTable, OutputReader, OutputRing, Recorder};
 
+use crate::event::Stage;
 use crate::output::OutputSink;
 
 /// Rings for cores `0..MAX_RINGS`; a higher core shares ring `core % MAX_RINGS` (an exit
@@ -39,6 +40,9 @@ pub const MAX_RINGS: usize = 64;
 
 /// The default size of one vCPU's ring: about 8000 printf calls with 3 arguments.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
+
+/// Notes waiting for the consumer before new ones are dropped.
+const MAX_NOTES: usize = 1024;
 
 /// Formatted batches the merge keeps waiting for an earlier exit before it emits them
 /// anyway (a vCPU stuck in one exit must not make the consumer hold unbounded text).
@@ -70,8 +74,11 @@ pub struct EventOutput {
     merge: spin::Mutex<Merge>,
     /// The reader of immediate deliveries (a short lock: formatting, not writing).
     immediate: spin::Mutex<OutputReader>,
-    /// Messages of exits that found their ring held by another exit.
+    /// Messages of exits that found their ring held by another exit, and notes that found
+    /// the queue full.
     busy_dropped: AtomicU64,
+    /// The hypervisor's own messages ([`EventOutput::note`]), in stamp order.
+    notes: spin::Mutex<VecDeque<Batch>>,
 }
 
 impl EventOutput {
@@ -85,6 +92,7 @@ impl EventOutput {
             merge: spin::Mutex::new(Merge::default()),
             immediate: spin::Mutex::new(OutputReader::new()),
             busy_dropped: AtomicU64::new(0),
+            notes: spin::Mutex::new(VecDeque::new()),
         }
     }
 
@@ -106,6 +114,30 @@ impl EventOutput {
             Some(f) => Recorder::with_flush(claim, &self.formats, f),
             None => Recorder::new(claim, &self.formats),
         })
+    }
+
+    /// A message from the hypervisor itself (not a script's) for core `core`, e.g. a
+    /// register write KVM refused: it goes out with the events' output, in order with it,
+    /// and never makes the vCPU write anything. Immediate engines hand it to `sink` now.
+    pub fn note(&self, core: u32, event_id: u64, stage: Stage, text: &[u8], sink: &dyn OutputSink) {
+        if self.mode == OutputMode::Immediate {
+            sink.output(event_id, stage, core, text);
+            return;
+        }
+        let mut notes = self.notes.lock();
+        if notes.len() >= MAX_NOTES {
+            self.busy_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Under the lock: notes stay in stamp order. The next exit to claim a ring gets
+        // this stamp too and goes after the note (it is later in the queue's merge).
+        notes.push_back(Batch {
+            stamp: self.stamps.load(Ordering::Acquire),
+            event_id,
+            stage,
+            core,
+            text: text.to_vec(),
+        });
     }
 
     /// Counts a message lost because its exit had no ring.
@@ -162,7 +194,8 @@ impl EventOutput {
             waiting,
             waiting_bytes,
         } = &mut *merge;
-        waiting.resize_with(self.rings.len(), VecDeque::new);
+        // One queue per ring, and the notes' last.
+        waiting.resize_with(self.rings.len() + 1, VecDeque::new);
         for (i, ring) in self.rings.iter().enumerate() {
             if let Some(ring) = ring.get() {
                 reader.read(ring, &self.formats, |b| {
@@ -171,15 +204,29 @@ impl EventOutput {
                 });
             }
         }
+        for b in self.notes.lock().drain(..) {
+            *waiting_bytes += b.text.len();
+            waiting[self.rings.len()].push_back(b);
+        }
         let mut delivered = 0;
+        let notes = self.rings.len();
         loop {
+            // The earliest stamp; a note takes the stamp the next exit will get, so on a tie
+            // it goes first, and it may go once every exit before it has (`<=`).
             let next = waiting
                 .iter()
                 .enumerate()
-                .filter_map(|(i, q)| q.front().map(|b| (b.stamp, i)))
+                .filter_map(|(i, q)| q.front().map(|b| (b.stamp, i != notes, i)))
                 .min();
-            let Some((stamp, i)) = next else { break };
-            if stamp >= bound && *waiting_bytes <= MAX_WAITING_BYTES {
+            let Some((stamp, from_ring, i)) = next else {
+                break;
+            };
+            let ready = if from_ring {
+                stamp < bound
+            } else {
+                stamp <= bound
+            };
+            if !ready && *waiting_bytes <= MAX_WAITING_BYTES {
                 break;
             }
             if let Some(b) = waiting[i].pop_front() {
@@ -197,6 +244,7 @@ impl EventOutput {
             .iter()
             .filter_map(|r| r.get())
             .any(|r| r.has_pending())
+            || !self.notes.lock().is_empty()
             || self
                 .merge
                 .try_lock()

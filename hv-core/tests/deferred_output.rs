@@ -143,6 +143,33 @@ fn a_ring_nobody_drains_drops_and_counts_without_blocking() {
 }
 
 #[test]
+fn the_hypervisors_notes_go_out_between_the_exits_they_came_between() {
+    let rig = Rig::deferred();
+    rig.add(r#"!cpuid script { printf("exit %d\n", @rax); }"#)
+        .unwrap();
+    let exit = |rax| {
+        let mut regs = GuestRegs {
+            rax,
+            ..Default::default()
+        };
+        rig.engine.handle_exit(
+            &Exit::new(EventKind::Cpuid, 1, 1),
+            &mut regs,
+            &mut NoGuestMemory,
+            |_, _| {},
+        );
+    };
+    rig.engine.note(0, 0, Stage::Pre, b"note 0\n");
+    exit(1);
+    rig.engine.note(1, 0, Stage::Pre, b"note 1\n");
+    exit(2);
+    rig.engine.drain_output();
+    rig.engine.note(0, 0, Stage::Post, b"note 2\n");
+    rig.engine.drain_output();
+    assert_eq!(rig.sink.text(), "note 0\nexit 1\nnote 1\nexit 2\nnote 2\n");
+}
+
+#[test]
 fn immediate_output_of_an_execution_longer_than_its_ring_is_all_delivered() {
     let rig = Rig::new();
     let spec = parse_event_command("!cpuid").unwrap();

@@ -5,7 +5,6 @@
 //! scripts' [`GuestRegs`]. Every `unsafe` access to the union is here, next to the
 //! exit reason that makes its member the live one.
 
-use hv_core::OutputSink;
 use hvscript_abi::GuestRegs;
 use kvm_bindings::{
     kvm_regs, kvm_sregs, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_MMIO, KVM_EXIT_X86_RDMSR,
@@ -197,10 +196,10 @@ impl VcpuThread<'_> {
         sregs.idt.base = g.idtr;
         if let Err(e) = self.vcpu.set_sregs(&sregs) {
             let _ = self.vcpu.set_sregs(&before);
-            self.vm.output.output(
+            self.vm.engine.note(
+                self.cpu as u32,
                 0,
                 hv_core::Stage::Pre,
-                self.cpu as u32,
                 format!(
                     "warning: vCPU {}: KVM refused the scripts' control registers \
                      (cr0 {:#x} cr3 {:#x} cr4 {:#x}): {e}; they keep their values\n",
