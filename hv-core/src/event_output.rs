@@ -136,6 +136,8 @@ impl EventOutput {
             event_id,
             stage,
             core,
+            pid: 0,
+            rip: 0,
             text: text.to_vec(),
         });
     }
