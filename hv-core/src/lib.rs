@@ -8,7 +8,10 @@
 //! object loaded by the runtime (`hvscript-runtime`) is one as a [`CodeScript`]. A
 //! hypervisor states what it supports as a [`Platform`] (data, no compiler), which a front
 //! end checks scripts against before compiling and the hypervisor checks loaded code
-//! against; a front end hands it a command line with a [`Prepared`].
+//! against; a front end hands it a command line with a [`Prepared`]. Scripts' output is
+//! recorded, not formatted, on the exit path ([`event_output`]): [`Engine::new`] formats
+//! it as each execution ends, [`Engine::deferred`] leaves that to a consumer thread
+//! ([`Engine::drain_output`]).
 
 #![no_std]
 
