@@ -110,7 +110,9 @@ impl Machine<'_> {
     /// instruction. Anywhere else the VM cannot go on, and says where.
     pub(super) fn on_unemulated(&mut self) -> Result<Option<Ending>, String> {
         let r = self.read_regs()?;
-        let instruction = self.instruction_at(r.rip);
+        let instruction = faults::instruction_at(r.rip, |b| {
+            super::syscalls::Guest::read(&self.space, r.rip, b)
+        });
         let g0 = to_guest_regs(&r, &self.sregs);
         let (fs, gs) = (self.sregs.fs.base, self.sregs.gs.base);
         let watched = instruction.as_ref().and_then(|i| {
@@ -200,16 +202,6 @@ impl Machine<'_> {
                 self.resume(stub, &frame, &g, g.rip, g.rsp)
             }
         }
-    }
-
-    /// The instruction at `rip` in the program's memory.
-    fn instruction_at(&self, rip: u64) -> Option<iced_x86::Instruction> {
-        let mut code = [0u8; 15];
-        let mut len = 15;
-        while len > 0 && !super::syscalls::Guest::read(&self.space, rip, &mut code[..len]) {
-            len -= 1;
-        }
-        faults::decode(&code[..len], rip)
     }
 
     /// Whether an enabled `!monitor` with a post stage covers this access.

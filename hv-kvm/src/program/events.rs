@@ -196,14 +196,7 @@ impl GuestAccess for ProgramMemory<'_> {
     }
 
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let mut done = 0;
-        while done < buf.len() {
-            let va = addr.checked_add(done as u64).ok_or(MemFault::Invalid)?;
-            let pa = self.mem.translate(self.root, va).ok_or(MemFault::Invalid)?;
-            let n = ((0x1000 - (va & 0xfff)) as usize).min(buf.len() - done);
-            self.mem.read(pa, &mut buf[done..done + n])?;
-            done += n;
-        }
+        crate::memory::GuestView::new(self.mem, self.root).read(addr, buf)?;
         if let Some(session) = self.session {
             session.show_original(addr, buf);
         }
@@ -211,14 +204,6 @@ impl GuestAccess for ProgramMemory<'_> {
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        let mut done = 0;
-        while done < data.len() {
-            let va = addr.checked_add(done as u64).ok_or(MemFault::Invalid)?;
-            let pa = self.mem.translate(self.root, va).ok_or(MemFault::Invalid)?;
-            let n = ((0x1000 - (va & 0xfff)) as usize).min(data.len() - done);
-            self.mem.write(pa, &data[done..done + n])?;
-            done += n;
-        }
-        Ok(())
+        crate::memory::GuestView::new(self.mem, self.root).write(addr, data)
     }
 }

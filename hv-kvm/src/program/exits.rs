@@ -490,12 +490,8 @@ impl<'a> Machine<'a> {
         let rip = if g.rip != user.rip || faults::is_trap(vector) {
             g.rip
         } else {
-            let mut code = [0u8; 15];
-            let mut len = 15;
-            while len > 0 && !super::syscalls::Guest::read(&self.space, g.rip, &mut code[..len]) {
-                len -= 1;
-            }
-            match faults::decode(&code[..len], g.rip) {
+            let space = &self.space;
+            match faults::instruction_at(g.rip, |b| super::syscalls::Guest::read(space, g.rip, b)) {
                 Some(i) => i.next_ip(),
                 None => {
                     return Ok(Some(Ending::Signal {

@@ -124,6 +124,17 @@ pub fn decode(code: &[u8], rip: u64) -> Option<Instruction> {
     (!instruction.is_invalid()).then_some(instruction)
 }
 
+/// The instruction at `rip`, its bytes read with `read` (up to 15, fewer where mapped
+/// memory ends); `None` if no whole valid instruction starts there.
+pub fn instruction_at(rip: u64, mut read: impl FnMut(&mut [u8]) -> bool) -> Option<Instruction> {
+    let mut code = [0u8; 15];
+    let mut len = code.len();
+    while len > 0 && !read(&mut code[..len]) {
+        len -= 1;
+    }
+    decode(&code[..len], rip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

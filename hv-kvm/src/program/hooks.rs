@@ -31,7 +31,7 @@ use iced_x86::{
 
 use hvscript_abi::GuestRegs;
 
-use super::faults::decode;
+use super::faults::instruction_at;
 use super::memory_map::{MemoryMap, Prot, PAGE};
 use super::syscalls::Guest;
 
@@ -110,12 +110,7 @@ impl Hooks {
                 "{addr:#x} is not in the program's executable memory"
             ));
         }
-        let mut code = [0u8; 15];
-        let mut len = 15;
-        while len > 0 && !space.read(addr, &mut code[..len]) {
-            len -= 1;
-        }
-        let instruction = decode(&code[..len], addr)
+        let instruction = instruction_at(addr, |b| space.read(addr, b))
             .ok_or_else(|| format!("no valid instruction starts at {addr:#x}"))?;
         // `call` only: SYSCALL and the like count as calls to iced, and run from a
         // trampoline as they are.
@@ -131,7 +126,9 @@ impl Hooks {
             true => Resume::Call(instruction),
             false => Resume::Trampoline(self.trampoline(space, memory, &instruction)?),
         };
-        let original = code[0];
+        let mut original = [0u8];
+        space.read(addr, &mut original);
+        let original = original[0];
         if !space.write(addr, &[0xcc]) {
             return Err(format!("the code at {addr:#x} could not be patched"));
         }

@@ -24,7 +24,7 @@ use hvscript_runtime::{CodeObject, GlobalSlots, LoadedCode};
 use hvscript_stdlib::EventOp;
 
 use super::events::{add_event, ProgramMemory};
-use super::faults::decode;
+use super::faults::instruction_at;
 use crate::debugger::Debugger;
 use crate::global_names::GlobalNames;
 use crate::memory::GuestMemory;
@@ -205,18 +205,15 @@ impl ProgramSession {
         {
             return Err("it is not in the program's executable code".into());
         }
-        let mut bytes = [0u8; 15];
-        let mut len = 15;
         let mut view = ProgramMemory {
             mem: &self.mem,
             root: self.root,
             debugger: None,
             session: Some(self),
         };
-        while len > 0 && hv_core::GuestAccess::read(&mut view, addr, &mut bytes[..len]).is_err() {
-            len -= 1;
-        }
-        match decode(&bytes[..len], addr) {
+        match instruction_at(addr, |b| {
+            hv_core::GuestAccess::read(&mut view, addr, b).is_ok()
+        }) {
             Some(_) => Ok(()),
             None => Err("no valid instruction starts there".into()),
         }

@@ -37,7 +37,7 @@ use super::page_tables::{FrameAllocator, PageFlags, PageTables};
 use super::stack::{self, ProcessInfo};
 use super::syscalls::{Guest, Process};
 use crate::boot::{self, USER_CS, USER_DS};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, GuestView};
 use std::sync::Arc;
 
 use hv_core::Engine;
@@ -143,35 +143,13 @@ impl AddressSpace for Space<'_> {
 
 impl Guest for Space<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let mut done = 0;
-        while done < buf.len() {
-            let va = addr + done as u64;
-            let Some(pa) = self.mem.translate(self.tables.root, va) else {
-                return false;
-            };
-            let n = ((PAGE - (va & (PAGE - 1))) as usize).min(buf.len() - done);
-            if self.mem.read(pa, &mut buf[done..done + n]).is_err() {
-                return false;
-            }
-            done += n;
-        }
-        true
+        hv_core::GuestAccess::read(&mut GuestView::new(self.mem, self.tables.root), addr, buf)
+            .is_ok()
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> bool {
-        let mut done = 0;
-        while done < data.len() {
-            let va = addr + done as u64;
-            let Some(pa) = self.mem.translate(self.tables.root, va) else {
-                return false;
-            };
-            let n = ((PAGE - (va & (PAGE - 1))) as usize).min(data.len() - done);
-            if self.mem.write(pa, &data[done..done + n]).is_err() {
-                return false;
-            }
-            done += n;
-        }
-        true
+        hv_core::GuestAccess::write(&mut GuestView::new(self.mem, self.tables.root), addr, data)
+            .is_ok()
     }
 }
 
