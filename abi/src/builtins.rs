@@ -130,6 +130,14 @@ macro_rules! builtins {
         impl Builtin {
             pub const ALL: &'static [Builtin] = &[$(Builtin::$variant,)*];
 
+            /// What a call looks like: one load from a table (every run-time call checks its
+            /// arguments against it, so it is not [`Builtin::info`]'s match).
+            #[inline]
+            pub fn shape(self) -> &'static CallShape {
+                static SHAPES: [CallShape; Builtin::ALL.len()] = [$($shape,)*];
+                &SHAPES[self as usize]
+            }
+
             pub const fn info(self) -> BuiltinInfo {
                 match self {
                     $(Builtin::$variant => BuiltinInfo { name: $name, shape: $shape, summary: $summary },)*

@@ -18,22 +18,43 @@ use core::sync::atomic::AtomicU64;
 
 use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
 use hvscript_abi::{Builtin, BuiltinFn, ExecCtx, ExecError, MemoryAccess};
-use hvscript_stdlib::{Arg, Env, MemFault, ScriptError};
+use hvscript_stdlib::{Arg, ArgList, Env, MemFault, ScriptError};
 
 use crate::script_memory::ScriptMemory;
 use crate::tlb::Tlb;
 
-/// The runtime's state behind [`ExecCtx::host`] during a run.
+/// The runtime's state behind [`ExecCtx::host`] during a run. The script's globals and
+/// read-only data are reached through the context's own words ([`globals_of`],
+/// [`rodata_of`]): a run writes as little as it can before compiled code starts.
 pub(crate) struct HostState<'a> {
     pub(crate) env: &'a mut dyn Env,
-    pub(crate) globals: &'a [AtomicU64],
-    pub(crate) rodata: &'a [u8],
     /// The error of the built-in that failed, for [`ExecError::Builtin`].
     pub(crate) error: Option<ScriptError>,
     /// The typed access that failed, for [`ExecError::Memory`].
     pub(crate) memory_fault: Option<MemoryFault>,
     /// The runner's translation cache ([`ExecCtx::tlb`] points into it).
     pub(crate) tlb: &'a Tlb,
+}
+
+/// The run's global slots, as [`Runner::run`](crate::Runner::run) put them in the context.
+pub(crate) fn globals_of<'a>(ctx: &ExecCtx) -> &'a [AtomicU64] {
+    // SAFETY: `Runner::run` set `globals`/`global_count` from the invocation's global
+    // slots (`AtomicU64`s, which have `u64`'s layout), alive for the whole run; only
+    // shared references to atomics are made from them.
+    unsafe {
+        core::slice::from_raw_parts(
+            ctx.globals.cast::<AtomicU64>().cast_const(),
+            ctx.global_count as usize,
+        )
+    }
+}
+
+/// The code object's read-only data, as [`Runner::run`](crate::Runner::run) put it in the
+/// context.
+pub(crate) fn rodata_of<'a>(ctx: &ExecCtx) -> &'a [u8] {
+    // SAFETY: `Runner::run` set `rodata`/`rodata_len` from the image's rodata, which
+    // outlives the run; nothing writes it.
+    unsafe { core::slice::from_raw_parts(ctx.rodata, ctx.rodata_len as usize) }
 }
 
 /// After a slow-path access through `mem`: drops the cached pages if it wrote to the
@@ -115,7 +136,7 @@ pub(crate) unsafe extern "C" fn call_builtin(
     // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the
     // whole run and not otherwise borrowed while compiled code runs.
     let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
-    let rodata = host.rodata;
+    let rodata = rodata_of(ctx);
     let corrupt = |reason| ScriptError::Unavailable {
         builtin: Builtin::Reference,
         reason,
@@ -151,7 +172,7 @@ pub(crate) unsafe extern "C" fn call_builtin(
             }
         }
     }
-    let mut decoded: Vec<Arg<'_>> = Vec::with_capacity(raw.len());
+    let mut decoded = ArgList::new();
     let mut wide_iter = wide.iter();
     for (&tag, &value) in record.tags.iter().zip(raw) {
         let arg = match tag {
@@ -178,8 +199,8 @@ pub(crate) unsafe extern "C" fn call_builtin(
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
-    let mut mem = ScriptMemory::new(stack, host.globals, &mut *host.env);
-    let result = hvscript_stdlib::call(b, &mut mem, &decoded);
+    let mut mem = ScriptMemory::new(stack, globals_of(ctx), &mut *host.env);
+    let result = hvscript_stdlib::call(b, &mut mem, decoded.as_slice());
     let cache = result.as_ref().ok().and_then(|&v| cached_access(b, raw, v));
     update_tlb(host.tlb, &mut mem, cache);
     match result {
@@ -222,7 +243,7 @@ pub(crate) unsafe extern "C" fn memory_access(
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
-    let mut mem = ScriptMemory::new(stack, host.globals, &mut *host.env);
+    let mut mem = ScriptMemory::new(stack, globals_of(ctx), &mut *host.env);
     let result = if write {
         mem.write_le(addr, len, value).map(|()| 0)
     } else {

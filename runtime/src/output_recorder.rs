@@ -102,9 +102,13 @@ impl<'a> Recorder<'a> {
     /// same reservation), or drops and counts it.
     #[inline]
     fn message(&mut self, words: usize, fill: impl FnOnce(&mut [u64])) {
-        let header = if self.header_due { EXECUTION_WORDS } else { 0 };
-        if !self.claim.has_room(header + words) {
-            self.make_room();
+        // Only a recorder that can flush does anything about a full ring beforehand; the
+        // others learn it from `write`, without asking twice.
+        if self.flush.is_some() {
+            let header = if self.header_due { EXECUTION_WORDS } else { 0 };
+            if !self.claim.has_room(header + words) {
+                self.make_room();
+            }
         }
         let written = match (self.header_due, self.execution) {
             (true, Some(e)) => {
@@ -164,11 +168,10 @@ impl<'a> Recorder<'a> {
         args: &[u64],
     ) -> Result<(), ScriptError> {
         // The common case, kept small: a cached format without strings.
-        let cached = self.claim.state().formats.get(fmt);
-        match cached.map(|(id, f)| (id, f.arg_count(), f.has_strings())) {
-            Some((id, specs, false)) if specs == args.len() => {
+        match self.claim.state().formats.hit(fmt) {
+            Some(hit) if !hit.has_strings && hit.arg_count == args.len() => {
                 self.message(printf_words(args.len(), 0), |slot| {
-                    write_printf(slot, id, args, &[])
+                    write_printf(slot, hit.id, args, &[])
                 });
                 Ok(())
             }

@@ -264,6 +264,7 @@ impl<'a> Claim<'a> {
     }
 
     /// Whether a record of `words` words fits now.
+    #[inline]
     pub fn has_room(&mut self, words: usize) -> bool {
         self.room(words as u64).is_some()
     }

@@ -4,13 +4,11 @@
 //! formatting, which is what keeps a printf on an exit path to a few nanoseconds; an
 //! environment that formats now gets the general entry, [`call_builtin`].
 
-use core::sync::atomic::AtomicU64;
-
 use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE};
 use hvscript_abi::{Builtin, ExecCtx};
 use hvscript_stdlib::{CallerMemory, MemFault, NoCallerMemory};
 
-use crate::builtins::{call_builtin, record_error, HostState};
+use crate::builtins::{call_builtin, globals_of, record_error, rodata_of, HostState};
 use crate::script_memory::OwnAreas;
 
 /// The table's `printf` entry.
@@ -28,12 +26,7 @@ pub(crate) unsafe extern "C" fn call_printf(ctx: *mut ExecCtx, call: u64, args: 
         // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the
         // whole run and not otherwise borrowed while compiled code runs.
         let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
-        // The rodata slice comes from the context's words, not from `HostState`'s: a 16-byte
-        // load of a slice `Runner::run` has just stored as two words stalls the pipeline
-        // (no store forwarding), which was a fifth of this path's time.
-        // SAFETY: `Runner::run` set `rodata`/`rodata_len` from the image's rodata, alive
-        // for the whole run.
-        let rodata = unsafe { core::slice::from_raw_parts(ctx.rodata, ctx.rodata_len as usize) };
+        let rodata = rodata_of(ctx);
         if let Some(record) = call_record(rodata, call) {
             let plain = record.builtin == Builtin::Printf.id()
                 && !args.is_null()
@@ -69,17 +62,9 @@ impl CallerMemory for ContextMemory<'_> {
         // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does not
         // touch it while suspended in this call, and printf only reads it.
         let stack = unsafe { core::slice::from_raw_parts(ctx.stack, ctx.stack_slots as usize) };
-        // SAFETY: `Runner::run` set `globals`/`global_count` from the invocation's global
-        // slots (`AtomicU64`s, which have `u64`'s layout), alive for the whole run.
-        let globals = unsafe {
-            core::slice::from_raw_parts(
-                ctx.globals.cast::<AtomicU64>().cast_const(),
-                ctx.global_count as usize,
-            )
-        };
         OwnAreas {
             stack,
-            globals,
+            globals: globals_of(ctx),
             outer: &mut NoCallerMemory,
         }
         .read_caller(addr, buf)

@@ -80,10 +80,27 @@ impl FormatTable {
 
 const CACHE_SLOTS: usize = 64;
 
+/// Formats up to this long are kept in their cache slot, so checking a hit reads no other
+/// memory.
+const INLINE_BYTES: usize = 64;
+
 struct Slot {
     addr: usize,
-    id: u32,
+    /// What the fast path needs, without reaching into `format`.
+    hit: FormatHit,
+    /// The format's bytes when they fit, zero-padded (`format.bytes()` otherwise).
+    inline: [u8; INLINE_BYTES],
     format: Arc<ParsedFormat>,
+}
+
+/// What a recorder needs of a cached format to record a printf of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormatHit {
+    pub id: u32,
+    /// Its conversions, which take one argument each.
+    pub arg_count: usize,
+    /// It has `%s`/`%ws`, whose strings are read at event time.
+    pub has_strings: bool,
 }
 
 /// A producer's ids by format address: direct-mapped, checked against the bytes.
@@ -105,20 +122,45 @@ impl FormatCache {
         (addr ^ (addr >> 6) ^ (addr >> 12) ^ fmt.len()) % CACHE_SLOTS
     }
 
+    #[inline]
+    fn slot(&self, fmt: &[u8]) -> Option<&Slot> {
+        let slot = self.slots[Self::index(fmt)].as_ref()?;
+        let n = fmt.len();
+        let cached = if n <= INLINE_BYTES {
+            &slot.inline[..n]
+        } else {
+            slot.format.bytes()
+        };
+        (slot.addr == fmt.as_ptr() as usize && same_bytes(cached, fmt)).then_some(slot)
+    }
+
+    /// The id and facts of the format at `fmt`'s address, if cached with these bytes: a
+    /// recorder's check on every printf.
+    #[inline]
+    pub fn hit(&self, fmt: &[u8]) -> Option<FormatHit> {
+        self.slot(fmt).map(|s| s.hit)
+    }
+
     /// The id and parsed form of the format at `fmt`'s address, if cached with these
     /// bytes.
-    #[inline]
     pub fn get(&self, fmt: &[u8]) -> Option<(u32, &ParsedFormat)> {
-        let slot = self.slots[Self::index(fmt)].as_ref()?;
-        (slot.addr == fmt.as_ptr() as usize && same_bytes(slot.format.bytes(), fmt))
-            .then(|| (slot.id, &*slot.format))
+        self.slot(fmt).map(|s| (s.hit.id, &*s.format))
     }
 
     /// Remembers `fmt`'s id (replacing what its slot held).
     pub fn insert(&mut self, fmt: &[u8], id: u32, format: Arc<ParsedFormat>) {
+        let mut inline = [0; INLINE_BYTES];
+        if fmt.len() <= INLINE_BYTES {
+            inline[..fmt.len()].copy_from_slice(fmt);
+        }
         self.slots[Self::index(fmt)] = Some(Slot {
             addr: fmt.as_ptr() as usize,
-            id,
+            hit: FormatHit {
+                id,
+                arg_count: format.arg_count(),
+                has_strings: format.has_strings(),
+            },
+            inline,
             format,
         });
     }
@@ -197,5 +239,15 @@ mod tests {
         // The same bytes at another address are not what was cached.
         let elsewhere = b"w=%d\n".to_vec();
         assert!(cache.get(&elsewhere).is_none());
+        // A format too long for its slot is checked against its parsed form.
+        let long = [b"%d ".repeat(30), b"\n".to_vec()].concat();
+        let (id, f) = table.intern(&long).unwrap().unwrap();
+        cache.insert(&long, id, f);
+        let hit = cache.hit(&long).unwrap();
+        assert_eq!((hit.id, hit.arg_count, hit.has_strings), (id, 30, false));
+        let mut changed = long.clone();
+        cache.insert(&changed, id, table.intern(&long).unwrap().unwrap().1);
+        changed[80] = b'x';
+        assert!(cache.hit(&changed).is_none());
     }
 }

@@ -94,7 +94,10 @@ impl Tlb {
                 self.clear();
             }
         }
-        self.own.set(own);
+        // Compared rather than stored: it rarely changes, and a run's stores are its cost.
+        if self.own.get() != own {
+            self.own.set(own);
+        }
     }
 
     /// Caches `page`, the direct page of the guest page holding `addr`; `mapping_id` is

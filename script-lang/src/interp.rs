@@ -13,7 +13,7 @@
 use hvscript_grammar::ast::Span;
 use hvscript_runtime::ScriptMemory;
 pub use hvscript_runtime::{Invocation, Limits, RunStats};
-use hvscript_stdlib::{Arg, MemFault};
+use hvscript_stdlib::{Arg, ArgList, MemFault};
 
 use crate::ir::*;
 pub use crate::run_error::{RunError, RunErrorKind};
@@ -23,6 +23,8 @@ use crate::semantics;
 #[derive(Default)]
 pub struct Interpreter {
     stack: Vec<u64>,
+    /// Temporaries of finished calls, reused by the next ones (a run allocates none).
+    spare_temps: Vec<Vec<u64>>,
     /// Slots `dirty..` of the stack are known to be zero.
     dirty: usize,
 }
@@ -36,6 +38,7 @@ struct Machine<'p, 'i, 'a> {
     high: usize,
     depth: u32,
     fuel_used: u64,
+    spare_temps: &'i mut Vec<Vec<u64>>,
 }
 
 impl Interpreter {
@@ -63,6 +66,7 @@ impl Interpreter {
             high: 0,
             depth: 0,
             fuel_used: 0,
+            spare_temps: &mut self.spare_temps,
         };
         let result = m.call(0, &[], program.functions[0].span);
         self.dirty = m.high.min(slots);
@@ -138,8 +142,11 @@ impl Machine<'_, '_, '_> {
         self.sp = top;
         self.high = self.high.max(top);
         self.depth += 1;
-        let mut temps = vec![0u64; func.temps as usize];
+        let mut temps = self.spare_temps.pop().unwrap_or_default();
+        temps.clear();
+        temps.resize(func.temps as usize, 0);
         let result = self.execute(func, fp, &mut temps);
+        self.spare_temps.push(temps);
         self.depth -= 1;
         self.sp = fp;
         result
@@ -250,25 +257,28 @@ impl Machine<'_, '_, '_> {
                     }
                 }
                 let strings = &self.program.strings;
-                let args: Vec<Arg<'_>> = args
-                    .iter()
-                    .map(|a| match a {
+                let mut list = ArgList::new();
+                for a in args {
+                    list.push(match a {
                         Operand::Temp(x) => Arg::Val(t[*x as usize]),
                         Operand::Str(s) => match &strings[*s as usize] {
                             StrLit::Narrow(b) => Arg::Str(b),
                             StrLit::Wide(w) => Arg::WStr(w),
                         },
-                    })
-                    .collect();
+                    });
+                }
                 let mut mem = ScriptMemory::new(
                     &mut *self.stack,
                     self.inv.globals.slots(),
                     &mut *self.inv.host,
                 );
-                let v = hvscript_stdlib::call(*builtin, &mut mem, &args).map_err(|e| RunError {
-                    kind: RunErrorKind::Builtin(e),
-                    span: *span,
-                })?;
+                let v =
+                    hvscript_stdlib::call(*builtin, &mut mem, list.as_slice()).map_err(|e| {
+                        RunError {
+                            kind: RunErrorKind::Builtin(e),
+                            span: *span,
+                        }
+                    })?;
                 if let Some(d) = dst {
                     t[*d as usize] = v;
                 }

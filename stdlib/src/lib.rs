@@ -61,6 +61,66 @@ pub enum Arg<'a> {
     WStr(&'a [u16]),
 }
 
+/// The arguments of one built-in call, collected on the stack for the usual few (every
+/// caller builds one per call, on the script's path) and on the heap past that.
+pub struct ArgList<'a> {
+    /// `inline[..len]` are initialised while `len <= INLINE`.
+    inline: [core::mem::MaybeUninit<Arg<'a>>; ArgList::INLINE],
+    len: usize,
+    heap: alloc::vec::Vec<Arg<'a>>,
+}
+
+impl<'a> ArgList<'a> {
+    const INLINE: usize = 8;
+
+    #[inline]
+    pub fn new() -> ArgList<'a> {
+        ArgList {
+            // Left uninitialised: a call writes only the arguments it has.
+            inline: [core::mem::MaybeUninit::uninit(); ArgList::INLINE],
+            len: 0,
+            heap: alloc::vec::Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, arg: Arg<'a>) {
+        if self.len < ArgList::INLINE {
+            self.inline[self.len].write(arg);
+        } else {
+            if self.heap.is_empty() {
+                let mut heap = alloc::vec::Vec::with_capacity(ArgList::INLINE * 2);
+                heap.extend_from_slice(self.inline_args());
+                self.heap = heap;
+            }
+            self.heap.push(arg);
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn inline_args(&self) -> &[Arg<'a>] {
+        let n = self.len.min(ArgList::INLINE);
+        // SAFETY: `push` initialised `inline[..n]`; `MaybeUninit<Arg>` has `Arg`'s layout.
+        unsafe { core::slice::from_raw_parts(self.inline.as_ptr().cast::<Arg<'a>>(), n) }
+    }
+
+    #[inline]
+    pub fn as_slice(&self) -> &[Arg<'a>] {
+        if self.len <= ArgList::INLINE {
+            self.inline_args()
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl Default for ArgList<'_> {
+    fn default() -> Self {
+        ArgList::new()
+    }
+}
+
 /// Reports that built-in `b` could not do its work here; the script continues.
 pub(crate) fn warn_unavailable(env: &mut dyn Env, b: Builtin, reason: &str) {
     let msg = alloc::format!("{}: unavailable: {reason}", b.name());
@@ -70,7 +130,7 @@ pub(crate) fn warn_unavailable(env: &mut dyn Env, b: Builtin, reason: &str) {
 /// Checks `args` against the call shape of `b` (the compiler already did; this guards the
 /// runtime against a buggy caller without panicking).
 fn check_args(b: Builtin, args: &[Arg<'_>]) -> Result<(), ScriptError> {
-    let shape = b.info().shape;
+    let shape = b.shape();
     let (min, max) = (shape.min_args(), shape.max_args());
     if args.len() < min || max.is_some_and(|m| args.len() > m) {
         return Err(ScriptError::ArgCount {
@@ -247,5 +307,34 @@ pub fn call(b: Builtin, env: &mut dyn Env, args: &[Arg<'_>]) -> Result<u64, Scri
 
         DisassembleLen | DisassembleLen64 => disasm::disassemble_len(env, b, v(0), true),
         DisassembleLen32 => disasm::disassemble_len(env, b, v(0), false),
+    }
+}
+
+#[cfg(test)]
+mod arg_list_tests {
+    use super::{Arg, ArgList};
+
+    #[test]
+    fn keeps_every_argument_in_order_on_the_stack_and_past_it() {
+        for n in [0usize, 1, 8, 9, 17] {
+            let mut list = ArgList::new();
+            for i in 0..n {
+                list.push(if i % 3 == 1 {
+                    Arg::Str(b"s")
+                } else {
+                    Arg::Val(i as u64)
+                });
+            }
+            let got = list.as_slice();
+            assert_eq!(got.len(), n);
+            for (i, a) in got.iter().enumerate() {
+                let want = if i % 3 == 1 {
+                    Arg::Str(b"s")
+                } else {
+                    Arg::Val(i as u64)
+                };
+                assert_eq!(*a, want, "argument {i} of {n}");
+            }
+        }
     }
 }
