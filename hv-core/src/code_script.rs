@@ -20,15 +20,20 @@ use spin::Mutex;
 
 use crate::script::{Script, ScriptFailure};
 
+/// Cores with a runner of their own per script; more cores share them.
+const RUNNER_SLOTS: usize = 16;
+
 /// A code object in executable memory `M`, with the global slots it runs against and the
 /// bounds of each execution.
 pub struct CodeScript<M: ExecutableMemory> {
     code: LoadedCode<M>,
     globals: Arc<GlobalSlots>,
     limits: Limits,
-    /// The runner (its local stack) reused across executions; an execution that finds it
-    /// busy (the same script on another core at the same moment) uses a fresh one.
-    runner: Mutex<Runner>,
+    /// Runners (a local stack and a translation cache each) reused across executions, one
+    /// per core (`$core` modulo [`RUNNER_SLOTS`]), made on a core's first execution. An
+    /// execution that finds its runner busy (two cores sharing a slot at the same moment)
+    /// uses a fresh one.
+    runners: [spin::Once<Mutex<Runner>>; RUNNER_SLOTS],
     /// The command line the script came in and the script's offset in it, so a run-time
     /// error says `line:col:` as a compile error would ([`CodeScript::with_origin`]).
     origin: Option<(Arc<str>, usize)>,
@@ -40,7 +45,7 @@ impl<M: ExecutableMemory> CodeScript<M> {
             code,
             globals,
             limits,
-            runner: Mutex::new(Runner::new()),
+            runners: [const { spin::Once::new() }; RUNNER_SLOTS],
             origin: None,
         }
     }
@@ -71,7 +76,9 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
             limits: self.limits,
         };
         let image = self.code.image();
-        let result = match self.runner.try_lock() {
+        let slot = invocation.pseudo.get(PseudoReg::Core) as usize % RUNNER_SLOTS;
+        let runner = self.runners[slot].call_once(|| Mutex::new(Runner::new()));
+        let result = match runner.try_lock() {
             Some(mut runner) => runner.run(&image, &mut invocation),
             None => Runner::new().run(&image, &mut invocation),
         };

@@ -11,8 +11,9 @@
 //! the way a hypervisor's exit does (issue 17): printf recorded into the vCPU's output ring
 //! as a format id and raw values, one execution header per run, published at its end; the
 //! consumer's formatting happens between timed chunks, off the clock, as it happens on
-//! another thread in hv-kvm. `printf3_claim` adds what an exit with events pays once for
-//! its ring (claim, stamp, release), which the other two leave out.
+//! another thread in hv-kvm. `*_interp` runs the interpreter the same way. `printf3_claim`
+//! adds what an exit with events pays once for its ring (claim, stamp, release), which the
+//! others leave out.
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
@@ -212,6 +213,24 @@ fn exit_path(c: &mut Criterion) {
                         limits: Limits::default(),
                     };
                     black_box(runner.run(&image, &mut inv).unwrap());
+                    env.recorder.end();
+                })
+            })
+        });
+        // The interpreter on the same exit path (its printf is deferred the same way).
+        let mut interp = Interpreter::new();
+        group.bench_function(format!("{name}_interp"), |b| {
+            b.iter_custom(|iters| {
+                timed_chunks(iters, &ring, &formats, || {
+                    env.recorder.begin(1, hvscript_abi::Stage::Pre, 0, 0, 0);
+                    let mut inv = Invocation {
+                        regs: &mut r,
+                        pseudo: &pseudo,
+                        globals: &globals,
+                        host: &mut env,
+                        limits: Limits::default(),
+                    };
+                    black_box(interp.run(&program, &mut inv).unwrap());
                     env.recorder.end();
                 })
             })

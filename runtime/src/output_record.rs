@@ -74,7 +74,9 @@ pub fn write_printf(slot: &mut [u64], format: u32, args: &[u64], strings: &[u8])
     slot[0] = header(PRINTF, slot.len(), format);
     slot[1] = args.len() as u64 | ((strings.len() as u64) << 32);
     slot[2..2 + args.len()].copy_from_slice(args);
-    write_bytes(&mut slot[2 + args.len()..], strings);
+    if !strings.is_empty() {
+        write_bytes(&mut slot[2 + args.len()..], strings);
+    }
 }
 
 /// The words of a `TEXT` record of `len` bytes.

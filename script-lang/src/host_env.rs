@@ -136,6 +136,16 @@ impl GuestMemory {
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let off = (addr % PAGE_SIZE) as usize;
+        if !buf.is_empty() && off + buf.len() <= PAGE_BYTES {
+            // Within one page (nearly every access): one lookup, not two.
+            let page = self
+                .pages
+                .get(&(addr / PAGE_SIZE))
+                .ok_or(MemFault::Invalid)?;
+            page.read(off, buf);
+            return Ok(());
+        }
         self.check(addr, buf.len())?;
         let mut done = 0;
         while done < buf.len() {
@@ -149,6 +159,15 @@ impl GuestMemory {
     }
 
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        let off = (addr % PAGE_SIZE) as usize;
+        if !data.is_empty() && off + data.len() <= PAGE_BYTES {
+            let page = self
+                .pages
+                .get_mut(&(addr / PAGE_SIZE))
+                .ok_or(MemFault::Invalid)?;
+            page.write(off, data);
+            return Ok(());
+        }
         self.check(addr, data.len())?;
         let mut done = 0;
         while done < data.len() {
