@@ -303,7 +303,10 @@ impl<'a> Machine<'a> {
         if r.rip == SYSCALL_PAGE + 2 {
             // The slow way, through LSTAR: rewrite the site so it exits directly next time.
             let site = r.rcx.wrapping_sub(2);
-            self.sites.ran(&mut self.space, &self.process.memory, site);
+            if self.sites.ran(&mut self.space, &self.process.memory, site) {
+                // Scripts, from this exit's on, are shown the SYSCALL that was there.
+                self.publish_originals();
+            }
         } else if self.sites.is_patched(r.rip.wrapping_sub(2)) {
             // A rewritten site: what SYSCALL itself does.
             (r.rcx, r.r11) = (r.rip, r.rflags);
