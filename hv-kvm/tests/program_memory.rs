@@ -1,11 +1,64 @@
 //! Scripts on a program guest's memory (issue 17), each on a C program built here with
-//! `gcc -static`: scripts read the original code where the VMM patched it (a rewritten
-//! system-call site).
+//! `gcc -static`: compiled code's translation cache holds the program's data pages but
+//! never a page the VMM patched, so scripts read the original code under a hook and at a
+//! rewritten system-call site, and their writes reach the program.
 
 mod programs;
 
+use std::path::Path;
+
 use hv_kvm::program::vm::Ending;
 use programs::{build, run_with};
+
+/// The byte the executable's file holds at virtual address `symbol`.
+fn file_byte(exe: &Path, symbol: &str) -> u8 {
+    let bytes = std::fs::read(exe).unwrap();
+    let elf = hv_kvm::program::elf::parse(&bytes).unwrap();
+    let addr = elf.symbols[symbol];
+    let s = elf
+        .segments
+        .iter()
+        .find(|s| (s.vaddr..s.vaddr + s.file_size).contains(&addr))
+        .unwrap();
+    bytes[(s.file_offset + addr - s.vaddr) as usize]
+}
+
+/// A hook's script reads and writes a global of the program (its page goes into the
+/// script's translation cache, writable), then reads the hooked function's first byte
+/// with `db`: the original byte, not the hook's `int3`. The program sees the writes.
+#[test]
+fn a_hooked_functions_bytes_read_as_the_original_after_data_pages_are_cached() {
+    let Some(exe) = build(
+        "hooked_bytes",
+        r#"#include <stdio.h>
+volatile long counter, calls, seen, twice;
+__attribute__((noinline)) long work(long x) { counter += x; return counter; }
+int main(void) {
+    for (long i = 0; i < 3; i++) work(i);
+    printf("seen=%lx calls=%ld twice=%ld counter=%ld\n", seen, calls, twice, counter);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let original = file_byte(&exe, "work");
+    assert_ne!(original, 0xcc);
+    let hook = "!epthook hooked_bytes!work script { \
+        now = dq(hooked_bytes!calls); \
+        eq(hooked_bytes!calls, now + 1); \
+        eq(hooked_bytes!twice, dq(hooked_bytes!twice) + 2); \
+        x = db(hooked_bytes!main); \
+        eq(hooked_bytes!seen, db(hooked_bytes!work)); }";
+    let (ending, out, err, notes, counters) = run_with(exe, &[], &[hook]);
+    assert_eq!(ending, Ending::Exited(0), "{err} {notes:?}");
+    assert_eq!(counters[0].script_errors, 0);
+    assert_eq!(
+        out,
+        format!("seen={original:x} calls=3 twice=6 counter=3\n"),
+        "{err}"
+    );
+}
 
 /// A script at a system call reads the `SYSCALL` instruction (0f 05) at its site, both at
 /// the first call (the VMM rewrites the site to `out 0xf1, al` on the way in) and at the

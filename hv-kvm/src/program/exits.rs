@@ -198,12 +198,7 @@ impl<'a> Machine<'a> {
     }
 
     pub(super) fn view(&self) -> ProgramMemory<'a> {
-        ProgramMemory {
-            mem: self.space.mem,
-            root: self.space.tables.root,
-            debugger: Some(&self.session.debugger),
-            session: Some(self.session),
-        }
+        ProgramMemory::of_exit(self.space.mem, self.space.tables.root, self.session)
     }
 
     /// Runs the program to its end.
