@@ -565,6 +565,13 @@ fn run_program(args: &Args) -> ExitCode {
             );
         }
     }
+    let dropped = run.engine.output_dropped();
+    if dropped > 0 {
+        errln!(
+            "output: {dropped} messages dropped (the program's output ring was full: the \
+             output did not keep up)"
+        );
+    }
     let dropped = fanout.dropped();
     if dropped > 0 {
         errln!("clients: {dropped} output messages dropped");

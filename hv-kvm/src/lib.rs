@@ -37,6 +37,7 @@ pub mod memory;
 pub mod monitor;
 pub mod output;
 pub mod output_json;
+pub mod output_thread;
 pub mod platform;
 pub mod probe;
 pub mod program;

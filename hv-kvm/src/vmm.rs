@@ -144,9 +144,6 @@ fn kind_bit(kind: EventKind) -> u32 {
 }
 
 use crate::global_names::GlobalNames;
-/// How often the output thread of [`Vm::run`] formats what the vCPUs recorded.
-const OUTPUT_POLL: Duration = Duration::from_millis(1);
-
 /// The start of the error for a script compiled against global bindings the VM no longer
 /// has (a front end refreshes its names and compiles again).
 pub use crate::global_names::STALE_GLOBALS;
@@ -483,92 +480,83 @@ impl Vm {
         let start = Instant::now();
         let (threads, done) = (&self.thread_ids, &self.done);
         let kicked = AtomicBool::new(false);
-        let vcpus_done = AtomicBool::new(false);
         self.running.store(true, Ordering::SeqCst);
-        let (reports, elapsed) = std::thread::scope(|s| {
-            // The consumer: formats and writes what the vCPUs recorded, so no vCPU waits
-            // on the console, a client or an output source; what it cannot keep up with
-            // is dropped in the rings and counted (`Engine::output_dropped`).
-            let vcpus_done = &vcpus_done;
-            std::thread::Builder::new()
-                .name("output".into())
-                .spawn_scoped(s, move || {
-                    while !vcpus_done.load(Ordering::SeqCst) {
-                        self.engine.drain_output();
-                        std::thread::sleep(OUTPUT_POLL);
+        // The output thread formats and writes what the vCPUs record while they run; once
+        // they have all stopped, the rest of it goes out before `draining` returns.
+        let (reports, elapsed) = crate::output_thread::draining(&self.engine, || {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = vcpus
+                    .into_iter()
+                    .enumerate()
+                    .map(|(cpu, vcpu)| {
+                        let kicked = &kicked;
+                        std::thread::Builder::new()
+                            .name(format!("vcpu{cpu}"))
+                            .spawn_scoped(s, move || {
+                                // SAFETY: pthread_self has no preconditions.
+                                threads[cpu].store(
+                                    unsafe { libc::pthread_self() } as u64,
+                                    Ordering::SeqCst,
+                                );
+                                let mut v = VcpuThread {
+                                    vm: self,
+                                    cpu,
+                                    vcpu,
+                                    demo_msr: demo_msr_initial(cpu),
+                                    msrs: Vec::new(),
+                                    devices: DeviceCounters::default(),
+                                    exits: ExitCounts::default(),
+                                    kicked,
+                                    stepping: false,
+                                    step_pending: false,
+                                    hooks_gen: 0,
+                                    hooks: Arc::new(Vec::new()),
+                                };
+                                let stop = v.run_loop();
+                                done[cpu].store(true, Ordering::SeqCst);
+                                v.report(stop)
+                            })
+                            .expect("spawning a vCPU thread")
+                    })
+                    .collect();
+                // The controller: stop requests, the duration, the hard timeout.
+                let mut stop_sent = false;
+                while !done.iter().all(|d| d.load(Ordering::SeqCst)) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    let elapsed = start.elapsed();
+                    let want_stop = self.stop_requested.load(Ordering::SeqCst)
+                        || self.config.duration.is_some_and(|d| elapsed >= d);
+                    if want_stop && !stop_sent {
+                        self.set_guest_stop_flags();
+                        stop_sent = true;
                     }
-                })
-                .expect("spawning the output thread");
-            let handles: Vec<_> = vcpus
-                .into_iter()
-                .enumerate()
-                .map(|(cpu, vcpu)| {
-                    let kicked = &kicked;
-                    std::thread::Builder::new()
-                        .name(format!("vcpu{cpu}"))
-                        .spawn_scoped(s, move || {
-                            // SAFETY: pthread_self has no preconditions.
-                            threads[cpu]
-                                .store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
-                            let mut v = VcpuThread {
-                                vm: self,
-                                cpu,
-                                vcpu,
-                                demo_msr: demo_msr_initial(cpu),
-                                msrs: Vec::new(),
-                                devices: DeviceCounters::default(),
-                                exits: ExitCounts::default(),
-                                kicked,
-                                stepping: false,
-                                step_pending: false,
-                                hooks_gen: 0,
-                                hooks: Arc::new(Vec::new()),
-                            };
-                            let stop = v.run_loop();
-                            done[cpu].store(true, Ordering::SeqCst);
-                            v.report(stop)
-                        })
-                        .expect("spawning a vCPU thread")
-                })
-                .collect();
-            // The controller: stop requests, the duration, the hard timeout.
-            let mut stop_sent = false;
-            while !done.iter().all(|d| d.load(Ordering::SeqCst)) {
-                std::thread::sleep(Duration::from_millis(5));
-                let elapsed = start.elapsed();
-                let want_stop = self.stop_requested.load(Ordering::SeqCst)
-                    || self.config.duration.is_some_and(|d| elapsed >= d);
-                if want_stop && !stop_sent {
-                    self.set_guest_stop_flags();
-                    stop_sent = true;
-                }
-                let kill = self.kill_requested.load(Ordering::SeqCst);
-                if kill || elapsed >= self.config.timeout {
-                    kicked.store(true, Ordering::SeqCst);
-                    for (t, d) in threads.iter().zip(done.iter()) {
-                        let tid = t.load(Ordering::SeqCst);
-                        if tid != 0 && !d.load(Ordering::SeqCst) {
-                            // SAFETY: `tid` is a live thread of this scope (not yet
-                            // done, and joined only after this loop); the signal's
-                            // handler is installed and does nothing.
-                            unsafe { libc::pthread_kill(tid as libc::pthread_t, kick_signal()) };
+                    let kill = self.kill_requested.load(Ordering::SeqCst);
+                    if kill || elapsed >= self.config.timeout {
+                        kicked.store(true, Ordering::SeqCst);
+                        for (t, d) in threads.iter().zip(done.iter()) {
+                            let tid = t.load(Ordering::SeqCst);
+                            if tid != 0 && !d.load(Ordering::SeqCst) {
+                                // SAFETY: `tid` is a live thread of this scope (not yet
+                                // done, and joined only after this loop); the signal's
+                                // handler is installed and does nothing.
+                                unsafe {
+                                    libc::pthread_kill(tid as libc::pthread_t, kick_signal())
+                                };
+                            }
                         }
                     }
                 }
-            }
-            let reports = handles
-                .into_iter()
-                .map(|h| h.join().expect("vCPU thread panicked"))
-                .collect::<Vec<_>>();
-            // The guest's time ends here, not when its output has been written.
-            let elapsed = start.elapsed();
-            vcpus_done.store(true, Ordering::SeqCst);
-            (reports, elapsed)
+                let reports = handles
+                    .into_iter()
+                    .map(|h| h.join().expect("vCPU thread panicked"))
+                    .collect::<Vec<_>>();
+                // The guest's time ends here, not when its output has been written.
+                (reports, start.elapsed())
+            })
         });
         self.running.store(false, Ordering::SeqCst);
-        // Every exit is over: the rest of the recorded output, `imm no` messages still
-        // buffered, and output sources' queues go out before the caller prints its summary.
-        self.engine.drain_output();
+        // `imm no` messages still buffered, and output sources' queues, go out before the
+        // caller prints its summary.
         self.output.flush_all();
         self.output.close_all();
         let mut reports = reports;

@@ -7,6 +7,12 @@
 //! | `OUT` to a fault port from a stub | an exception ([`super::faults`]) | a hooked `int3`: `!epthook`, `!epthook2` ([`super::hooks`]); else `!exception` (pre; delivery = the signal; post), short-circuit = the instruction is skipped |
 //! | MMIO read or write, or an instruction KVM cannot emulate on a watched page | an access to a watched page ([`super::watches`]; handled in `accesses.rs`) | `!monitor` (pre: old memory; the access; post: new memory), short-circuit = the access is dropped |
 //! | anything else | the program did what Linux would not allow | the program ends with SIGSEGV |
+//!
+//! The events' output is only recorded by the exits; the output thread of
+//! [`super::vm::Program::run`] formats and writes it. Before the program writes to its
+//! standard output or error, what earlier exits recorded goes out, so where both reach
+//! the same terminal they show in the order they happened (the output of the `write`'s own
+//! `!syscall` events, still being recorded, follows the program's bytes).
 
 use std::sync::Arc;
 
@@ -28,6 +34,9 @@ use crate::vmm::{from_guest_regs, to_guest_regs};
 /// The system calls after which the watched frames may have moved: mmap, mprotect,
 /// munmap, brk, mremap.
 const MAPPING_CALLS: [u64; 5] = [9, 10, 11, 12, 25];
+
+/// The system calls that write to a file descriptor: write, writev.
+const WRITE_CALLS: [u64; 2] = [1, 20];
 
 /// A program's vCPU and everything its exits touch.
 pub struct Machine<'a> {
@@ -198,12 +207,7 @@ impl<'a> Machine<'a> {
     }
 
     pub(super) fn view(&self) -> ProgramMemory<'a> {
-        ProgramMemory {
-            mem: self.space.mem,
-            root: self.space.tables.root,
-            debugger: Some(&self.session.debugger),
-            session: Some(self.session),
-        }
+        ProgramMemory::of_exit(self.space.mem, self.space.tables.root, self.session)
     }
 
     /// Runs the program to its end.
@@ -303,7 +307,10 @@ impl<'a> Machine<'a> {
         if r.rip == SYSCALL_PAGE + 2 {
             // The slow way, through LSTAR: rewrite the site so it exits directly next time.
             let site = r.rcx.wrapping_sub(2);
-            self.sites.ran(&mut self.space, &self.process.memory, site);
+            if self.sites.ran(&mut self.space, &self.process.memory, site) {
+                // Scripts, from this exit's on, are shown the SYSCALL that was there.
+                self.publish_originals();
+            }
         } else if self.sites.is_patched(r.rip.wrapping_sub(2)) {
             // A rewritten site: what SYSCALL itself does.
             (r.rcx, r.r11) = (r.rip, r.rflags);
@@ -314,6 +321,12 @@ impl<'a> Machine<'a> {
             ));
         }
         let nr = r.rax;
+        if WRITE_CALLS.contains(&nr) && self.process.files.is_output(r.rdi) {
+            // The events' output of the exits before this one goes out before the program's
+            // own (on a terminal both streams are the user's, and the order is what
+            // happened). This exit's own output follows: it is still being recorded.
+            crate::output_thread::flush(self.engine);
+        }
         let events = !self.engine.snapshot().is_empty();
         let outcome = if events {
             // The engine stages the call: pre scripts see (and may change) the number and

@@ -124,6 +124,15 @@ impl Files {
         Ok(buf)
     }
 
+    /// Whether a write to `fd` goes to the user's standard output or error.
+    pub fn is_output(&self, fd: u64) -> bool {
+        let open = usize::try_from(fd)
+            .ok()
+            .and_then(|fd| self.table.get(fd))
+            .and_then(Option::as_ref);
+        matches!(open, Some(OpenFile::Stdio(1 | 2)))
+    }
+
     /// Writes to standard output or error; files are read-only.
     pub fn write(&mut self, fd: u64, data: &[u8]) -> Result<u64, i64> {
         let stream = match self.get(fd)? {

@@ -205,12 +205,7 @@ impl ProgramSession {
         {
             return Err("it is not in the program's executable code".into());
         }
-        let mut view = ProgramMemory {
-            mem: &self.mem,
-            root: self.root,
-            debugger: None,
-            session: Some(self),
-        };
+        let mut view = ProgramMemory::new(&self.mem, self.root, Some(self));
         match instruction_at(addr, |b| {
             hv_core::GuestAccess::read(&mut view, addr, b).is_ok()
         }) {
@@ -252,12 +247,7 @@ impl ProgramSession {
         self.names
             .bind(&self.globals, &prepared.globals)
             .map_err(whole_script)?;
-        let mut view = ProgramMemory {
-            mem: &self.mem,
-            root: self.root,
-            debugger: None,
-            session: Some(self),
-        };
+        let mut view = ProgramMemory::new(&self.mem, self.root, Some(self));
         crate::commands::run_once(
             &(script.clone(), offset),
             code.as_ref(),
@@ -300,6 +290,13 @@ impl ProgramSession {
         for (&addr, &b) in originals.range(at..end) {
             bytes[(addr - at) as usize] = b;
         }
+    }
+
+    /// Whether the VMM patched a byte of the program's code in `[at, at + len)` (which
+    /// scripts must then read through [`ProgramSession::show_original`]).
+    pub fn patched(&self, at: u64, len: u64) -> bool {
+        let originals = self.originals.lock().unwrap_or_else(|e| e.into_inner());
+        originals.range(at..at.saturating_add(len)).next().is_some()
     }
 
     /// The VMM patched the program's code: these are the original bytes now covered.

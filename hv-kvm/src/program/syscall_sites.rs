@@ -6,6 +6,8 @@
 //! one trip, and the VMM completes the `SYSCALL` semantics itself (RCX = the return
 //! address, R11 = RFLAGS) so the program cannot tell the difference, except by reading
 //! its own code (gVisor's systrap platform patches system-call sites the same way).
+//! Scripts and the debugger are shown `0f 05` there, from the exit that patched the site
+//! on (`ProgramSession::show_original`).
 //!
 //! Only sites in the program's executable memory are patched, and only after a `SYSCALL`
 //! really ran there (so no data that happens to hold `0f 05` is touched). A site under an

@@ -276,7 +276,9 @@ impl Program {
             .filter(|s| s.execute)
             .map(|s| (s.vaddr, s.vaddr + s.mem_size))
             .collect();
-        let engine = Arc::new(Engine::new(sink.clone()));
+        // Deferred: the program's exits record their events' output, and the output thread
+        // of `run` formats it (`crate::output_thread`).
+        let engine = Arc::new(Engine::deferred(sink.clone()));
         let session = Arc::new(ProgramSession::new(
             engine,
             spec.globals.clone(),
@@ -303,7 +305,8 @@ impl Program {
         &self.session
     }
 
-    /// Runs the program on one vCPU to its end.
+    /// Runs the program on one vCPU to its end, with the output thread writing its events'
+    /// output meanwhile ([`crate::output_thread`]); all of it is out when this returns.
     pub fn run(self) -> Result<ProgramRun, String> {
         let session = self.session;
         let mem = session.mem.clone();
@@ -323,7 +326,9 @@ impl Program {
         let hooks = Hooks::new(self.trampolines);
         let mut machine = Machine::new(vcpu, &vm, self.process, space, &session, hooks)?;
         machine.sites.disabled = !self.patch_syscalls;
-        let ending = machine.run();
+        // Everything the exits recorded is out when `draining` returns: however the program
+        // ended (its exit, a signal, a VMM error), before the caller prints its summary.
+        let ending = crate::output_thread::draining(&session.engine, || machine.run());
         let notes = std::mem::take(&mut machine.process.notes);
         drop(machine);
         drop(vm);

@@ -1,0 +1,89 @@
+//! `hvscript run -- PROGRAM` whose event output (standard error) is not read for a while
+//! (issue 17): the program's exits only record their scripts' output, the output thread
+//! that writes it blocks on the full pipe, the ring fills up and messages are dropped, not
+//! waited for. Once the pipe is read, every message is either there, whole, or counted in
+//! the summary's `output: N messages dropped` line, as on the demo guest.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn messages_a_stalled_stderr_could_not_take_are_counted_in_the_summary() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_slow_stderr");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("loud.c");
+    std::fs::write(
+        &src,
+        r#"volatile long counter;
+__attribute__((noinline)) long work(long x) { counter += x; return counter; }
+int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("loud");
+    match std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success()),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return;
+        }
+    }
+    // 100 messages per call, 100 000 in all: far more than a ring and a pipe hold.
+    let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
+    let mut child = common::hvscript()
+        .args(["run", "-e", hook, "--"])
+        .arg(&exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        &err[err.len().saturating_sub(2000)..]
+    );
+    let (output, summary) = err.split_at(err.find("events:\n").expect("a summary"));
+    let mut lines = 0u64;
+    for line in output.lines() {
+        let whole = line
+            .strip_prefix("work(")
+            .and_then(|l| l.split_once(") "))
+            .is_some_and(|(call, i)| call.parse::<u32>().is_ok() && i.parse::<u32>().is_ok());
+        assert!(whole, "torn output line {line:?}");
+        lines += 1;
+    }
+    assert!(summary.contains("pre 1000 post 0"), "{summary}");
+    let dropped: u64 = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("output: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped messages counted: {summary}"));
+    assert!(dropped > 0 && lines > 0, "{lines} lines, {dropped} dropped");
+    assert_eq!(
+        lines + dropped,
+        100_000,
+        "every message is printed or counted"
+    );
+}
