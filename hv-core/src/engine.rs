@@ -263,6 +263,13 @@ impl Engine {
         self.output.drain(&*self.sink)
     }
 
+    /// From inside an exit on `core`: sends what came before it and what its ended
+    /// executions printed ([`EventOutput::drain_through_own_exit`]); `true` once all of
+    /// it is out.
+    pub fn drain_output_through_own_exit(&self, core: u32) -> bool {
+        self.output.drain_through_own_exit(core, &*self.sink)
+    }
+
     /// Sends a message of the hypervisor's own (a refused register write, ...) with the
     /// events' output, as if event `event_id` printed it on `core`: in order with that
     /// output, and without writing anything on the caller's thread when output is deferred.

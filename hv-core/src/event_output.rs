@@ -179,18 +179,49 @@ impl EventOutput {
     /// order holds); a call that finds another consumer draining returns 0 at once rather
     /// than wait on that consumer's sink.
     pub fn drain(&self, sink: &dyn OutputSink) -> usize {
-        let Some(mut merge) = self.merge.try_lock() else {
-            return 0;
-        };
+        self.drain_bounded(sink, None)
+            .map_or(0, |(delivered, _)| delivered)
+    }
+
+    /// Called by core `core`'s vCPU inside an exit it holds, before the exit does something
+    /// the user sees beside the events' output (a program writing to its terminal): hands
+    /// `sink` everything before that exit, and what the exit's executions that have ended
+    /// recorded, in order. Returns `true` once all of that is out; `false` when another
+    /// consumer is draining (try again) or an earlier exit is still in progress on another
+    /// core (its output, and so this exit's, must wait for it).
+    pub fn drain_through_own_exit(&self, core: u32, sink: &dyn OutputSink) -> bool {
+        self.drain_bounded(sink, Some(core as usize % MAX_RINGS))
+            .is_some_and(|(_, complete)| complete)
+    }
+
+    /// [`EventOutput::drain`]; with `own`, that ring's exit in progress is the caller's and
+    /// does not hold back its own published executions (the caller is inside it, so they
+    /// are all it will have published when it asks). Returns the executions delivered and
+    /// whether nothing stamped up to the caller's exit is left, or `None` when another
+    /// consumer holds the merge.
+    fn drain_bounded(&self, sink: &dyn OutputSink, own: Option<usize>) -> Option<(usize, bool)> {
+        let mut merge = self.merge.try_lock()?;
         // The order of these reads is what makes the bound safe: counter, claims, records.
         let mut bound = self.stamps.load(Ordering::Acquire);
-        for ring in self.rings.iter().filter_map(|r| r.get()) {
+        let mut own_stamp = None;
+        for (i, ring) in self.rings.iter().enumerate() {
+            let Some(ring) = ring.get() else { continue };
             match ring.claim_state() {
                 ClaimState::Idle => {}
                 ClaimState::Starting => bound = 0,
+                ClaimState::Stamped(s) if own == Some(i) => own_stamp = Some(s),
                 ClaimState::Stamped(s) => bound = bound.min(s),
             }
         }
+        // Records stamped below `ring_bound` may go, notes stamped up to `note_bound`. The
+        // caller's exit goes once every earlier one has: its records (stamp `s`) and the
+        // notes made before it took its stamp (a note takes the next exit's stamp), not
+        // those made during it (`s + 1`), which follow its output.
+        let (ring_bound, note_bound) = match own_stamp {
+            Some(s) if s < bound => (s + 1, s),
+            Some(s) => (s.min(bound), s.min(bound)),
+            None => (bound, bound),
+        };
         let Merge {
             reader,
             waiting,
@@ -224,9 +255,9 @@ impl EventOutput {
                 break;
             };
             let ready = if from_ring {
-                stamp < bound
+                stamp < ring_bound
             } else {
-                stamp <= bound
+                stamp <= note_bound
             };
             if !ready && *waiting_bytes <= MAX_WAITING_BYTES {
                 break;
@@ -237,7 +268,12 @@ impl EventOutput {
                 delivered += 1;
             }
         }
-        delivered
+        let complete = match own_stamp {
+            // Everything up to the caller's exit is out only if that exit could go.
+            Some(s) => s < bound,
+            None => true,
+        };
+        Some((delivered, complete))
     }
 
     /// Whether records or formatted text wait for [`EventOutput::drain`].

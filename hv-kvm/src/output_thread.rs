@@ -66,6 +66,19 @@ pub fn flush(engine: &Engine) {
     }
 }
 
+/// [`flush`] from inside an exit on `core`: what came before the exit and what its ended
+/// executions printed goes out now. Waits at most [`OWN_EXIT_WAIT`] for a consumer that
+/// holds the output (a sink that blocks): after that the order is given up, not the exit.
+pub fn flush_through_own_exit(engine: &Engine, core: u32) {
+    let deadline = std::time::Instant::now() + OWN_EXIT_WAIT;
+    while !engine.drain_output_through_own_exit(core) && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
+/// How long an exit waits for the output before it to go out ([`flush_through_own_exit`]).
+pub const OWN_EXIT_WAIT: Duration = Duration::from_millis(200);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,3 +179,37 @@ int main(int argc, char **argv) {
         );
     }
 }
+
+/// A `write` system call's own events: what its pre stage prints comes before the bytes
+/// the program writes, what its post stage prints after them, on one terminal.
+#[test]
+fn a_writes_pre_stage_output_comes_before_its_bytes() {
+    let Some(exe) = build(
+        "writing",
+        r#"#include <unistd.h>
+int main(void) {
+    for (int i = 0; i < 3; i++) write(1, "w\n", 2);
+    return 0;
+}
+"#,
+    ) else {
+        return;
+    };
+    let terminal = Terminal::default();
+    let program = Program::load(
+        &programs::spec(exe, &[]),
+        Box::new(terminal.clone()),
+        Box::new(Captured::default()),
+        Arc::new(terminal.clone()),
+    )
+    .unwrap();
+    let session = program.session().clone();
+    let line = "!syscall 1 stage all script { if ($stage == 0) { printf(\"pre %d\\n\", @rdx); } else { printf(\"post %d\\n\", @rax); } }";
+    session
+        .command(line, &programs::prepare(&session, line))
+        .unwrap();
+    let run = program.run().unwrap();
+    assert_eq!(run.ending, Ending::Exited(0));
+    let text = String::from_utf8(terminal.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text, "pre 2\nw\npost 2\n".repeat(3));
+}

@@ -321,10 +321,11 @@ impl<'a> Machine<'a> {
             ));
         }
         let nr = r.rax;
-        if WRITE_CALLS.contains(&nr) && self.process.files.is_output(r.rdi) {
+        let to_terminal = WRITE_CALLS.contains(&nr) && self.process.files.is_output(r.rdi);
+        if to_terminal {
             // The events' output of the exits before this one goes out before the program's
             // own (on a terminal both streams are the user's, and the order is what
-            // happened). This exit's own output follows: it is still being recorded.
+            // happened).
             crate::output_thread::flush(self.engine);
         }
         let events = !self.engine.snapshot().is_empty();
@@ -336,19 +337,22 @@ impl<'a> Machine<'a> {
             let mut done = None;
             let exit = program_exit(EventKind::Syscall, r.rax, self.process.pid);
             let mut view = self.view();
-            let (process, space) = (&mut self.process, &mut self.space);
-            self.engine
-                .handle_exit(&exit, &mut g, &mut view, |regs, _| {
-                    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-                    let o = process.syscall(space, regs.rax, args);
-                    if let Outcome::Return(v) = o {
-                        regs.rax = v;
-                    }
-                    if matches!(o, Outcome::SetFsBase(_)) {
-                        regs.rax = 0;
-                    }
-                    done = Some(o);
-                });
+            let (process, space, engine) = (&mut self.process, &mut self.space, self.engine);
+            engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
+                if to_terminal {
+                    // And what this call's pre-stage scripts printed, before the bytes.
+                    crate::output_thread::flush_through_own_exit(engine, exit.core);
+                }
+                let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+                let o = process.syscall(space, regs.rax, args);
+                if let Outcome::Return(v) = o {
+                    regs.rax = v;
+                }
+                if matches!(o, Outcome::SetFsBase(_)) {
+                    regs.rax = 0;
+                }
+                done = Some(o);
+            });
             from_guest_regs(&mut r, &g);
             match done {
                 // Short-circuited: the scripts' @rax is the result.
