@@ -243,7 +243,9 @@ fn parse_spec(fmt: &[u8], at: usize) -> Result<Piece, FormatError> {
 }
 
 pub(crate) fn pieces(fmt: &[u8]) -> Result<Vec<Piece>, FormatError> {
-    let mut out = Vec::new();
+    // A text piece and a conversion per `%`, and a last text: no regrowing on the way.
+    let percents = fmt.iter().filter(|&&b| b == b'%').count();
+    let mut out = Vec::with_capacity(2 * percents + 1);
     let mut i = 0;
     let mut text_start = 0;
     while i < fmt.len() {
@@ -294,7 +296,8 @@ pub fn format_printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<Vec<
     format.check_arity(args.len())?;
     let mut strings = Vec::new();
     format.capture(&mut NoCallerMemory, env, args, &mut strings)?;
-    let mut out = Vec::new();
+    // Room for the text and a typical conversion per argument: no regrowing on the way.
+    let mut out = Vec::with_capacity(fmt.len() + strings.len() + 20 * args.len());
     if format.render(args, &strings, &mut out) {
         env.warn(&cut_warning());
     }

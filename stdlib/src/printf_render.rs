@@ -41,16 +41,56 @@ fn signed(length: Length, masked: u64) -> i64 {
 
 pub(crate) fn format_int(out: &mut Vec<u8>, conv: Conversion, length: Length, v: u64) {
     let masked = masked(length, v);
-    let mut w = Bytes(out);
-    // Writing into a Vec cannot fail.
-    let _ = match conv {
-        Conversion::Signed => write!(w, "{}", signed(length, masked)),
-        Conversion::Unsigned => write!(w, "{masked}"),
-        Conversion::Octal => write!(w, "{masked:o}"),
-        Conversion::HexLower => write!(w, "{masked:x}"),
-        Conversion::HexUpper => write!(w, "{masked:X}"),
-        _ => Ok(()),
-    };
+    // By hand rather than through `core::fmt`: this is most of what formatting an event's
+    // output costs, and the digits of an integer need no machinery.
+    match conv {
+        Conversion::Signed => {
+            let n = signed(length, masked);
+            if n < 0 {
+                out.push(b'-');
+            }
+            push_decimal(out, n.unsigned_abs());
+        }
+        Conversion::Unsigned => push_decimal(out, masked),
+        Conversion::Octal => push_pow2(out, masked, 3, LOWER_DIGITS),
+        Conversion::HexLower => push_pow2(out, masked, 4, LOWER_DIGITS),
+        Conversion::HexUpper => push_pow2(out, masked, 4, UPPER_DIGITS),
+        _ => {}
+    }
+}
+
+const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
+const UPPER_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
+/// `v` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// `v` in base `2^log2` (octal: 3, hex: 4) with these digits.
+fn push_pow2(out: &mut Vec<u8>, mut v: u64, log2: u32, digits: &[u8; 16]) {
+    let mut buf = [0u8; 22];
+    let mut at = buf.len();
+    let mask = (1u64 << log2) - 1;
+    loop {
+        at -= 1;
+        buf[at] = digits[(v & mask) as usize];
+        v >>= log2;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// Writes `s` in upper case when `upper`.
@@ -221,6 +261,27 @@ mod tests {
             1e300f64.to_bits(),
         ]);
         v
+    }
+
+    #[test]
+    fn integers_read_as_core_fmt_writes_them() {
+        for v in samples() {
+            for length in [Length::Short, Length::Int, Length::Long, Length::LongLong] {
+                let m = masked(length, v);
+                let n = signed(length, m);
+                for (conv, want) in [
+                    (Conversion::Signed, alloc::format!("{n}")),
+                    (Conversion::Unsigned, alloc::format!("{m}")),
+                    (Conversion::Octal, alloc::format!("{m:o}")),
+                    (Conversion::HexLower, alloc::format!("{m:x}")),
+                    (Conversion::HexUpper, alloc::format!("{m:X}")),
+                ] {
+                    let mut out = Vec::new();
+                    format_int(&mut out, conv, length, v);
+                    assert_eq!(out, want.as_bytes(), "{conv:?} {length:?} {v:#x}");
+                }
+            }
+        }
     }
 
     #[test]
