@@ -443,7 +443,6 @@ struct FunctionTranslator<'a, 'b, 'p> {
     regs: Value,
     pseudo: Value,
     globals: Value,
-    builtins: Value,
     functions: Value,
     /// The local stack's address (when the function has a frame or typed accesses).
     stack: Value,
@@ -486,7 +485,6 @@ fn translate(
     let regs = load_ptr(&mut b, uses.regs, off::REGS);
     let pseudo = load_ptr(&mut b, uses.pseudo, off::PSEUDO);
     let globals = load_ptr(&mut b, uses.globals, off::GLOBALS);
-    let builtins = load_ptr(&mut b, uses.builtins, off::BUILTINS);
     let functions = load_ptr(&mut b, uses.calls, off::FUNCTIONS);
     let stack = load_ptr(&mut b, uses.frame || uses.memory, off::STACK);
     let (fp, frame) = if uses.frame {
@@ -557,7 +555,6 @@ fn translate(
         regs,
         pseudo,
         globals,
-        builtins,
         functions,
         stack,
         fp,
@@ -597,7 +594,6 @@ struct Uses {
     regs: bool,
     pseudo: bool,
     globals: bool,
-    builtins: bool,
     calls: bool,
     /// The local frame (locals, their addresses, calls).
     frame: bool,
@@ -618,7 +614,6 @@ impl Uses {
                 Inst::LoadLocal { .. } | Inst::StoreLocal { .. } | Inst::AddrLocal { .. } => {
                     u.frame |= locals_in_memory
                 }
-                Inst::CallBuiltin { .. } => u.builtins = true,
                 Inst::Load { .. } | Inst::Store { .. } => u.memory = true,
                 Inst::CallUser { .. } => {
                     u.calls = true;
@@ -1480,10 +1475,14 @@ impl FunctionTranslator<'_, '_, '_> {
         let sig = imported(&mut self.b, &mut self.builtin_sig, || {
             builtin_signature(call_conv)
         });
-        let fnptr = self
+        // The table's address is loaded here, not once on entry: most built-in calls are a
+        // memory access's miss path, and a value held from entry across them costs every
+        // run of the function a callee-saved register.
+        let table = self
             .b
             .ins()
-            .load(I64, mem_const(), self.builtins, id as i32 * 8);
+            .load(I64, mem_const(), self.ctx, off::BUILTINS);
+        let fnptr = self.b.ins().load(I64, mem_const(), table, id as i32 * 8);
         let record = self.b.ins().iconst(I64, record as i64);
         let call = self
             .b

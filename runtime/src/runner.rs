@@ -84,7 +84,7 @@ impl fmt::Display for RunnerError {
     }
 }
 
-/// Slots of the last run's stack up to which zeroing is done by plain stores.
+/// Slots of the last run's stack up to which zeroing is a few fixed-size stores.
 const SMALL_DIRTY: usize = 16;
 
 /// Reusable state of runs, so repeated runs do not allocate and write little: the local
@@ -208,13 +208,17 @@ impl Runner {
             self.new_stack(slots);
         } else {
             let dirty = self.dirty.min(slots);
-            if dirty <= SMALL_DIRTY {
-                // A few stores beat a call to memset, which `fill` becomes (1.5 ns a run).
-                for slot in &mut self.stack[..dirty] {
-                    // SAFETY: `slot` is a valid, aligned `&mut u64`; volatile only keeps the
-                    // loop from being turned back into a memset call.
-                    unsafe { core::ptr::write_volatile(slot, 0) };
-                }
+            let stack = self.stack.as_mut_ptr();
+            // Zeroing more than was used is harmless (the rest is zero already), and a few
+            // fixed-size vector stores beat both a loop and a call to memset (1.5 ns a run).
+            if dirty == 0 {
+                // Nothing was used.
+            } else if dirty <= 4 && slots >= 4 {
+                // SAFETY: the stack has at least 4 slots; `[u64; 4]` has `u64`'s alignment.
+                unsafe { stack.cast::<[u64; 4]>().write([0; 4]) };
+            } else if dirty <= SMALL_DIRTY && slots >= SMALL_DIRTY {
+                // SAFETY: the stack has at least SMALL_DIRTY slots; same alignment.
+                unsafe { stack.cast::<[u64; SMALL_DIRTY]>().write([0; SMALL_DIRTY]) };
             } else {
                 self.stack[..dirty].fill(0);
             }
