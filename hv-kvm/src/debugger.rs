@@ -53,18 +53,23 @@ pub struct Debugger {
     pub ignored_pauses: AtomicU64,
     inner: Mutex<Inner>,
     changed: Condvar,
-    /// Where break notices go (the VM's output sink: the console and every client).
-    notices: Mutex<Option<Arc<dyn OutputSink>>>,
+    /// Where break notices go (the VM's output sink: the console and every client), and
+    /// the engine whose recorded output must go out before them.
+    notices: Mutex<Option<Notices>>,
 }
+
+/// Where break notices go, and the engine whose output goes before them.
+type Notices = (Arc<dyn OutputSink>, Arc<hv_core::Engine>);
 
 impl Debugger {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Break notices go to `sink` (a text message with the pausing event's id).
-    pub fn set_notices(&self, sink: Arc<dyn OutputSink>) {
-        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    /// Break notices go to `sink` (a text message with the pausing event's id), after what
+    /// `engine`'s events printed up to the pause.
+    pub fn set_notices(&self, sink: Arc<dyn OutputSink>, engine: Arc<hv_core::Engine>) {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = Some((sink, engine));
     }
 
     /// Whether the guest is paused: every vCPU checks this at each exit.
@@ -131,12 +136,15 @@ impl Debugger {
             }
             self.kick_all(&g);
         }
-        if let Some(sink) = self
+        if let Some((sink, engine)) = self
             .notices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
+            // The pausing script's own output (its execution has ended) and everything
+            // before it come first: the console shows what led to the break, then the break.
+            crate::output_thread::flush_through_own_exit(engine, at.core);
             let context = hv_core::OutputContext {
                 event_id: at.event_id,
                 stage: at.stage,

@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use hv_core::Engine;
 
-/// How often the output thread formats what the vCPUs recorded.
-pub const OUTPUT_POLL: Duration = Duration::from_millis(1);
+/// How often the output thread formats what the vCPUs recorded. Each wake-up takes a core
+/// from a vCPU when every core runs one (a context switch is dear under nested
+/// virtualisation), so the thread wakes rarely and does more each time; a vCPU's ring holds
+/// thousands of printf calls, far more than 5 ms of exits.
+pub const OUTPUT_POLL: Duration = Duration::from_millis(5);
 
 /// Runs `work` (a guest's run) while a thread named `output` drains `engine` every
 /// [`OUTPUT_POLL`]. When `work` returns, or unwinds, the thread stops; then [`flush`] sends

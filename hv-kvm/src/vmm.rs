@@ -343,7 +343,8 @@ impl Vm {
             done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         };
         vm.update_msr_filter()?;
-        vm.debugger.set_notices(vm.output.clone());
+        vm.debugger
+            .set_notices(vm.output.clone(), vm.engine.clone());
         Ok(vm)
     }
 

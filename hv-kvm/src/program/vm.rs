@@ -287,7 +287,7 @@ impl Program {
             tables.root,
             code,
         ));
-        session.debugger.set_notices(sink);
+        session.debugger.set_notices(sink, session.engine.clone());
         Ok(Program {
             session,
             tables,
