@@ -1478,10 +1478,7 @@ impl FunctionTranslator<'_, '_, '_> {
         // The table's address is loaded here, not once on entry: most built-in calls are a
         // memory access's miss path, and a value held from entry across them costs every
         // run of the function a callee-saved register.
-        let table = self
-            .b
-            .ins()
-            .load(I64, mem_const(), self.ctx, off::BUILTINS);
+        let table = self.b.ins().load(I64, mem_const(), self.ctx, off::BUILTINS);
         let fnptr = self.b.ins().load(I64, mem_const(), table, id as i32 * 8);
         let record = self.b.ins().iconst(I64, record as i64);
         let call = self
