@@ -113,6 +113,10 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
     fn reads_pseudo(&self, reg: PseudoReg) -> bool {
         self.code.object().usage().reads_pseudo(reg)
     }
+
+    fn may_output(&self) -> bool {
+        !self.code.object().builtins.is_empty()
+    }
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `text`.

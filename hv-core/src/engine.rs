@@ -22,6 +22,7 @@ use crate::command::Target;
 use crate::dispatch_index::{Indices, KindIndex};
 use crate::event::{Access, Counters, Event, EventKind, EventSpec, Filter, Stage, EVENT_TAG_BASE};
 use crate::event_output::{EventOutput, OutputMode, DEFAULT_RING_BYTES};
+use crate::execution::ClaimLater;
 use crate::execution::{EventRequest, ExecutionEnv};
 use crate::guest::{GuestAccess, PauseInfo};
 use crate::output::OutputSink;
@@ -482,12 +483,17 @@ impl Engine {
         let deliver = |ring: &OutputRing| self.output.deliver(ring, &*self.sink);
         let immediate = self.output.mode() == OutputMode::Immediate;
         let flush: Option<Flush<'_>> = if immediate { Some(&deliver) } else { None };
-        let mut recorder = self.output.recorder(exit.core, flush);
+        // The ring is taken by the first execution that may print, not by the exit: an
+        // exit whose scripts print nothing pays nothing for output.
+        let mut recorder = None;
         let mut run = ExitRun {
             exit,
             requests: &mut requests,
             known: &known,
             recorder: &mut recorder,
+            claim_tried: false,
+            flush,
+            output: &self.output,
         };
         for event in candidates {
             let mode = event.spec.options.stage;
@@ -581,10 +587,33 @@ impl Engine {
                 pseudo.set(PseudoReg::Time, base + CLOCK_TIME as u64);
             }
         }
-        let mut recorder = run.recorder.as_mut();
-        if let Some(r) = recorder.as_deref_mut() {
-            r.begin(event.id, stage, exit.core, exit.pid, regs.rip);
-        }
+        let claim = ClaimLater {
+            slot: &mut *run.recorder,
+            tried: &mut run.claim_tried,
+            output: run.output,
+            flush: run.flush,
+            core: exit.core,
+            event_id: event.id,
+            stage,
+            pid: exit.pid,
+            rip: regs.rip,
+        };
+        let (recorder, claim) = if claim.slot.is_some() {
+            let r = claim.slot.as_mut();
+            if let Some(r) = r {
+                r.begin(event.id, stage, exit.core, exit.pid, regs.rip);
+                (Some(r), None)
+            } else {
+                (None, None)
+            }
+        } else if *claim.tried {
+            // The ring was held by another exit: this one's messages are counted as lost.
+            (None, None)
+        } else if script.may_output() {
+            (claim.claim(), None)
+        } else {
+            (None, Some(claim))
+        };
         let mut env = ExecutionEnv {
             clock: &clock[..clock_len],
             guest: &mut *guest,
@@ -593,6 +622,7 @@ impl Engine {
             short_circuit: default_sc,
             refused_short_circuits: 0,
             recorder,
+            claim,
             lost: self.output.count_busy_drop(),
             requests: &mut *run.requests,
             known_id: run.known,
@@ -660,4 +690,8 @@ struct ExitRun<'a, 'r> {
     requests: &'a mut Vec<EventRequest>,
     known: &'a dyn Fn(u64) -> bool,
     recorder: &'a mut Option<Recorder<'r>>,
+    /// The exit tried to take its ring (and `recorder` says whether it got it).
+    claim_tried: bool,
+    flush: Option<Flush<'r>>,
+    output: &'r EventOutput,
 }

@@ -1,8 +1,10 @@
 //! The engine's event output: one [`OutputRing`] per vCPU, the [`FormatTable`] they
 //! share and the counter that stamps exits, and the two ways out of the rings.
 //!
-//! An exit with events claims its core's ring ([`EventOutput::recorder`]); its executions
-//! record their output there without formatting it (printf as a format id and raw values,
+//! An exit claims its core's ring ([`EventOutput::recorder`]) when its first script that
+//! may print runs (or one that could not prints after all: an error), so an exit whose
+//! scripts print nothing pays nothing for output; its executions record their output there
+//! without formatting it (printf as a format id and raw values,
 //! `hvscript_runtime::Recorder`). Then:
 //!
 //! - **immediate** ([`Engine::new`](crate::Engine::new)): each execution's text is formatted

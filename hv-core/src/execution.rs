@@ -8,6 +8,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hvscript_runtime::output_recorder::Flush;
 use hvscript_runtime::Recorder;
 use hvscript_stdlib::{
     AtomicRmw, CallerMemory, DirectPage, Env, EventOp, MemFault, ScriptError, Unavailable,
@@ -15,6 +16,7 @@ use hvscript_stdlib::{
 };
 
 use crate::event::{Event, Stage};
+use crate::event_output::EventOutput;
 use crate::guest::GuestAccess;
 
 /// `event_enable/disable/clear` from a script, applied once the exit is handled.
@@ -30,9 +32,12 @@ pub(crate) struct ExecutionEnv<'a, 'r> {
     pub stage: Stage,
     pub short_circuit: bool,
     pub refused_short_circuits: u64,
-    /// Where output goes; `None` when another exit held this core's ring, and then each
-    /// message is counted in `lost`.
+    /// Where output goes; `None` when the exit has not taken its ring yet (then `claim`
+    /// takes it at the first message) or another exit held it (then each message is counted
+    /// in `lost`).
     pub recorder: Option<&'a mut Recorder<'r>>,
+    /// How to take the ring at the first message, when the exit has not tried yet.
+    pub claim: Option<ClaimLater<'a, 'r>>,
     pub lost: &'a AtomicU64,
     pub requests: &'a mut Vec<EventRequest>,
     /// Whether an event id exists in the table this exit uses.
@@ -43,7 +48,42 @@ pub(crate) struct ExecutionEnv<'a, 'r> {
     pub pause: bool,
 }
 
+/// What taking an exit's output ring in the middle of an execution needs: where the exit
+/// keeps its recorder, the output, and the execution's header.
+pub(crate) struct ClaimLater<'a, 'r> {
+    pub slot: &'a mut Option<Recorder<'r>>,
+    pub tried: &'a mut bool,
+    pub output: &'r EventOutput,
+    pub flush: Option<Flush<'r>>,
+    pub core: u32,
+    pub event_id: u64,
+    pub stage: Stage,
+    pub pid: u64,
+    pub rip: u64,
+}
+
+impl<'a, 'r> ClaimLater<'a, 'r> {
+    /// Takes the ring (once per exit) and starts the execution's records in it.
+    pub fn claim(self) -> Option<&'a mut Recorder<'r>> {
+        *self.tried = true;
+        *self.slot = self.output.recorder(self.core, self.flush);
+        let r = self.slot.as_mut()?;
+        r.begin(self.event_id, self.stage, self.core, self.pid, self.rip);
+        Some(r)
+    }
+}
+
 impl ExecutionEnv<'_, '_> {
+    /// Takes the exit's output ring now if it has not tried yet (the first message of an
+    /// exit whose earlier scripts could not print).
+    fn take_ring_if_needed(&mut self) {
+        if self.recorder.is_none() {
+            if let Some(later) = self.claim.take() {
+                self.recorder = later.claim();
+            }
+        }
+    }
+
     /// Whether `[addr, addr+len)` overlaps the `$date`/`$time` strings or the safe buffer,
     /// which shadow guest memory at their addresses.
     fn overlaps_own(&self, addr: u64, len: u64) -> bool {
@@ -157,6 +197,7 @@ impl Env for ExecutionEnv<'_, '_> {
     }
 
     fn output(&mut self, bytes: &[u8]) {
+        self.take_ring_if_needed();
         match self.recorder.as_deref_mut() {
             Some(r) => r.text(bytes),
             None => {
@@ -174,6 +215,7 @@ impl Env for ExecutionEnv<'_, '_> {
         args: &[u64],
         caller: &mut dyn CallerMemory,
     ) -> Option<Result<(), ScriptError>> {
+        self.take_ring_if_needed();
         let recorder = self.recorder.take()?;
         let result = recorder.printf(caller, self, fmt, args);
         self.recorder = Some(recorder);

@@ -40,4 +40,12 @@ pub trait Script: Send + Sync {
     fn reads_pseudo(&self, _reg: PseudoReg) -> bool {
         true
     }
+
+    /// Whether the script can print (call a built-in: printf, print, or one that warns).
+    /// The engine takes its vCPU's output ring before such a script runs; for the others
+    /// only if they print after all (a run-time error), so an exit whose scripts print
+    /// nothing pays nothing for output.
+    fn may_output(&self) -> bool {
+        true
+    }
 }

@@ -251,3 +251,67 @@ fn a_consumer_draining_while_vcpus_print_emits_in_the_exits_order() {
         assert!(got.iter().any(|&(c, _)| c == core));
     }
 }
+
+/// Scripts that call no built-in do not take the vCPU's ring, yet an error they stop with
+/// is still printed (the ring is taken then), in its place among the exit's other output;
+/// and an exit whose scripts print nothing leaves no trace in the output.
+#[test]
+fn scripts_that_cannot_print_take_the_ring_only_to_report_an_error() {
+    for rig in [Rig::new(), Rig::deferred()] {
+        let quiet = jit_script("@rax = @rax + 1;", &rig.globals);
+        let failing = jit_script("x = 0; @rbx = 5 / x;", &rig.globals);
+        let printing = jit_script(r#"printf("rax=%d\n", @rax);"#, &rig.globals);
+        assert!(!quiet.may_output() && !failing.may_output() && printing.may_output());
+        let spec = || parse_event_command("!cpuid").unwrap();
+        // Newest first: printing, failing, quiet run in that order at each exit.
+        rig.engine.add(spec(), Some(quiet)).unwrap();
+        let failing_id = rig.engine.add(spec(), Some(failing)).unwrap();
+        rig.engine.add(spec(), Some(printing)).unwrap();
+        let mut mem = FlatMemory(vec![0; 0x1000]);
+        for round in 0..3u64 {
+            let mut regs = GuestRegs {
+                rax: round,
+                ..Default::default()
+            };
+            rig.engine.handle_exit(
+                &Exit::new(EventKind::Cpuid, 0, 1),
+                &mut regs,
+                &mut mem,
+                |_, _| {},
+            );
+            assert_eq!(regs.rax, round + 1);
+        }
+        rig.engine.drain_output();
+        let text = rig.sink.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        for (round, pair) in lines.chunks(2).enumerate() {
+            assert_eq!(pair[0], format!("rax={round}"));
+            assert!(
+                pair[1].starts_with(&format!("error: event {failing_id:#x} (pre stage)"))
+                    && pair[1].contains("division by zero"),
+                "{}",
+                pair[1]
+            );
+        }
+        assert_eq!(rig.engine.output_dropped(), 0);
+    }
+    // Nothing that prints: no ring is ever taken, and nothing waits.
+    let rig = Rig::deferred();
+    rig.engine
+        .add(
+            parse_event_command("!cpuid").unwrap(),
+            Some(jit_script("@rax = 1;", &rig.globals)),
+        )
+        .unwrap();
+    let mut mem = FlatMemory(vec![0; 0x1000]);
+    let mut regs = GuestRegs::default();
+    rig.engine.handle_exit(
+        &Exit::new(EventKind::Cpuid, 0, 1),
+        &mut regs,
+        &mut mem,
+        |_, _| {},
+    );
+    assert!(!rig.engine.output_pending());
+    assert_eq!(rig.sink.text(), "");
+}
