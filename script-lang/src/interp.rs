@@ -10,6 +10,7 @@
 //! user-function call burns one unit of fuel; running out, nesting calls too deep, or any
 //! run-time error ends the run with a [`RunError`] that carries the source span.
 
+use hvscript_abi::Builtin;
 use hvscript_grammar::ast::Span;
 use hvscript_runtime::ScriptMemory;
 pub use hvscript_runtime::{Invocation, Limits, RunStats};
@@ -176,6 +177,44 @@ impl Machine<'_, '_, '_> {
         }
     }
 
+    /// A built-in call, out of [`Machine::step`]'s way: its argument list would otherwise
+    /// make every step's frame larger.
+    #[inline(never)]
+    fn call_builtin(
+        &mut self,
+        builtin: Builtin,
+        args: &[Operand],
+        t: &[u64],
+        span: Span,
+    ) -> Result<u64, RunError> {
+        for a in args {
+            if let Operand::Temp(x) = a {
+                // A built-in given a stack address may write anywhere in the stack.
+                self.note_stack_address(t[*x as usize]);
+            }
+        }
+        let strings = &self.program.strings;
+        let mut list = ArgList::new();
+        for a in args {
+            list.push(match a {
+                Operand::Temp(x) => Arg::Val(t[*x as usize]),
+                Operand::Str(s) => match &strings[*s as usize] {
+                    StrLit::Narrow(b) => Arg::Str(b),
+                    StrLit::Wide(w) => Arg::WStr(w),
+                },
+            });
+        }
+        let mut mem = ScriptMemory::new(
+            &mut *self.stack,
+            self.inv.globals.slots(),
+            &mut *self.inv.host,
+        );
+        hvscript_stdlib::call(builtin, &mut mem, list.as_slice()).map_err(|e| RunError {
+            kind: RunErrorKind::Builtin(e),
+            span,
+        })
+    }
+
     fn step(&mut self, inst: &Inst, fp: usize, t: &mut [u64]) -> Result<(), RunError> {
         match inst {
             Inst::Const { dst, value } => t[*dst as usize] = *value,
@@ -250,35 +289,7 @@ impl Machine<'_, '_, '_> {
                 args,
                 span,
             } => {
-                for a in args {
-                    if let Operand::Temp(x) = a {
-                        // A built-in given a stack address may write anywhere in the stack.
-                        self.note_stack_address(t[*x as usize]);
-                    }
-                }
-                let strings = &self.program.strings;
-                let mut list = ArgList::new();
-                for a in args {
-                    list.push(match a {
-                        Operand::Temp(x) => Arg::Val(t[*x as usize]),
-                        Operand::Str(s) => match &strings[*s as usize] {
-                            StrLit::Narrow(b) => Arg::Str(b),
-                            StrLit::Wide(w) => Arg::WStr(w),
-                        },
-                    });
-                }
-                let mut mem = ScriptMemory::new(
-                    &mut *self.stack,
-                    self.inv.globals.slots(),
-                    &mut *self.inv.host,
-                );
-                let v =
-                    hvscript_stdlib::call(*builtin, &mut mem, list.as_slice()).map_err(|e| {
-                        RunError {
-                            kind: RunErrorKind::Builtin(e),
-                            span: *span,
-                        }
-                    })?;
+                let v = self.call_builtin(*builtin, args, t, *span)?;
                 if let Some(d) = dst {
                     t[*d as usize] = v;
                 }

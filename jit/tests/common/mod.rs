@@ -73,9 +73,6 @@ pub fn run_program(
     globals: &Globals,
     setup: &Setup,
 ) -> Observed {
-    let mut regs = setup.regs;
-    let mut env = setup.env.clone();
-    let mut result = Ok(0);
     let code: Option<LoadedCode> = match backend {
         Backend::Interp => None,
         Backend::Jit => {
@@ -83,8 +80,31 @@ pub fn run_program(
         }
         Backend::Vm => panic!("the JIT's tests compare the in-process back ends"),
     };
-    let mut interp = Interpreter::new();
-    let mut runner = Runner::new();
+    // One interpreter and one runner per test thread, reused by every program it runs: what
+    // they keep from run to run (the runner's context, stack and translation cache) must
+    // never show, whatever ran before (another program, an error, other limits).
+    REUSED.with(|reused| {
+        let (interp, runner) = &mut *reused.borrow_mut();
+        run_with(interp, runner, program, globals, setup, &code)
+    })
+}
+
+thread_local! {
+    static REUSED: std::cell::RefCell<(Interpreter, Runner)> =
+        std::cell::RefCell::new((Interpreter::new(), Runner::new()));
+}
+
+fn run_with(
+    interp: &mut Interpreter,
+    runner: &mut Runner,
+    program: &Program,
+    globals: &Globals,
+    setup: &Setup,
+    code: &Option<LoadedCode>,
+) -> Observed {
+    let mut regs = setup.regs;
+    let mut env = setup.env.clone();
+    let mut result = Ok(0);
     for _ in 0..setup.runs {
         let mut inv = Invocation {
             regs: &mut regs,
@@ -93,7 +113,7 @@ pub fn run_program(
             host: &mut env,
             limits: setup.limits,
         };
-        result = match &code {
+        result = match code {
             None => interp.run(program, &mut inv).map(|s| s.fuel_used),
             Some(code) => match runner.run(&code.image(), &mut inv) {
                 Ok(s) => Ok(s.fuel_used),
