@@ -10,36 +10,43 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
+/// Builds `src` with `gcc -static` as `name`; `None` (skipped, said why) without gcc.
+fn build(name: &str, src: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_slow_stderr");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let exe = dir.join(name);
+    match std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&c)
+        .status()
+    {
+        Ok(s) => assert!(s.success()),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return None;
+        }
+    }
+    Some(exe)
+}
+
 #[test]
 fn messages_a_stalled_stderr_could_not_take_are_counted_in_the_summary() {
     if let Err(why) = hv_kvm::kvm_available() {
         eprintln!("skipping: {why}");
         return;
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_slow_stderr");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("loud.c");
-    std::fs::write(
-        &src,
+    let Some(exe) = build(
+        "loud",
         r#"volatile long counter;
 __attribute__((noinline)) long work(long x) { counter += x; return counter; }
 int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
 "#,
-    )
-    .unwrap();
-    let exe = dir.join("loud");
-    match std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success()),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return;
-        }
-    }
+    ) else {
+        return;
+    };
     // 100 messages per call, 100 000 in all: far more than a ring and a pipe hold.
     let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
     let mut child = common::hvscript()
@@ -85,5 +92,64 @@ int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
         lines + dropped,
         100_000,
         "every message is printed or counted"
+    );
+}
+
+/// The program also writes to its standard output, which is read: its writes wait for the
+/// events' output before them only while that output moves. With standard error stalled,
+/// the first write waits a little and the rest go at once: all 1000 lines are out long
+/// before anyone reads standard error.
+#[test]
+fn a_stalled_stderr_does_not_hold_up_the_programs_own_writes() {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let Some(exe) = build(
+        "loud_writer",
+        r#"#include <unistd.h>
+volatile long counter;
+__attribute__((noinline)) long work(long x) { counter += x; return counter; }
+int main(void) { for (long i = 0; i < 1000; i++) { work(i); write(1, "w\n", 2); } return 0; }
+"#,
+    ) else {
+        return;
+    };
+    let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
+    let mut child = common::hvscript()
+        .args(["run", "-e", hook, "--"])
+        .arg(&exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lines.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let new = buf[..n].iter().filter(|&&b| b == b'\n').count();
+            counted.fetch_add(new, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let before_stderr = lines.load(std::sync::atomic::Ordering::SeqCst);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        before_stderr, 1000,
+        "the program's writes waited for a standard error nobody read"
     );
 }

@@ -7,6 +7,7 @@
 //! source. Run-time errors carry the failing expression's byte range in the script's
 //! source, which the engine reports as text (the hypervisor has no source to show).
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::sync::Arc;
 
@@ -33,7 +34,7 @@ pub struct CodeScript<M: ExecutableMemory> {
     /// per core (`$core` modulo [`RUNNER_SLOTS`]), made on a core's first execution. An
     /// execution that finds its runner busy (two cores sharing a slot at the same moment)
     /// uses a fresh one.
-    runners: [spin::Once<Mutex<Runner>>; RUNNER_SLOTS],
+    runners: [spin::Once<Box<Mutex<Runner>>>; RUNNER_SLOTS],
     /// The command line the script came in and the script's offset in it, so a run-time
     /// error says `line:col:` as a compile error would ([`CodeScript::with_origin`]).
     origin: Option<(Arc<str>, usize)>,
@@ -77,7 +78,9 @@ impl<M: ExecutableMemory + Send + Sync> Script for CodeScript<M> {
         };
         let image = self.code.image();
         let slot = invocation.pseudo.get(PseudoReg::Core) as usize % RUNNER_SLOTS;
-        let runner = self.runners[slot].call_once(|| Mutex::new(Runner::new()));
+        // Boxed: a runner is most of a kilobyte, and a script that runs on few cores (most)
+        // should not carry sixteen.
+        let runner = self.runners[slot].call_once(|| Box::new(Mutex::new(Runner::new())));
         let result = match runner.try_lock() {
             Some(mut runner) => runner.run(&image, &mut invocation),
             None => Runner::new().run(&image, &mut invocation),

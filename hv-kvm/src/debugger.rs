@@ -59,7 +59,7 @@ pub struct Debugger {
 }
 
 /// Where break notices go, and the engine whose output goes before them.
-type Notices = (Arc<dyn OutputSink>, Arc<hv_core::Engine>);
+type Notices = (Arc<dyn OutputSink>, Arc<crate::output_thread::OutputThread>);
 
 impl Debugger {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -67,9 +67,13 @@ impl Debugger {
     }
 
     /// Break notices go to `sink` (a text message with the pausing event's id), after what
-    /// `engine`'s events printed up to the pause.
-    pub fn set_notices(&self, sink: Arc<dyn OutputSink>, engine: Arc<hv_core::Engine>) {
-        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = Some((sink, engine));
+    /// the events printed up to the pause (which `output` sends first).
+    pub fn set_notices(
+        &self,
+        sink: Arc<dyn OutputSink>,
+        output: Arc<crate::output_thread::OutputThread>,
+    ) {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = Some((sink, output));
     }
 
     /// Whether the guest is paused: every vCPU checks this at each exit.
@@ -136,7 +140,7 @@ impl Debugger {
             }
             self.kick_all(&g);
         }
-        if let Some((sink, engine)) = self
+        if let Some((sink, output)) = self
             .notices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,7 +148,7 @@ impl Debugger {
         {
             // The pausing script's own output (its execution has ended) and everything
             // before it come first: the console shows what led to the break, then the break.
-            crate::output_thread::flush_through_own_exit(engine, at.core);
+            output.flush_through_own_exit(at.core);
             let context = hv_core::OutputContext {
                 event_id: at.event_id,
                 stage: at.stage,

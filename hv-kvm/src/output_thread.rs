@@ -1,6 +1,6 @@
 //! The consumer side of a deferred engine's event output ([`hv_core::Engine::deferred`]),
 //! shared by the demo VM's run and a program guest's: the thread that formats and writes
-//! what the exits recorded while the guest runs ([`draining`]), and the flush that gets
+//! what the exits recorded while the guest runs ([`OutputThread`]), and the flush that gets
 //! everything recorded so far out before something must follow it ([`flush`]).
 //!
 //! Exits only record their scripts' output into per-vCPU rings; the output thread takes it
@@ -9,7 +9,8 @@
 //! ([`hv_core::Engine::output_dropped`], which `run`'s summary shows).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use hv_core::Engine;
 
@@ -19,38 +20,158 @@ use hv_core::Engine;
 /// thousands of printf calls, far more than 5 ms of exits.
 pub const OUTPUT_POLL: Duration = Duration::from_millis(5);
 
-/// Runs `work` (a guest's run) while a thread named `output` drains `engine` every
-/// [`OUTPUT_POLL`]. When `work` returns, or unwinds, the thread stops; then [`flush`] sends
-/// what is still recorded, so nothing `work`'s exits recorded is left behind once this
-/// returns.
-pub fn draining<R>(engine: &Engine, work: impl FnOnce() -> R) -> R {
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        let done = &done;
-        std::thread::Builder::new()
-            .name("output".into())
-            .spawn_scoped(s, move || {
-                while !done.load(Ordering::SeqCst) {
-                    engine.drain_output();
-                    std::thread::sleep(OUTPUT_POLL);
-                }
-            })
-            .expect("spawning the output thread");
-        // Dropped when `work` returns or panics: the scope joins the thread before it
-        // returns or goes on unwinding, and must not wait on a thread that never ends.
-        let _stop = Stop(done);
-        work()
-    });
-    flush(engine);
-    result
+/// How long an exit waits for the output before it to go out
+/// ([`OutputThread::flush_through_own_exit`]).
+pub const OWN_EXIT_WAIT: Duration = Duration::from_millis(200);
+
+/// One guest's output thread: it formats and writes what the exits recorded while the guest
+/// runs ([`OutputThread::run_while`]), and on a vCPU's request sends what came before that
+/// vCPU's exit now ([`OutputThread::flush_through_own_exit`]). The writing is always the
+/// thread's (or, with no thread running, the caller's), never a vCPU's inside an exit: a
+/// sink that blocks (a pipe nobody reads) then holds up the output, and an exit that waits
+/// for it gives up after a while instead of blocking with it.
+pub struct OutputThread {
+    engine: Arc<Engine>,
+    wake: Mutex<Wake>,
+    changed: Condvar,
+    /// The last ordered flush did not go through in time ([`OutputThread::flush_ordered`]).
+    stuck: AtomicBool,
+}
+
+#[derive(Default)]
+struct Wake {
+    /// The thread runs (requests are served by it).
+    running: bool,
+    stop: bool,
+    /// Requests made and served, and the core of the newest one.
+    requested: u64,
+    served: u64,
+    core: u32,
+}
+
+impl OutputThread {
+    pub fn new(engine: Arc<Engine>) -> Arc<OutputThread> {
+        Arc::new(OutputThread {
+            engine,
+            wake: Mutex::new(Wake::default()),
+            changed: Condvar::new(),
+            stuck: AtomicBool::new(false),
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wake> {
+        self.wake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` (a guest's run) while a thread named `output` drains the engine every
+    /// [`OUTPUT_POLL`] and serves flush requests. When `work` returns, or unwinds, the
+    /// thread stops; then [`flush`] sends what is still recorded, so nothing `work`'s exits
+    /// recorded is left behind once this returns.
+    pub fn run_while<R>(&self, work: impl FnOnce() -> R) -> R {
+        let result = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("output".into())
+                .spawn_scoped(s, || self.serve())
+                .expect("spawning the output thread");
+            // Dropped when `work` returns or panics: the scope joins the thread before it
+            // returns or goes on unwinding, and must not wait on a thread that never ends.
+            let _stop = Stop(self);
+            work()
+        });
+        flush(&self.engine);
+        result
+    }
+
+    fn serve(&self) {
+        let mut wake = self.lock();
+        wake.running = true;
+        loop {
+            if wake.stop {
+                break;
+            }
+            if wake.requested > wake.served {
+                let (target, core) = (wake.requested, wake.core);
+                drop(wake);
+                drain_through_own_exit_for(&self.engine, core, OWN_EXIT_WAIT);
+                wake = self.lock();
+                wake.served = wake.served.max(target);
+                self.changed.notify_all();
+                continue;
+            }
+            drop(wake);
+            self.engine.drain_output();
+            wake = self.lock();
+            if !wake.stop && wake.requested == wake.served {
+                wake = self
+                    .changed
+                    .wait_timeout(wake, OUTPUT_POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        wake.running = false;
+        self.changed.notify_all();
+    }
+
+    /// From inside an exit on `core`: has what came before the exit and what its ended
+    /// executions printed sent now, and waits for that at most [`OWN_EXIT_WAIT`] (a sink
+    /// that blocks costs the order, not the exit). Whether it went in time.
+    pub fn flush_through_own_exit(&self, core: u32) -> bool {
+        self.flush_for(core, OWN_EXIT_WAIT)
+    }
+
+    /// [`OutputThread::flush_through_own_exit`] for something a vCPU does again and again
+    /// (a program's writes to its terminal): once the output did not go out in time, later
+    /// calls wait for none until it goes again, so a consumer that is stuck costs one wait,
+    /// not one per write.
+    pub fn flush_ordered(&self, core: u32) {
+        let wait = if self.stuck.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            OWN_EXIT_WAIT
+        };
+        let done = self.flush_for(core, wait);
+        self.stuck.store(!done, Ordering::Relaxed);
+    }
+
+    fn flush_for(&self, core: u32, wait: Duration) -> bool {
+        let mut wake = self.lock();
+        if !wake.running {
+            // No thread to ask (before or after the run): the caller's own thread sends it.
+            drop(wake);
+            return drain_through_own_exit_for(&self.engine, core, wait);
+        }
+        wake.requested += 1;
+        wake.core = core;
+        let mine = wake.requested;
+        self.changed.notify_all();
+        let deadline = Instant::now() + wait;
+        while wake.served < mine && wake.running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            wake = self
+                .changed
+                .wait_timeout(wake, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        wake.served >= mine
+    }
 }
 
 /// Tells the output thread to stop when dropped.
-struct Stop<'a>(&'a AtomicBool);
+struct Stop<'a>(&'a OutputThread);
 
 impl Drop for Stop<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.lock().stop = true;
+        self.0.changed.notify_all();
     }
 }
 
@@ -59,8 +180,8 @@ impl Drop for Stop<'_> {
 /// it rather than return while it still holds records.
 ///
 /// Only while no exit of `engine` is in progress: an exit in progress keeps its records
-/// (and every later exit's) back until it ends, and this would wait for that. The demo VM
-/// calls it once its vCPUs have stopped; a program's vCPU calls it between its own exits.
+/// (and every later exit's) back until it ends, and this would wait for that. Guests call
+/// it once their vCPUs have stopped.
 pub fn flush(engine: &Engine) {
     while engine.output_pending() {
         if engine.drain_output() == 0 {
@@ -69,18 +190,20 @@ pub fn flush(engine: &Engine) {
     }
 }
 
-/// [`flush`] from inside an exit on `core`: what came before the exit and what its ended
-/// executions printed goes out now. Waits at most [`OWN_EXIT_WAIT`] for a consumer that
-/// holds the output (a sink that blocks): after that the order is given up, not the exit.
-pub fn flush_through_own_exit(engine: &Engine, core: u32) {
-    let deadline = std::time::Instant::now() + OWN_EXIT_WAIT;
-    while !engine.drain_output_through_own_exit(core) && std::time::Instant::now() < deadline {
+/// Tries to send what came before an exit on `core` (and its ended executions) for at most
+/// `wait` (at least once); whether it all went.
+fn drain_through_own_exit_for(engine: &Engine, core: u32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if engine.drain_output_through_own_exit(core) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::yield_now();
     }
 }
-
-/// How long an exit waits for the output before it to go out ([`flush_through_own_exit`]).
-pub const OWN_EXIT_WAIT: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
@@ -114,16 +237,17 @@ mod tests {
         }
     }
 
-    /// What exits record while `draining` runs is all out, in order, when it returns, even
+    /// What exits record while `run_while` runs is all out, in order, when it returns, even
     /// though `work` returns right after its last exit; a `work` that panics does not leave
     /// the output thread running (the scope would wait for it forever).
     #[test]
     fn nothing_recorded_is_left_behind() {
         let sink = Arc::new(Collect::default());
-        let engine = Engine::deferred(sink.clone());
+        let engine = Arc::new(Engine::deferred(sink.clone()));
         let spec = hv_core::parse_event_command("!cpuid script { }").unwrap();
         engine.add(spec, Some(Arc::new(PrintContext))).unwrap();
-        let n = draining(&engine, || {
+        let output = OutputThread::new(engine.clone());
+        let n = output.run_while(|| {
             for i in 0..2000u64 {
                 let exit = Exit::new(EventKind::Cpuid, 0, i);
                 let mut regs = GuestRegs::default();
@@ -137,7 +261,7 @@ mod tests {
         assert_eq!(engine.output_dropped(), 0);
 
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            draining(&engine, || panic!("the guest's run failed"))
+            output.run_while(|| panic!("the guest's run failed"))
         }));
         assert!(unwound.is_err());
     }

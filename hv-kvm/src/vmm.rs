@@ -156,6 +156,8 @@ pub struct Vm {
     _kvm: Kvm,
     mem: GuestMemory,
     engine: Arc<Engine>,
+    /// Writes what the exits record while the guest runs, and what a pause must follow.
+    output_thread: Arc<crate::output_thread::OutputThread>,
     /// The session's global variables: the values every event and `?` share ...
     globals: Arc<GlobalSlots>,
     /// ... and the authoritative name -> slot table front ends compile against
@@ -310,6 +312,7 @@ impl Vm {
             vm,
             _kvm: kvm,
             mem,
+            output_thread: crate::output_thread::OutputThread::new(engine.clone()),
             engine,
             globals: Arc::new(GlobalSlots::default()),
             global_names: GlobalNames::default(),
@@ -344,7 +347,7 @@ impl Vm {
         };
         vm.update_msr_filter()?;
         vm.debugger
-            .set_notices(vm.output.clone(), vm.engine.clone());
+            .set_notices(vm.output.clone(), vm.output_thread.clone());
         Ok(vm)
     }
 
@@ -483,8 +486,8 @@ impl Vm {
         let kicked = AtomicBool::new(false);
         self.running.store(true, Ordering::SeqCst);
         // The output thread formats and writes what the vCPUs record while they run; once
-        // they have all stopped, the rest of it goes out before `draining` returns.
-        let (reports, elapsed) = crate::output_thread::draining(&self.engine, || {
+        // they have all stopped, the rest of it goes out before `run_while` returns.
+        let (reports, elapsed) = self.output_thread.run_while(|| {
             std::thread::scope(|s| {
                 let handles: Vec<_> = vcpus
                     .into_iter()

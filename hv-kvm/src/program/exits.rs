@@ -325,8 +325,9 @@ impl<'a> Machine<'a> {
         if to_terminal {
             // The events' output of the exits before this one goes out before the program's
             // own (on a terminal both streams are the user's, and the order is what
-            // happened).
-            crate::output_thread::flush(self.engine);
+            // happened). Bounded: a consumer stuck on a sink that is not read costs the
+            // order, not the program's writes. The program runs on core 0.
+            self.session.output.flush_ordered(0);
         }
         let events = !self.engine.snapshot().is_empty();
         let outcome = if events {
@@ -338,10 +339,11 @@ impl<'a> Machine<'a> {
             let exit = program_exit(EventKind::Syscall, r.rax, self.process.pid);
             let mut view = self.view();
             let (process, space, engine) = (&mut self.process, &mut self.space, self.engine);
+            let output = &self.session.output;
             engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
                 if to_terminal {
                     // And what this call's pre-stage scripts printed, before the bytes.
-                    crate::output_thread::flush_through_own_exit(engine, exit.core);
+                    output.flush_ordered(exit.core);
                 }
                 let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
                 let o = process.syscall(space, regs.rax, args);

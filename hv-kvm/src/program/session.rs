@@ -35,6 +35,9 @@ const HAND_OVER: Duration = Duration::from_secs(2);
 /// The session of one program guest.
 pub struct ProgramSession {
     pub(super) engine: Arc<Engine>,
+    /// The program's output thread: it writes what the exits record, and sends it before
+    /// the program's own writes to its terminal.
+    pub(super) output: Arc<crate::output_thread::OutputThread>,
     globals: Arc<GlobalSlots>,
     names: GlobalNames,
     symbols: SymbolMap,
@@ -87,6 +90,7 @@ impl ProgramSession {
         code: Vec<(u64, u64)>,
     ) -> ProgramSession {
         ProgramSession {
+            output: crate::output_thread::OutputThread::new(engine.clone()),
             engine,
             globals,
             names: GlobalNames::default(),

@@ -287,7 +287,7 @@ impl Program {
             tables.root,
             code,
         ));
-        session.debugger.set_notices(sink, session.engine.clone());
+        session.debugger.set_notices(sink, session.output.clone());
         Ok(Program {
             session,
             tables,
@@ -326,9 +326,9 @@ impl Program {
         let hooks = Hooks::new(self.trampolines);
         let mut machine = Machine::new(vcpu, &vm, self.process, space, &session, hooks)?;
         machine.sites.disabled = !self.patch_syscalls;
-        // Everything the exits recorded is out when `draining` returns: however the program
+        // Everything the exits recorded is out when `run_while` returns: however the program
         // ended (its exit, a signal, a VMM error), before the caller prints its summary.
-        let ending = crate::output_thread::draining(&session.engine, || machine.run());
+        let ending = session.output.run_while(|| machine.run());
         let notes = std::mem::take(&mut machine.process.notes);
         drop(machine);
         drop(vm);
