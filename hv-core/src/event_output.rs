@@ -245,13 +245,18 @@ impl EventOutput {
         }
         let mut delivered = 0;
         let notes = self.rings.len();
+        // The queues with something in them (a few: one per vCPU that printed, and the
+        // notes'), so each batch's merge step looks at those, not at every ring's.
+        let mut busy: Vec<usize> = (0..waiting.len())
+            .filter(|&i| !waiting[i].is_empty())
+            .collect();
         loop {
+            busy.retain(|&i| !waiting[i].is_empty());
             // The earliest stamp; a note takes the stamp the next exit will get, so on a tie
             // it goes first, and it may go once every exit before it has (`<=`).
-            let next = waiting
+            let next = busy
                 .iter()
-                .enumerate()
-                .filter_map(|(i, q)| q.front().map(|b| (b.stamp, i != notes, i)))
+                .filter_map(|&i| waiting[i].front().map(|b| (b.stamp, i != notes, i)))
                 .min();
             let Some((stamp, from_ring, i)) = next else {
                 break;
