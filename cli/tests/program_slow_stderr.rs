@@ -32,6 +32,19 @@ fn build(name: &str, src: &str) -> Option<std::path::PathBuf> {
     Some(exe)
 }
 
+/// `hvscript run` on `exe` with a hook on `work` that prints 100 messages per call (100 000
+/// for 1000 calls: far more than a ring and a pipe hold), both output streams piped.
+fn run_loud(exe: &std::path::Path) -> std::process::Child {
+    let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
+    common::hvscript()
+        .args(["run", "-e", hook, "--"])
+        .arg(exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn messages_a_stalled_stderr_could_not_take_are_counted_in_the_summary() {
     if let Err(why) = hv_kvm::kvm_available() {
@@ -47,15 +60,7 @@ int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
     ) else {
         return;
     };
-    // 100 messages per call, 100 000 in all: far more than a ring and a pipe hold.
-    let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
-    let mut child = common::hvscript()
-        .args(["run", "-e", hook, "--"])
-        .arg(&exe)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_loud(&exe);
     std::thread::sleep(Duration::from_secs(2));
     let mut err = String::new();
     child
@@ -115,14 +120,7 @@ int main(void) { for (long i = 0; i < 1000; i++) { work(i); write(1, "w\n", 2); 
     ) else {
         return;
     };
-    let hook = r#"!epthook work script { for (i = 0; i < 0n100; i++) { printf("work(%d) %d\n", @rdi, i); } }"#;
-    let mut child = common::hvscript()
-        .args(["run", "-e", hook, "--"])
-        .arg(&exe)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_loud(&exe);
     let mut stdout = child.stdout.take().unwrap();
     let lines = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = lines.clone();
