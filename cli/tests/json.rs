@@ -2,6 +2,8 @@
 //! messages carry their event, stage, core, pid and rip, and their count per event matches
 //! the summary rows; a program guest's JSON goes to standard error with its pid.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -79,31 +81,13 @@ fn run_json_lines_parse_and_match_the_summary() {
 
 #[test]
 fn a_programs_json_has_its_pid_and_its_ending() {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("json");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("pid.c");
-    std::fs::write(
-        &src,
+    let Some(exe) = common::static_program(
+        "json",
+        "pid",
         "#include <unistd.h>\nint main(void) { return getpid() ? 3 : 4; }\n",
-    )
-    .unwrap();
-    let exe = dir.join("pid");
-    match Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success()),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return;
-        }
-    }
+    ) else {
+        return;
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_hvscript"))
         .args([
             "run",

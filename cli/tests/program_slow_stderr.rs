@@ -10,28 +10,6 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Builds `src` with `gcc -static` as `name`; `None` (skipped, said why) without gcc.
-fn build(name: &str, src: &str) -> Option<std::path::PathBuf> {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("program_slow_stderr");
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let exe = dir.join(name);
-    match std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&c)
-        .status()
-    {
-        Ok(s) => assert!(s.success()),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return None;
-        }
-    }
-    Some(exe)
-}
-
 /// `hvscript run` on `exe` with a hook on `work` that prints 100 messages per call (100 000
 /// for 1000 calls: far more than a ring and a pipe hold), both output streams piped.
 fn run_loud(exe: &std::path::Path) -> std::process::Child {
@@ -47,11 +25,8 @@ fn run_loud(exe: &std::path::Path) -> std::process::Child {
 
 #[test]
 fn messages_a_stalled_stderr_could_not_take_are_counted_in_the_summary() {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let Some(exe) = build(
+    let Some(exe) = common::static_program(
+        "program_slow_stderr",
         "loud",
         r#"volatile long counter;
 __attribute__((noinline)) long work(long x) { counter += x; return counter; }
@@ -106,11 +81,8 @@ int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
 /// before anyone reads standard error.
 #[test]
 fn a_stalled_stderr_does_not_hold_up_the_programs_own_writes() {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return;
-    }
-    let Some(exe) = build(
+    let Some(exe) = common::static_program(
+        "program_slow_stderr",
         "loud_writer",
         r#"#include <unistd.h>
 volatile long counter;

@@ -1,6 +1,8 @@
 //! `hvscript run` as a user runs it: commands of every kind in `-e`, and a summary that
 //! says in words what happened to the guest.
 
+mod common;
+
 use std::process::Command;
 
 fn run(args: &[&str]) -> Option<(Option<i32>, String, String)> {
@@ -209,31 +211,9 @@ int main(void) {
     assert_eq!(count("!sysret"), count("!syscall ") - 1, "{err}");
 }
 
-/// Builds C `source` with `gcc -static` into this test run's scratch directory; `None`
-/// (after saying why) where KVM cannot be opened or no C compiler exists.
+/// A program guest for these tests ([`common::static_program`]).
 fn build_c(name: &str, source: &str) -> Option<std::path::PathBuf> {
-    if let Err(why) = hv_kvm::kvm_available() {
-        eprintln!("skipping: {why}");
-        return None;
-    }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run_program");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let exe = dir.join(name);
-    match Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) => assert!(s.success(), "gcc failed on {name}.c"),
-        Err(e) => {
-            eprintln!("skipping: no C compiler (gcc: {e})");
-            return None;
-        }
-    }
-    Some(exe)
+    common::static_program("run_program", name, source)
 }
 
 /// What only the demo guest has is refused with a program, and `--allow-read` without one:

@@ -1,5 +1,5 @@
-//! What the `hvscript` command tests share: the binary, scratch files, and running it with
-//! bytes on its standard input.
+//! What the `hvscript` command tests share: the binary, scratch files, running it with
+//! bytes on its standard input, and static C programs to run as guests.
 
 #![allow(dead_code)]
 
@@ -33,4 +33,32 @@ pub fn with_stdin(args: &[&str], input: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Builds C `source` with `gcc -static` as `name` in this test run's scratch directory
+/// (`tag` keeps test binaries apart); `None`, after saying why, where KVM cannot be opened
+/// or no C compiler exists (the program could not run as a guest either way).
+pub fn static_program(tag: &str, name: &str, source: &str) -> Option<PathBuf> {
+    if let Err(why) = hv_kvm::kvm_available() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join(name);
+    match Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) => assert!(s.success(), "gcc failed on {name}.c"),
+        Err(e) => {
+            eprintln!("skipping: no C compiler (gcc: {e})");
+            return None;
+        }
+    }
+    Some(exe)
 }
