@@ -587,7 +587,7 @@ impl Engine {
                 pseudo.set(PseudoReg::Time, base + CLOCK_TIME as u64);
             }
         }
-        let claim = ClaimLater {
+        let (recorder, claim) = ClaimLater {
             slot: &mut *run.recorder,
             tried: &mut run.claim_tried,
             output: run.output,
@@ -597,23 +597,8 @@ impl Engine {
             stage,
             pid: exit.pid,
             rip: regs.rip,
-        };
-        let (recorder, claim) = if claim.slot.is_some() {
-            let r = claim.slot.as_mut();
-            if let Some(r) = r {
-                r.begin(event.id, stage, exit.core, exit.pid, regs.rip);
-                (Some(r), None)
-            } else {
-                (None, None)
-            }
-        } else if *claim.tried {
-            // The ring was held by another exit: this one's messages are counted as lost.
-            (None, None)
-        } else if script.may_output() {
-            (claim.claim(), None)
-        } else {
-            (None, Some(claim))
-        };
+        }
+        .start(script.may_output());
         let mut env = ExecutionEnv {
             clock: &clock[..clock_len],
             guest: &mut *guest,

@@ -63,10 +63,27 @@ pub(crate) struct ClaimLater<'a, 'r> {
 }
 
 impl<'a, 'r> ClaimLater<'a, 'r> {
-    /// Takes the ring (once per exit) and starts the execution's records in it.
-    pub fn claim(self) -> Option<&'a mut Recorder<'r>> {
-        *self.tried = true;
-        *self.slot = self.output.recorder(self.core, self.flush);
+    /// Where an execution's output goes as it starts: the exit's recorder if it has one, or
+    /// one taken now for a script that may print; otherwise nothing yet, and the claim
+    /// itself to take the ring at the first message (none once the exit found its ring
+    /// held by another: then messages are counted as lost).
+    pub fn start(self, may_output: bool) -> (Option<&'a mut Recorder<'r>>, Option<Self>) {
+        if self.slot.is_some() || (may_output && !*self.tried) {
+            (self.recorder(), None)
+        } else if *self.tried {
+            (None, None)
+        } else {
+            (None, Some(self))
+        }
+    }
+
+    /// The exit's recorder, taking the ring first if the exit has none (once per exit),
+    /// with the execution's records started in it.
+    pub fn recorder(self) -> Option<&'a mut Recorder<'r>> {
+        if self.slot.is_none() {
+            *self.tried = true;
+            *self.slot = self.output.recorder(self.core, self.flush);
+        }
         let r = self.slot.as_mut()?;
         r.begin(self.event_id, self.stage, self.core, self.pid, self.rip);
         Some(r)
@@ -79,7 +96,7 @@ impl ExecutionEnv<'_, '_> {
     fn take_ring_if_needed(&mut self) {
         if self.recorder.is_none() {
             if let Some(later) = self.claim.take() {
-                self.recorder = later.claim();
+                self.recorder = later.recorder();
             }
         }
     }
