@@ -59,10 +59,6 @@ impl OutputThread {
         })
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-
     fn lock(&self) -> MutexGuard<'_, Wake> {
         self.wake.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -189,27 +189,22 @@ impl<'a> Recorder<'a> {
         fmt: &[u8],
         args: &[u64],
     ) -> Result<(), ScriptError> {
-        let cached = self.claim.state().formats.get(fmt);
-        let (id, specs, strings) = match cached.map(|(id, f)| (id, f.arg_count(), f.has_strings()))
-        {
+        let hit = match self.claim.state().formats.hit(fmt) {
             Some(hit) => hit,
             None => match self.formats.intern(fmt)? {
-                Some((id, f)) => {
-                    let found = (id, f.arg_count(), f.has_strings());
-                    self.claim.state().formats.insert(fmt, id, f);
-                    found
-                }
+                Some((id, f)) => self.claim.state().formats.insert(fmt, id, f),
                 // No id to give it: formatted now, still off the script's error path.
                 None => return self.printf_now(caller, env, fmt, args),
             },
         };
-        if args.len() != specs {
+        let id = hit.id;
+        if args.len() != hit.arg_count {
             return Err(ScriptError::PrintfArity {
-                specifiers: specs,
+                specifiers: hit.arg_count,
                 args: args.len(),
             });
         }
-        if !strings {
+        if !hit.has_strings {
             self.message(printf_words(args.len(), 0), |slot| {
                 write_printf(slot, id, args, &[])
             });

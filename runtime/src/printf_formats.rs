@@ -147,22 +147,25 @@ impl FormatCache {
         self.slot(fmt).map(|s| (s.hit.id, &*s.format))
     }
 
-    /// Remembers `fmt`'s id (replacing what its slot held).
-    pub fn insert(&mut self, fmt: &[u8], id: u32, format: Arc<ParsedFormat>) {
+    /// Remembers `fmt`'s id (replacing what its slot held), and returns what a hit on it
+    /// gives.
+    pub fn insert(&mut self, fmt: &[u8], id: u32, format: Arc<ParsedFormat>) -> FormatHit {
         let mut inline = [0; INLINE_BYTES];
         if fmt.len() <= INLINE_BYTES {
             inline[..fmt.len()].copy_from_slice(fmt);
         }
+        let hit = FormatHit {
+            id,
+            arg_count: format.arg_count(),
+            has_strings: format.has_strings(),
+        };
         self.slots[Self::index(fmt)] = Some(Slot {
             addr: fmt.as_ptr() as usize,
-            hit: FormatHit {
-                id,
-                arg_count: format.arg_count(),
-                has_strings: format.has_strings(),
-            },
+            hit,
             inline,
             format,
         });
+        hit
     }
 }
 
