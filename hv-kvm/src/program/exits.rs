@@ -321,14 +321,12 @@ impl<'a> Machine<'a> {
             ));
         }
         let nr = r.rax;
+        // The events' output before a write to the program's terminal goes out before the
+        // bytes (on a terminal both streams are the user's, and the order is what happened):
+        // the output of earlier exits and, with events, of this call's pre stage. Bounded: a
+        // consumer stuck on a sink that is not read costs the order, not the program's
+        // writes.
         let to_terminal = WRITE_CALLS.contains(&nr) && self.process.files.is_output(r.rdi);
-        if to_terminal {
-            // The events' output of the exits before this one goes out before the program's
-            // own (on a terminal both streams are the user's, and the order is what
-            // happened). Bounded: a consumer stuck on a sink that is not read costs the
-            // order, not the program's writes. The program runs on core 0.
-            self.session.output.flush_ordered(0);
-        }
         let events = !self.engine.snapshot().is_empty();
         let outcome = if events {
             // The engine stages the call: pre scripts see (and may change) the number and
@@ -342,7 +340,6 @@ impl<'a> Machine<'a> {
             let output = &self.session.output;
             engine.handle_exit(&exit, &mut g, &mut view, |regs, _| {
                 if to_terminal {
-                    // And what this call's pre-stage scripts printed, before the bytes.
                     output.flush_ordered(exit.core);
                 }
                 let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
@@ -362,6 +359,10 @@ impl<'a> Machine<'a> {
                 Some(other) => other,
             }
         } else {
+            if to_terminal {
+                // No exit of the engine's here; the program runs on core 0.
+                self.session.output.flush_ordered(0);
+            }
             let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
             self.process.syscall(&mut self.space, r.rax, args)
         };
