@@ -26,12 +26,11 @@
 //! - output beyond [`MAX_PRINTF_OUTPUT`] bytes is cut with a warning (HyperDbg drops it silently).
 
 use alloc::vec::Vec;
-use core::fmt::Write as _;
 
 use crate::env::{Env, NoCallerMemory};
 use crate::error::ScriptError;
 use crate::printf_format::{cut_warning, ParsedFormat};
-use crate::printf_render::Bytes;
+use crate::printf_render::format_int;
 
 /// The most bytes one `printf` produces (HyperDbg sends one 4096-byte packet chunk).
 pub const MAX_PRINTF_OUTPUT: usize = 4096;
@@ -319,6 +318,7 @@ pub fn printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<(), ScriptE
 /// `print(x)`: the value in lower-case hex without a prefix, and a newline.
 pub(crate) fn print(env: &mut dyn Env, v: u64) {
     let mut out = Vec::with_capacity(17);
-    let _ = writeln!(Bytes(&mut out), "{v:x}");
+    format_int(&mut out, Conversion::HexLower, Length::LongLong, v);
+    out.push(b'\n');
     env.output(&out);
 }
