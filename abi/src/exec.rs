@@ -33,6 +33,7 @@ use crate::{GuestRegs, PseudoValues};
 pub type EntryFn = unsafe extern "C" fn(ctx: *mut ExecCtx) -> u64;
 
 /// One entry of the built-in table: `(ctx, call-site record, argument values)`.
+/// (One entry, [`PRINTF_VALUES`], takes its words in another form.)
 ///
 /// `call` is the rodata offset of the call site's [`call_record`] (which built-in, the
 /// error-site id, and a tag per argument); `args` points to one `u64` per argument: the
@@ -41,6 +42,34 @@ pub type EntryFn = unsafe extern "C" fn(ctx: *mut ExecCtx) -> u64;
 /// records the error in the context ([`ExecError::Builtin`] + the site) and returns 0;
 /// compiled code checks [`ExecCtx::error_kind`] after every call.
 pub type BuiltinFn = unsafe extern "C" fn(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64;
+
+/// The built-in table's entry after the built-ins': `printf` whose format is a narrow
+/// string literal and whose other arguments are all values, the printf of nearly every
+/// event script, called without anything to decode. Its `call` is the call-site record's
+/// offset (for errors and the general path) with the number of values in bits 32..64;
+/// `args[0]` is the format, [`packed_bytes`] of its bytes in the rodata; the values follow.
+pub const PRINTF_VALUES: usize = crate::Builtin::ALL.len();
+
+/// The entries of the built-in table: one per built-in, then [`PRINTF_VALUES`].
+pub const BUILTIN_TABLE_LEN: usize = PRINTF_VALUES + 1;
+
+/// The `call` word of a [`PRINTF_VALUES`] call.
+pub const fn printf_values_call(record: u32, values: u32) -> u64 {
+    record as u64 | (values as u64) << 32
+}
+
+/// Bytes of the rodata as one word: `offset | len << 32`.
+pub const fn packed_bytes(offset: u32, len: u32) -> u64 {
+    offset as u64 | (len as u64) << 32
+}
+
+/// The bytes a [`packed_bytes`] word names, or `None` when they are not all in `rodata`.
+#[inline]
+pub fn unpack_bytes(rodata: &[u8], packed: u64) -> Option<&[u8]> {
+    let offset = packed as u32 as usize;
+    let len = (packed >> 32) as usize;
+    rodata.get(offset..offset.checked_add(len)?)
+}
 
 /// The runtime's side of a typed load or store that compiled code does not serve inline:
 /// `(ctx, access, addr, value)`.

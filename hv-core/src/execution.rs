@@ -239,6 +239,14 @@ impl Env for ExecutionEnv<'_, '_> {
         Some(result)
     }
 
+    fn record_printf_values(&mut self, fmt: &[u8], args: &[u64]) -> bool {
+        self.take_ring_if_needed();
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.printf_values(fmt, args),
+            None => false,
+        }
+    }
+
     /// HyperDbg's kernel-side `test_statement` does nothing; so here.
     fn test_statement(&mut self, _value: u64) {}
 

@@ -142,6 +142,9 @@ impl Env for Deferring<'_> {
     fn test_statement(&mut self, value: u64) {
         self.host.test_statement(value);
     }
+    fn record_printf_values(&mut self, fmt: &[u8], args: &[u64]) -> bool {
+        self.recorder.printf_values(fmt, args)
+    }
     fn defer_printf(
         &mut self,
         fmt: &[u8],

@@ -32,7 +32,10 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-use hvscript_abi::exec::{call_record_head, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::exec::{
+    call_record_head, packed_bytes, printf_values_call, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR,
+    PRINTF_VALUES,
+};
 use hvscript_abi::{Builtin, ExecError, Register};
 use hvscript_grammar::ast::Span;
 use hvscript_lang::ir::{
@@ -1444,6 +1447,9 @@ impl FunctionTranslator<'_, '_, '_> {
     }
 
     fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Result<Value, JitError> {
+        if let Some(format) = self.printf_of_values(id, args) {
+            return self.call_printf_values(format, args, span);
+        }
         let site = self.shared.site(span);
         self.shared.builtins.push(id);
         let mut tags = Vec::with_capacity(args.len());
@@ -1471,6 +1477,12 @@ impl FunctionTranslator<'_, '_, '_> {
             base
         };
         let record = self.shared.call_record(site, id, &tags)?;
+        Ok(self.call_table(usize::from(id), u64::from(record), addr))
+    }
+
+    /// Calls entry `entry` of the built-in table with `(ctx, call, args)`, then leaves if
+    /// it stopped the run.
+    fn call_table(&mut self, entry: usize, call: u64, args: Value) -> Value {
         let call_conv = self.shared.call_conv;
         let sig = imported(&mut self.b, &mut self.builtin_sig, || {
             builtin_signature(call_conv)
@@ -1479,15 +1491,70 @@ impl FunctionTranslator<'_, '_, '_> {
         // memory access's miss path, and a value held from entry across them costs every
         // run of the function a callee-saved register.
         let table = self.b.ins().load(I64, mem_const(), self.ctx, off::BUILTINS);
-        let fnptr = self.b.ins().load(I64, mem_const(), table, id as i32 * 8);
-        let record = self.b.ins().iconst(I64, record as i64);
-        let call = self
+        let fnptr = self
             .b
             .ins()
-            .call_indirect(sig, fnptr, &[self.ctx, record, addr]);
-        let v = self.b.inst_results(call)[0];
+            .load(I64, mem_const(), table, (entry * 8) as i32);
+        let call = self.b.ins().iconst(I64, call as i64);
+        let inst = self
+            .b
+            .ins()
+            .call_indirect(sig, fnptr, &[self.ctx, call, args]);
+        let v = self.b.inst_results(inst)[0];
         self.unwind_on_error();
-        Ok(v)
+        v
+    }
+
+    /// The format's bytes in the rodata ([`packed_bytes`]) when this is a printf of a
+    /// narrow literal format and values alone, which has an entry of its own.
+    fn printf_of_values(&self, id: u16, args: &[Operand]) -> Option<u64> {
+        let (Operand::Str(s), values) = args.split_first()? else {
+            return None;
+        };
+        if id != Builtin::Printf.id() || !values.iter().all(|a| matches!(a, Operand::Temp(_))) {
+            return None;
+        }
+        let info = self.shared.strings[*s as usize];
+        let StrLit::Narrow(bytes) = &self.shared.program.strings[*s as usize] else {
+            return None;
+        };
+        // The record's u32 length, then the bytes.
+        Some(packed_bytes(
+            info.offset.checked_add(4)?,
+            u32::try_from(bytes.len()).ok()?,
+        ))
+    }
+
+    /// A printf of values alone through [`PRINTF_VALUES`]: the packed format, then the
+    /// values; the call-site record is still written, for errors and the general path.
+    fn call_printf_values(
+        &mut self,
+        format: u64,
+        args: &[Operand],
+        span: Span,
+    ) -> Result<Value, JitError> {
+        let site = self.shared.site(span);
+        self.shared.builtins.push(Builtin::Printf.id());
+        let slot = self.args_slot();
+        let base = self.b.ins().stack_addr(I64, slot, 0);
+        let format = self.b.ins().iconst(I64, format as i64);
+        self.b.ins().store(mem(), format, base, 0);
+        let mut tags = vec![ARG_NARROW_STR];
+        for (i, a) in args.iter().enumerate().skip(1) {
+            let Operand::Temp(t) = a else {
+                return Err(JitError::InvalidProgram(
+                    "printf of values given a string".into(),
+                ));
+            };
+            let value = self.get(*t);
+            self.b.ins().store(mem(), value, base, (i * 8) as i32);
+            tags.push(ARG_VALUE);
+        }
+        let record = self.shared.call_record(site, Builtin::Printf.id(), &tags)?;
+        let count = u32::try_from(args.len() - 1)
+            .map_err(|_| JitError::InvalidProgram("printf with too many arguments".into()))?;
+        let call = printf_values_call(record, count);
+        Ok(self.call_table(PRINTF_VALUES, call, base))
     }
 
     /// One stack slot per function, big enough for the widest built-in call.

@@ -16,7 +16,10 @@
 use alloc::vec::Vec;
 use core::sync::atomic::AtomicU64;
 
-use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR};
+use hvscript_abi::exec::{
+    call_record, string_record, ARG_NARROW_STR, ARG_VALUE, ARG_WIDE_STR, BUILTIN_TABLE_LEN,
+    PRINTF_VALUES,
+};
 use hvscript_abi::{Builtin, BuiltinFn, ExecCtx, ExecError, MemoryAccess};
 use hvscript_stdlib::{Arg, ArgList, Env, MemFault, ScriptError};
 
@@ -91,16 +94,17 @@ pub(crate) struct MemoryFault {
     pub(crate) fault: MemFault,
 }
 
-/// The built-in table compiled code calls through, indexed by [`Builtin::id`].
+/// The built-in table compiled code calls through, indexed by [`Builtin::id`], with
+/// [`PRINTF_VALUES`] after them.
 pub fn builtin_table() -> &'static [BuiltinFn] {
     &BUILTINS
 }
 
-/// Every built-in goes through [`call_builtin`] but `printf`, which has its own entry
-/// ([`crate::printf_call`]) so that recording one on an exit path costs no decoding.
-pub(crate) static BUILTINS: [BuiltinFn; Builtin::ALL.len()] = {
-    let mut table = [call_builtin as BuiltinFn; Builtin::ALL.len()];
-    table[Builtin::Printf.id() as usize] = crate::printf_call::call_printf;
+/// Every built-in goes through [`call_builtin`]; the printf of values alone has its own
+/// entry ([`crate::printf_call`]), so that recording one on an exit path decodes nothing.
+pub(crate) static BUILTINS: [BuiltinFn; BUILTIN_TABLE_LEN] = {
+    let mut table = [call_builtin as BuiltinFn; BUILTIN_TABLE_LEN];
+    table[PRINTF_VALUES] = crate::printf_call::call_printf_values;
     table
 };
 
@@ -157,7 +161,6 @@ pub(crate) unsafe extern "C" fn call_builtin(
         // passes its (non-null, aligned) address.
         unsafe { core::slice::from_raw_parts(args, record.tags.len()) }
     };
-    let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
     let mut wide: Vec<Vec<u16>> = Vec::new();
     for (&tag, &value) in record.tags.iter().zip(raw) {
         if tag == ARG_WIDE_STR {
@@ -177,11 +180,7 @@ pub(crate) unsafe extern "C" fn call_builtin(
     for (&tag, &value) in record.tags.iter().zip(raw) {
         let arg = match tag {
             ARG_VALUE => {
-                // A built-in given an address inside the local stack may write anywhere in
-                // it: the whole stack must be zeroed before the next run.
-                if (stack_lo..stack_hi).contains(&value) {
-                    ctx.stack_high = ctx.stack_slots;
-                }
+                note_stack_address(ctx, value);
                 Arg::Val(value)
             }
             ARG_NARROW_STR => match string_record(rodata, value, false) {
@@ -196,6 +195,28 @@ pub(crate) unsafe extern "C" fn call_builtin(
         };
         decoded.push(arg);
     }
+    run_decoded(ctx, host, b, site, raw, decoded)
+}
+
+/// A built-in given an address inside the local stack may write anywhere in it: the whole
+/// stack must then be zeroed before the next run.
+pub(crate) fn note_stack_address(ctx: &mut ExecCtx, value: u64) {
+    let (stack_lo, stack_hi) = (ctx.stack as u64, ctx.stack as u64 + ctx.stack_slots * 8);
+    if (stack_lo..stack_hi).contains(&value) {
+        ctx.stack_high = ctx.stack_slots;
+    }
+}
+
+/// Calls built-in `b` with its decoded arguments (`raw`: their words as compiled code
+/// passed them) on the script's memory, updates the translation cache, stores any error.
+pub(crate) fn run_decoded(
+    ctx: &mut ExecCtx,
+    host: &mut HostState<'_>,
+    b: Builtin,
+    site: u32,
+    raw: &[u64],
+    decoded: ArgList<'_>,
+) -> u64 {
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
@@ -276,7 +297,7 @@ pub(crate) unsafe extern "C" fn memory_access(
     }
 }
 
-fn bad_string(builtin: Builtin, offset: u64) -> ScriptError {
+pub(crate) fn bad_string(builtin: Builtin, offset: u64) -> ScriptError {
     ScriptError::InvalidArgument {
         builtin,
         value: offset,

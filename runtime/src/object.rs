@@ -10,7 +10,7 @@
 //!
 //! Format (all integers little-endian):
 //! ```text
-//! magic "HVSCOBJ\0", u32 version (3), u32 arch,
+//! magic "HVSCOBJ\0", u32 version (4), u32 arch,
 //! u32 global_slots,
 //! u32 nfunc,    nfunc x (u32 offset, u32 size, u32 params, u32 locals),
 //! u32 ncode,    ncode bytes,
@@ -23,9 +23,11 @@
 //! u64 FNV-1a hash of everything before it.
 //! ```
 //! Version 1 had no usage sets; version 2's code did not read `ExecCtx::tlb` (the
-//! translation cache), which a runtime of that version does not have. Objects of any
-//! version but this one are refused (the producer and the runtime must agree on the
-//! format and on the context the code runs against; there is no migration).
+//! translation cache), which a runtime of that version does not have; version 3's code
+//! called every printf through the built-in's own entry, and version 4's calls a printf of
+//! values alone through the table's `PRINTF_VALUES` entry, which that runtime lacks.
+//! Objects of any version but this one are refused (the producer and the runtime must
+//! agree on the format and on the context the code runs against; there is no migration).
 
 use alloc::format;
 use alloc::string::String;
@@ -40,7 +42,7 @@ use crate::usage::Usage;
 
 const MAGIC: &[u8; 8] = b"HVSCOBJ\0";
 /// The format version this runtime reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bit of the flags word: the code calls `event_sc`.
 const FLAG_EVENT_SC: u32 = 1;
 /// Upper bounds that keep a malformed header from asking for absurd allocations.

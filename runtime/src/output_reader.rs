@@ -189,6 +189,35 @@ mod tests {
     }
 
     #[test]
+    fn a_printf_records_the_same_words_whichever_path_writes_it() {
+        let ring = OutputRing::new(0);
+        let table = FormatTable::new();
+        let stamps = AtomicU64::new(0);
+        let fmt = b"rax=%d rbx=%x\n";
+        let mut rec = Recorder::new(ring.claim(&stamps).unwrap(), &table);
+        rec.begin(1, Stage::Pre, 0, 7, 8);
+        assert!(
+            !rec.printf_values(fmt, &[1, 2]),
+            "a format not seen yet takes the general path"
+        );
+        rec.printf(&mut NoCallerMemory, &mut Guest(vec![]), fmt, &[1, 2])
+            .unwrap();
+        rec.end();
+        rec.begin(1, Stage::Pre, 0, 7, 8);
+        assert!(
+            !rec.printf_values(fmt, &[1]),
+            "nor does a call of another arity"
+        );
+        assert!(rec.printf_values(fmt, &[1, 2]));
+        rec.end();
+        drop(rec);
+        let mut records = Vec::new();
+        ring.consume(|r| records.push(r.to_vec())).unwrap();
+        assert_eq!(records.len(), 4, "an execution header and a printf each");
+        assert_eq!(records[..2], records[2..]);
+    }
+
+    #[test]
     fn a_recorder_with_a_flush_empties_its_ring_instead_of_dropping() {
         let ring = OutputRing::new(0);
         let table = FormatTable::new();

@@ -79,6 +79,19 @@ pub fn write_printf(slot: &mut [u64], format: u32, args: &[u64], strings: &[u8])
     }
 }
 
+/// [`write_printf`] without strings, and without a `memcpy` call: the exit path's printf
+/// of values (see [`crate::Recorder`]) makes no call at all.
+#[inline(always)]
+pub fn write_printf_values(slot: &mut [u64], format: u32, args: &[u64]) {
+    slot[0] = header(PRINTF, slot.len(), format);
+    slot[1] = args.len() as u64;
+    for (d, s) in slot[2..].iter_mut().zip(args) {
+        // SAFETY: `s` is a reference, valid and aligned for a read. (Volatile keeps the
+        // compiler from making the loop a `memcpy` call again.)
+        *d = unsafe { core::ptr::read_volatile(s) };
+    }
+}
+
 /// The words of a `TEXT` record of `len` bytes.
 pub fn text_words(len: usize) -> usize {
     1 + words_for(len)

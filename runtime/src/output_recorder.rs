@@ -11,8 +11,8 @@ use hvscript_abi::Stage;
 use hvscript_stdlib::{cut_warning, CallerMemory, Env, ParsedFormat, ScriptError};
 
 use crate::output_record::{
-    printf_words, text_words, write_execution, write_printf, write_text, ExecutionHeader,
-    EXECUTION_WORDS,
+    printf_words, text_words, write_execution, write_printf, write_printf_values, write_text,
+    ExecutionHeader, EXECUTION_WORDS,
 };
 use crate::output_ring::{Claim, OutputRing};
 use crate::printf_formats::FormatTable;
@@ -25,6 +25,19 @@ struct Execution {
     core: u32,
     pid: u64,
     rip: u64,
+}
+
+impl Execution {
+    fn header(&self, stamp: u64) -> ExecutionHeader {
+        ExecutionHeader {
+            stamp,
+            event_id: self.event_id,
+            stage: self.stage as u8,
+            core: self.core,
+            pid: self.pid,
+            rip: self.rip,
+        }
+    }
 }
 
 /// Delivers what a ring has published, on the producer's own thread: how an embedder
@@ -115,15 +128,7 @@ impl<'a> Recorder<'a> {
                 let stamp = self.claim.stamp();
                 self.claim.write(EXECUTION_WORDS + words, |slot| {
                     let (head, record) = slot.split_at_mut(EXECUTION_WORDS);
-                    let h = ExecutionHeader {
-                        stamp,
-                        event_id: e.event_id,
-                        stage: e.stage as u8,
-                        core: e.core,
-                        pid: e.pid,
-                        rip: e.rip,
-                    };
-                    write_execution(head, &h);
+                    write_execution(head, &e.header(stamp));
                     fill(record);
                 })
             }
@@ -167,20 +172,48 @@ impl<'a> Recorder<'a> {
         fmt: &[u8],
         args: &[u64],
     ) -> Result<(), ScriptError> {
-        // The common case, kept small: a cached format without strings.
-        match self.claim.state().formats.hit(fmt) {
-            Some(hit) if !hit.has_strings && hit.arg_count == args.len() => {
-                self.message(printf_words(args.len(), 0), |slot| {
-                    write_printf(slot, hit.id, args, &[])
-                });
-                Ok(())
-            }
-            _ => self.printf_slow(caller, env, fmt, args),
+        if self.printf_values(fmt, args) {
+            Ok(())
+        } else {
+            self.printf_slow(caller, env, fmt, args)
         }
     }
 
-    /// [`Recorder::printf`] for a format not cached yet, a call of the wrong arity, or one
-    /// with strings to read.
+    /// The common case of [`Recorder::printf`] (what
+    /// [`Env::record_printf_values`] does), written without a single call: a cached format
+    /// without strings, and room in the ring now. `false` when it wrote nothing;
+    /// [`Recorder::printf`] decides then.
+    #[inline]
+    pub fn printf_values(&mut self, fmt: &[u8], args: &[u64]) -> bool {
+        let Some(hit) = self.claim.state().formats.hit(fmt) else {
+            return false;
+        };
+        if hit.has_strings || hit.arg_count != args.len() {
+            return false;
+        }
+        let header = if self.header_due {
+            self.execution
+        } else {
+            None
+        };
+        let header_words = if header.is_some() { EXECUTION_WORDS } else { 0 };
+        let stamp = self.claim.stamp();
+        let words = header_words + printf_words(args.len(), 0);
+        let Some(slot) = self.claim.reserve(words) else {
+            return false;
+        };
+        let (head, record) = slot.split_at_mut(header_words);
+        if let Some(e) = header {
+            write_execution(head, &e.header(stamp));
+        }
+        write_printf_values(record, hit.id, args);
+        self.header_due = false;
+        true
+    }
+
+    /// [`Recorder::printf`] for a format not cached yet, a call of the wrong arity, one
+    /// with strings to read, or a record that needs a pad, a fresh look at the consumer's
+    /// `tail`, a flush or a drop.
     #[inline(never)]
     fn printf_slow(
         &mut self,

@@ -296,6 +296,28 @@ impl<'a> Claim<'a> {
         true
     }
 
+    /// The next `words` words, unwritten and unpublished, when they fit before the end of
+    /// the array and the consumer's `tail` as last read leaves room for them: the common
+    /// case of [`Claim::write`], with no pad to write and no `tail` to read. `None` says
+    /// nothing about the ring; `write` then decides. The words are the caller's to fill
+    /// with one record (or several whole ones) before the next publish.
+    #[inline]
+    pub fn reserve(&mut self, words: usize) -> Option<&mut [u64]> {
+        let ring = self.ring;
+        let cap = ring.mask + 1;
+        let state = self.state();
+        let (pos, len) = (state.pos, words as u64);
+        let at = pos & ring.mask;
+        if len > cap / 2 || at + len > cap || pos + len - state.cached_tail > cap {
+            return None;
+        }
+        state.pos = pos + len;
+        // SAFETY: words `at..at + len` are inside the array (checked above), free (`tail`
+        // only grows, so `tail + cap` is still past them) and unpublished, so the consumer
+        // reads none of them; this claim is the only producer, and the slice borrows it.
+        Some(unsafe { core::slice::from_raw_parts_mut(ring.base().add(at as usize), words) })
+    }
+
     /// Makes everything written so far visible to the consumer.
     pub fn publish(&mut self) {
         let pos = self.state().pos;
@@ -367,6 +389,38 @@ mod tests {
         assert!(c.write(1, fill(1, 2)));
         drop(c);
         assert_eq!(records(&ring).len(), 1);
+    }
+
+    #[test]
+    fn reserve_takes_only_what_fits_before_the_end_and_write_does_the_rest() {
+        let ring = OutputRing::new(0);
+        let stamps = AtomicU64::new(0);
+        let cap = ring.capacity_words();
+        let mut c = ring.claim(&stamps).unwrap();
+        assert!(c.reserve(cap / 2 + 1).is_none(), "more than half a ring");
+        let slot = c.reserve(cap / 2 - 3).unwrap();
+        slot[0] = header(1, cap / 2 - 3, 0);
+        let slot = c.reserve(cap / 2 - 3).unwrap();
+        slot[0] = header(1, cap / 2 - 3, 1);
+        // 6 words left before the end: 8 do not fit there, and `reserve` leaves the pad to
+        // `write`, which finds the ring full.
+        assert!(c.reserve(8).is_none());
+        assert!(!c.write(8, |slot| slot[0] = header(1, 8, 9)));
+        c.publish();
+        assert_eq!(ring.consume(|_| {}), Some(2));
+        // The consumer gave the words back, but `reserve` goes by the tail it last read:
+        // it declines, and `write` reads the tail again, pads and writes at the start.
+        assert!(c.reserve(8).is_none());
+        assert!(c.write(8, |slot| slot[0] = header(1, 8, 2)));
+        let slot = c.reserve(4).unwrap();
+        slot[0] = header(1, 4, 3);
+        drop(c);
+        let got: Vec<u32> = records(&ring)
+            .iter()
+            .map(|r| split_header(r[0]).2)
+            .collect();
+        assert_eq!(got, [2, 3]);
+        assert_eq!(ring.dropped(), 0);
     }
 
     #[test]

@@ -1,55 +1,87 @@
-//! Compiled code's `printf` entry in the built-in table. When the environment defers
-//! printf ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf)), the call-site
-//! record's values go to it as they are, with no argument decoding, no allocation and no
-//! formatting, which is what keeps a printf on an exit path to a few nanoseconds; an
-//! environment that formats now gets the general entry, [`call_builtin`].
+//! Compiled code's entry for the printf of values alone
+//! ([`PRINTF_VALUES`](hvscript_abi::exec::PRINTF_VALUES): a narrow
+//! literal format, every other argument a value), the printf of nearly every event script.
+//! When the environment defers printf ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf)),
+//! the format's bytes and the values go to it as compiled code passed them: nothing to
+//! decode, allocate or format, which keeps a printf on an exit path to a few nanoseconds.
+//! An environment that formats now gets the general path, [`run_decoded`].
 
-use hvscript_abi::exec::{call_record, string_record, ARG_NARROW_STR, ARG_VALUE};
+use hvscript_abi::exec::{call_record, unpack_bytes};
 use hvscript_abi::{Builtin, ExecCtx};
-use hvscript_stdlib::{CallerMemory, MemFault, NoCallerMemory};
+use hvscript_stdlib::{Arg, ArgList, CallerMemory, MemFault, NoCallerMemory};
 
-use crate::builtins::{call_builtin, globals_of, record_error, rodata_of, HostState};
+use crate::builtins::{
+    bad_string, globals_of, note_stack_address, record_error, rodata_of, run_decoded, HostState,
+};
 use crate::script_memory::OwnAreas;
 
-/// The table's `printf` entry.
+/// The table's [`PRINTF_VALUES`](hvscript_abi::exec::PRINTF_VALUES) entry.
 ///
 /// # Safety
-/// As [`call_builtin`]'s: called by compiled code only, with the context of a run started
-/// by [`Runner::run`](crate::Runner::run), `call` the rodata offset of a call-site record,
-/// and `args` pointing to as many initialised `u64`s as the record has tags.
-pub(crate) unsafe extern "C" fn call_printf(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64 {
-    {
-        // SAFETY: compiled code passes the context `Runner::run` made; no other reference
-        // to it is live while compiled code is suspended in this call (this one ends
-        // before `call_builtin` makes its own).
-        let ctx = unsafe { &mut *ctx };
-        // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the
-        // whole run and not otherwise borrowed while compiled code runs.
-        let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
-        let rodata = rodata_of(ctx);
-        if let Some(record) = call_record(rodata, call) {
-            let plain = record.builtin == Builtin::Printf.id()
-                && !args.is_null()
-                && record.tags.first() == Some(&ARG_NARROW_STR)
-                && record.tags[1..].iter().all(|&t| t == ARG_VALUE);
-            if plain {
-                // SAFETY: compiled code stores one value per tag in a stack slot of its
-                // frame and passes its (non-null, aligned) address.
-                let raw = unsafe { core::slice::from_raw_parts(args, record.tags.len()) };
-                if let Some(fmt) = string_record(rodata, raw[0], false) {
-                    let mut own = ContextMemory(ctx);
-                    // Printf never writes: the stack needs no clearing for it.
-                    match host.env.defer_printf(fmt, &raw[1..], &mut own) {
-                        Some(Ok(())) => return 0,
-                        Some(Err(e)) => return record_error(ctx, host, record.site, e),
-                        None => {}
-                    }
-                }
-            }
+/// Called by compiled code only, with the context of a run started by
+/// [`Runner::run`](crate::Runner::run), `call` and `args` as `PRINTF_VALUES` says:
+/// `args` points to the packed format and then as many initialised `u64`s as `call` counts.
+pub(crate) unsafe extern "C" fn call_printf_values(
+    ctx: *mut ExecCtx,
+    call: u64,
+    args: *const u64,
+) -> u64 {
+    let count = (call >> 32) as usize;
+    // SAFETY: compiled code passes the context `Runner::run` made; no other reference to
+    // it is live while compiled code is suspended in this call.
+    let ctx_ref = unsafe { &*ctx };
+    // SAFETY: `ctx.host` is the `HostState` on `Runner::run`'s frame, alive for the whole
+    // run and not otherwise borrowed while compiled code runs.
+    let host = unsafe { &mut *(ctx_ref.host as *mut HostState<'_>) };
+    // SAFETY: compiled code stores the format and one word per value in a stack slot of
+    // its frame and passes its (non-null, aligned) address.
+    let raw = unsafe { core::slice::from_raw_parts(args, 1 + count) };
+    if let Some(fmt) = unpack_bytes(rodata_of(ctx_ref), raw[0]) {
+        if host.env.record_printf_values(fmt, &raw[1..]) {
+            return 0;
         }
     }
-    // SAFETY: this function's own contract, which is `call_builtin`'s.
-    unsafe { call_builtin(ctx, call, args) }
+    // SAFETY: this function's own contract.
+    unsafe { printf_values_otherwise(ctx, call, args) }
+}
+
+/// The rest of [`call_printf_values`], out of its way: the printf deferred the general way
+/// ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf), which reads `%s` strings
+/// and reports errors), or formatted now.
+///
+/// # Safety
+/// As [`call_printf_values`]'s.
+#[cold]
+#[inline(never)]
+unsafe fn printf_values_otherwise(ctx: *mut ExecCtx, call: u64, args: *const u64) -> u64 {
+    let record = u64::from(call as u32);
+    let count = (call >> 32) as usize;
+    // SAFETY: as in `call_printf_values`, whose references have ended.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: as in `call_printf_values`.
+    let host = unsafe { &mut *(ctx.host as *mut HostState<'_>) };
+    // SAFETY: as in `call_printf_values`.
+    let raw = unsafe { core::slice::from_raw_parts(args, 1 + count) };
+    let (format, values) = (raw[0], &raw[1..]);
+    let rodata = rodata_of(ctx);
+    let site = call_record(rodata, record).map_or(0, |r| r.site);
+    let Some(fmt) = unpack_bytes(rodata, format) else {
+        return record_error(ctx, host, site, bad_string(Builtin::Printf, format));
+    };
+    // Printf never writes: the stack needs no clearing for it.
+    match host.env.defer_printf(fmt, values, &mut ContextMemory(ctx)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => record_error(ctx, host, site, e),
+        None => {
+            let mut decoded = ArgList::new();
+            decoded.push(Arg::Str(fmt));
+            for &v in values {
+                note_stack_address(ctx, v);
+                decoded.push(Arg::Val(v));
+            }
+            run_decoded(ctx, host, Builtin::Printf, site, raw, decoded)
+        }
+    }
 }
 
 /// The script's own stack and globals, as the run's context describes them, made into

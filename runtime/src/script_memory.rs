@@ -287,6 +287,9 @@ impl Env for ScriptMemory<'_> {
         };
         host.defer_printf(fmt, args, &mut own)
     }
+    fn record_printf_values(&mut self, fmt: &[u8], args: &[u64]) -> bool {
+        self.host.record_printf_values(fmt, args)
+    }
     fn warn(&mut self, msg: &str) {
         self.host.warn(msg)
     }

@@ -301,6 +301,16 @@ pub trait Env {
         None
     }
 
+    /// [`Env::defer_printf`]'s shortcut, for the exit path: records `printf(fmt, args...)`
+    /// when that takes nothing but the values (a format this environment has recorded
+    /// before, with no `%s`/`%ws` to read, and room for the record now), and says whether
+    /// it did. `false` (the default) sends the call the general way, so an environment
+    /// only answers `true` where `defer_printf` would have recorded the same. It takes no
+    /// caller memory and returns no error, so it costs the exit path a call and a test.
+    fn record_printf_values(&mut self, _fmt: &[u8], _args: &[u64]) -> bool {
+        false
+    }
+
     /// The conformance hook `test_statement(x)`.
     fn test_statement(&mut self, value: u64);
 

@@ -307,6 +307,9 @@ pub fn format_printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<Vec<
 /// ([`Env::defer_printf`]: recorded at event time, formatted later by a consumer), else
 /// formatted now and appended to the output.
 pub fn printf(env: &mut dyn Env, fmt: &[u8], args: &[u64]) -> Result<(), ScriptError> {
+    if env.record_printf_values(fmt, args) {
+        return Ok(());
+    }
     if let Some(done) = env.defer_printf(fmt, args, &mut NoCallerMemory) {
         return done;
     }
