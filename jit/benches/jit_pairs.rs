@@ -8,17 +8,22 @@
 //! default 15; `HVSCRIPT_PAIRS_ONLY=NAME`: one op). `dq_eq_cold` runs `dq_eq` against an environment whose pages are valid for
 //! one execution only (as in a hypervisor, where the guest may change its page tables
 //! between exits), so every run starts with an empty translation cache: one miss per page.
+//! `printf3_exit` runs `printf3` the way an exit does (`exit_env`): recorded into an output
+//! ring, the consumer's formatting between timed chunks.
 
 use std::hint::black_box;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use hvscript_abi::{GuestRegs, PseudoValues};
 use hvscript_jit::Jit;
 use hvscript_lang::{compile_source, CompileOptions, Globals, HostEnv, Invocation, Limits, Stage};
-use hvscript_runtime::{LoadedCode, Runner};
+use hvscript_runtime::{FormatTable, LoadedCode, OutputRing, Recorder, Runner};
 use hvscript_stdlib::{AtomicRmw, DirectPage, Env, MemFault};
 
+mod exit_env;
 mod scripts;
+use exit_env::{timed_chunks, Deferring};
 use scripts::*;
 
 /// [`HostEnv`] whose direct pages are valid for one execution only.
@@ -51,27 +56,58 @@ impl Env for OneExecution {
     }
 }
 
+/// Where a case's script runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    /// `eval`'s host environment: printf formatted now.
+    Host,
+    /// The host environment with pages valid for one execution only.
+    Cold,
+    /// An exit's: printf recorded into an output ring.
+    Exit,
+}
+
+enum CaseEnv {
+    Host(Box<dyn Env>),
+    /// The ring and the format table live as long as the bench (leaked), as a VM's do.
+    Exit {
+        env: Box<Deferring<'static>>,
+        ring: &'static OutputRing,
+        formats: &'static FormatTable,
+    },
+}
+
 /// One script ready to run on the JIT, as `jit_vs_interp` runs it.
 struct Case {
     code: LoadedCode,
     globals: Globals,
-    env: Box<dyn Env>,
+    env: CaseEnv,
     regs: GuestRegs,
     runner: Runner,
 }
 
 impl Case {
-    fn new(src: &str, cold: bool) -> Case {
+    fn new(src: &str, setting: Setting) -> Case {
         let globals = Globals::default();
         let program =
             compile_source(src, &globals, &CompileOptions::default()).expect("bench script");
         let code = LoadedCode::load(Jit::new().unwrap().compile(&program).unwrap()).unwrap();
         let mut host = HostEnv::new(Stage::Pre);
         host.memory.load(0x1000, &[0x11; 0x40]);
-        let env: Box<dyn Env> = if cold {
-            Box::new(OneExecution(host))
-        } else {
-            Box::new(host)
+        let env = match setting {
+            Setting::Host => CaseEnv::Host(Box::new(host)),
+            Setting::Cold => CaseEnv::Host(Box::new(OneExecution(host))),
+            Setting::Exit => {
+                let ring: &'static OutputRing = Box::leak(Box::new(OutputRing::new(256 * 1024)));
+                let formats: &'static FormatTable = Box::leak(Box::new(FormatTable::new()));
+                let stamps: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+                let recorder = Recorder::new(ring.claim(stamps).unwrap(), formats);
+                CaseEnv::Exit {
+                    env: Box::new(Deferring { host, recorder }),
+                    ring,
+                    formats,
+                }
+            }
         };
         let mut regs = GuestRegs::default();
         for (i, s) in regs.slots_mut().iter_mut().enumerate() {
@@ -87,18 +123,34 @@ impl Case {
         }
     }
 
-    fn run(&mut self, n: u64) {
+    /// Runs the script `n` times; the time the runs took (without an exit's consumer).
+    fn run(&mut self, n: u64) -> Duration {
         let pseudo = PseudoValues::default();
         let image = self.code.image();
-        for _ in 0..n {
+        let (regs, globals, runner) = (&mut self.regs, &self.globals, &mut self.runner);
+        let mut once = |host: &mut dyn Env| {
             let mut inv = Invocation {
-                regs: &mut self.regs,
+                regs: &mut *regs,
                 pseudo: &pseudo,
-                globals: &self.globals,
-                host: &mut *self.env,
+                globals,
+                host,
                 limits: Limits::default(),
             };
-            black_box(self.runner.run(&image, &mut inv).unwrap());
+            black_box(runner.run(&image, &mut inv).unwrap());
+        };
+        match &mut self.env {
+            CaseEnv::Host(env) => {
+                let t = Instant::now();
+                for _ in 0..n {
+                    once(&mut **env);
+                }
+                t.elapsed()
+            }
+            CaseEnv::Exit { env, ring, formats } => timed_chunks(n, ring, formats, || {
+                env.recorder.begin(1, hvscript_abi::Stage::Pre, 0, 0, 0);
+                once(&mut **env);
+                env.recorder.end();
+            }),
         }
     }
 
@@ -106,9 +158,7 @@ impl Case {
     fn calibrate(&mut self, target: Duration) -> u64 {
         let mut n = 1;
         loop {
-            let t = Instant::now();
-            self.run(n);
-            if t.elapsed() >= target {
+            if self.run(n) >= target {
                 return n;
             }
             n *= 2;
@@ -118,11 +168,7 @@ impl Case {
     /// Nanoseconds per run: the best of `batches` batches of `n` runs.
     fn measure(&mut self, n: u64, batches: u32) -> f64 {
         (0..batches)
-            .map(|_| {
-                let t = Instant::now();
-                self.run(n);
-                t.elapsed().as_nanos() as f64 / n as f64
-            })
+            .map(|_| self.run(n).as_nanos() as f64 / n as f64)
             .fold(f64::INFINITY, f64::min)
     }
 }
@@ -146,28 +192,29 @@ fn main() {
         .unwrap_or(if quick { 1 } else { 15 });
     let batch = Duration::from_millis(if quick { 1 } else { 4 });
     let only = std::env::var("HVSCRIPT_PAIRS_ONLY").ok();
-    let mut arith = Case::new(ARITH, false);
+    let mut arith = Case::new(ARITH, Setting::Host);
     arith.run(10_000);
     let arith_n = arith.calibrate(batch);
     println!(
         "{:<16} {:>5}  {:>28}  {:>28}  {:>12}",
         "op (JIT)", "pairs", "op/arith median [min, max]", "op ns median [min, max]", "arith ns"
     );
-    for (name, src, cold) in [
-        ("arith", ARITH, false),
-        ("trivial", "@rax = 1;", false),
-        ("if_elsif", IF_CHAIN, false),
-        ("dq_eq", MEMORY, false),
-        ("dq_eq_cold", MEMORY, true),
-        ("printf3", PRINTF, false),
-        ("struct_guest_4", STRUCT_GUEST, false),
-        ("array_64", ARRAY, false),
-        ("for_1000", FOR_LOOP, false),
+    for (name, src, setting) in [
+        ("arith", ARITH, Setting::Host),
+        ("trivial", "@rax = 1;", Setting::Host),
+        ("if_elsif", IF_CHAIN, Setting::Host),
+        ("dq_eq", MEMORY, Setting::Host),
+        ("dq_eq_cold", MEMORY, Setting::Cold),
+        ("printf3", PRINTF, Setting::Host),
+        ("printf3_exit", PRINTF, Setting::Exit),
+        ("struct_guest_4", STRUCT_GUEST, Setting::Host),
+        ("array_64", ARRAY, Setting::Host),
+        ("for_1000", FOR_LOOP, Setting::Host),
     ] {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
-        let mut op = Case::new(src, cold);
+        let mut op = Case::new(src, setting);
         op.run(10_000);
         let op_n = op.calibrate(batch);
         let (mut ratios, mut op_ns, mut arith_ns) = (vec![], vec![], vec![]);

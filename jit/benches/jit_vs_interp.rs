@@ -17,7 +17,7 @@
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hvscript_abi::{GuestRegs, PseudoValues};
@@ -27,10 +27,11 @@ use hvscript_lang::{
     Stage,
 };
 use hvscript_runtime::Runner;
-use hvscript_runtime::{FormatTable, LoadedCode, OutputReader, OutputRing, Recorder};
-use hvscript_stdlib::{AtomicRmw, CallerMemory, Env, MemFault, ScriptError};
+use hvscript_runtime::{FormatTable, LoadedCode, OutputRing, Recorder};
 
+mod exit_env;
 mod scripts;
+use exit_env::{timed_chunks, Deferring};
 use scripts::*;
 
 /// A typical 20-line event script (the EFER example, grown).
@@ -115,75 +116,6 @@ fn runs(c: &mut Criterion) {
     ] {
         run_group(c, name, src, small);
     }
-}
-
-/// The host environment with printf deferred into an output ring, as an exit's is.
-struct Deferring<'r> {
-    host: HostEnv,
-    recorder: Recorder<'r>,
-}
-
-impl Env for Deferring<'_> {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        self.host.read(addr, buf)
-    }
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        self.host.write(addr, data)
-    }
-    fn atomic_rmw_u64(&mut self, addr: u64, op: AtomicRmw) -> Result<u64, MemFault> {
-        self.host.atomic_rmw_u64(addr, op)
-    }
-    fn cmpxchg_u32(&mut self, addr: u64, expected: u32, new: u32) -> Result<u32, MemFault> {
-        self.host.cmpxchg_u32(addr, expected, new)
-    }
-    fn output(&mut self, bytes: &[u8]) {
-        self.recorder.text(bytes);
-    }
-    fn test_statement(&mut self, value: u64) {
-        self.host.test_statement(value);
-    }
-    fn record_printf_values(&mut self, fmt: &[u8], args: &[u64]) -> bool {
-        self.recorder.printf_values(fmt, args)
-    }
-    fn defer_printf(
-        &mut self,
-        fmt: &[u8],
-        args: &[u64],
-        caller: &mut dyn CallerMemory,
-    ) -> Option<Result<(), ScriptError>> {
-        Some(self.recorder.printf(caller, &mut self.host, fmt, args))
-    }
-}
-
-/// Runs `one` `iters` times in timed chunks, formatting what the ring holds between
-/// chunks with the clock stopped (the consumer's work, not the exit's).
-fn timed_chunks(
-    iters: u64,
-    ring: &OutputRing,
-    formats: &FormatTable,
-    mut one: impl FnMut(),
-) -> Duration {
-    let mut reader = OutputReader::new();
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iters {
-        let chunk = (iters - done).min(1000);
-        let t = Instant::now();
-        for _ in 0..chunk {
-            one();
-        }
-        total += t.elapsed();
-        done += chunk;
-        reader.read(ring, formats, |b| {
-            black_box(b);
-        });
-    }
-    assert_eq!(
-        ring.dropped(),
-        0,
-        "the ring must never be full in this bench"
-    );
-    total
 }
 
 fn exit_path(c: &mut Criterion) {
