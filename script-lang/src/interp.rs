@@ -193,6 +193,29 @@ impl Machine<'_, '_, '_> {
                 self.note_stack_address(t[*x as usize]);
             }
         }
+        let located = |e| RunError {
+            kind: RunErrorKind::Builtin(e),
+            span,
+        };
+        // Guest-memory reads and writes of as many values as they take, without an
+        // argument list (anything else gets `call`'s checks and errors).
+        let values = args.iter().all(|a| matches!(a, Operand::Temp(_)));
+        if values
+            && hvscript_stdlib::is_virtual_memory(builtin)
+            && args.len() == builtin.shape().args.len()
+        {
+            let value = |i: usize| match args.get(i) {
+                Some(Operand::Temp(x)) => t[*x as usize],
+                _ => 0,
+            };
+            let mut mem = ScriptMemory::new(
+                &mut *self.stack,
+                self.inv.globals.slots(),
+                &mut *self.inv.host,
+            );
+            return hvscript_stdlib::call_virtual_memory(builtin, &mut mem, value(0), value(1))
+                .map_err(located);
+        }
         let strings = &self.program.strings;
         let mut list = ArgList::new();
         for a in args {
@@ -209,10 +232,7 @@ impl Machine<'_, '_, '_> {
             self.inv.globals.slots(),
             &mut *self.inv.host,
         );
-        hvscript_stdlib::call(builtin, &mut mem, list.as_slice()).map_err(|e| RunError {
-            kind: RunErrorKind::Builtin(e),
-            span,
-        })
+        hvscript_stdlib::call(builtin, &mut mem, list.as_slice()).map_err(located)
     }
 
     fn step(&mut self, inst: &Inst, fp: usize, t: &mut [u64]) -> Result<(), RunError> {

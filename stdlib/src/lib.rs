@@ -160,6 +160,39 @@ fn check_args(b: Builtin, args: &[Arg<'_>]) -> Result<(), ScriptError> {
     Ok(())
 }
 
+/// Whether `b` is one of `poi dq dd dw db` (one value: the address) or `eb ed eq` (two:
+/// the address and the value), the guest-memory built-ins [`call_virtual_memory`] serves.
+pub fn is_virtual_memory(b: Builtin) -> bool {
+    use Builtin::*;
+    matches!(b, Poi | Dq | Dd | Dw | Db | Eb | Ed | Eq)
+}
+
+/// `poi dq dd dw db` at `addr`, or `eb ed eq` of `value` at `addr`, as [`call`] does them
+/// but without an argument list to build and check: what an interpreter calls for the
+/// guest-memory reads and writes event scripts make most. Any other built-in is refused.
+pub fn call_virtual_memory(
+    b: Builtin,
+    env: &mut dyn Env,
+    addr: u64,
+    value: u64,
+) -> Result<u64, ScriptError> {
+    use Builtin::*;
+    let virt = Space::Virtual;
+    match b {
+        Poi | Dq => memory::read_uint(env, b, virt, addr, 8),
+        Dd => memory::read_uint(env, b, virt, addr, 4),
+        Dw => memory::read_uint(env, b, virt, addr, 2),
+        Db => memory::read_uint(env, b, virt, addr, 1),
+        Eb => Ok(memory::write_uint(env, b, virt, addr, 1, value)),
+        Ed => Ok(memory::write_uint(env, b, virt, addr, 4, value)),
+        Eq => Ok(memory::write_uint(env, b, virt, addr, 8, value)),
+        _ => Err(ScriptError::NotCallable {
+            builtin: b,
+            reason: "not a guest-memory read or write of values",
+        }),
+    }
+}
+
 /// Calls built-in `b`. Returns its value (0 for statement-only built-ins).
 pub fn call(b: Builtin, env: &mut dyn Env, args: &[Arg<'_>]) -> Result<u64, ScriptError> {
     use Builtin::*;
@@ -171,10 +204,7 @@ pub fn call(b: Builtin, env: &mut dyn Env, args: &[Arg<'_>]) -> Result<u64, Scri
     };
     let (virt, phys) = (Space::Virtual, Space::Physical);
     match b {
-        Poi | Dq => memory::read_uint(env, b, virt, v(0), 8),
-        Dd => memory::read_uint(env, b, virt, v(0), 4),
-        Dw => memory::read_uint(env, b, virt, v(0), 2),
-        Db => memory::read_uint(env, b, virt, v(0), 1),
+        Poi | Dq | Dd | Dw | Db | Eb | Ed | Eq => call_virtual_memory(b, env, v(0), v(1)),
         Hi => memory::hi(env, b, virt, v(0)),
         Low => memory::low(env, b, virt, v(0)),
         PoiPa | DqPa => memory::read_uint(env, b, phys, v(0), 8),
@@ -183,9 +213,6 @@ pub fn call(b: Builtin, env: &mut dyn Env, args: &[Arg<'_>]) -> Result<u64, Scri
         DbPa => memory::read_uint(env, b, phys, v(0), 1),
         HiPa => memory::hi(env, b, phys, v(0)),
         LowPa => memory::low(env, b, phys, v(0)),
-        Eb => Ok(memory::write_uint(env, b, virt, v(0), 1, v(1))),
-        Ed => Ok(memory::write_uint(env, b, virt, v(0), 4, v(1))),
-        Eq => Ok(memory::write_uint(env, b, virt, v(0), 8, v(1))),
         EbPa => Ok(memory::write_uint(env, b, phys, v(0), 1, v(1))),
         EdPa => Ok(memory::write_uint(env, b, phys, v(0), 4, v(1))),
         EqPa => Ok(memory::write_uint(env, b, phys, v(0), 8, v(1))),

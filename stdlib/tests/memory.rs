@@ -502,3 +502,36 @@ fn no_builtin_panics_on_odd_values() {
         }
     }
 }
+
+#[test]
+fn the_interpreters_shortcut_does_what_call_does() {
+    use hvscript_stdlib::{call_virtual_memory, is_virtual_memory};
+    let served: Vec<Builtin> = Builtin::ALL
+        .iter()
+        .copied()
+        .filter(|&b| is_virtual_memory(b))
+        .collect();
+    assert_eq!(served.len(), 8, "poi dq dd dw db eb ed eq");
+    for b in served {
+        let writes = b.shape().args.len() == 2;
+        // A readable address, one straddling into a hole, and one inside it.
+        for addr in [BASE + 3, 0x1ffc, 0x2004] {
+            let mut via_call = env_with_qword();
+            let mut via_shortcut = env_with_qword();
+            for env in [&mut via_call, &mut via_shortcut] {
+                env.holes.push(0x2000..0x2010);
+            }
+            let args: &[u64] = if writes { &[addr, 0xa5a5] } else { &[addr] };
+            let want = callv(&mut via_call, b, args);
+            let value = args.get(1).copied().unwrap_or(0);
+            let got = call_virtual_memory(b, &mut via_shortcut, addr, value);
+            assert_eq!(got, want, "{} at {addr:#x}", b.name());
+            assert_eq!(via_shortcut.mem, via_call.mem, "{} at {addr:#x}", b.name());
+        }
+    }
+    let mut env = env_with_qword();
+    assert!(matches!(
+        call_virtual_memory(Builtin::Strlen, &mut env, BASE, 0),
+        Err(ScriptError::NotCallable { .. })
+    ));
+}
