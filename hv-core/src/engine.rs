@@ -652,6 +652,12 @@ impl Engine {
             }
         }
         if pause {
+            // The break may last until a console says `g`: the exit gives its ring back
+            // first (publishing what it recorded), so the other cores' output, stamped after
+            // this exit's, is not held back behind it meanwhile. Its executions after the
+            // break take the ring again, with a stamp after everything the pause let by.
+            *run.recorder = None;
+            run.claim_tried = false;
             // After the script's output, so the console shows it before the break.
             let at = PauseInfo {
                 event_id: event.id,

@@ -315,3 +315,64 @@ fn scripts_that_cannot_print_take_the_ring_only_to_report_an_error() {
     assert!(!rig.engine.output_pending());
     assert_eq!(rig.sink.text(), "");
 }
+
+/// A guest whose `pause()` runs an exit on core 1 and drains the output, as another vCPU
+/// and the output thread do while this core waits for `g`; it keeps what the sink had then.
+struct PausingGuest<'a> {
+    rig: &'a Rig,
+    during_pause: Option<String>,
+}
+
+impl GuestAccess for PausingGuest<'_> {
+    fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), hvscript_stdlib::MemFault> {
+        Err(hvscript_stdlib::MemFault::Invalid)
+    }
+    fn write(&mut self, _: u64, _: &[u8]) -> Result<(), hvscript_stdlib::MemFault> {
+        Err(hvscript_stdlib::MemFault::Invalid)
+    }
+    fn can_pause(&self) -> bool {
+        true
+    }
+    fn pause(&mut self, _at: &PauseInfo, _regs: &mut GuestRegs) {
+        let mut regs = GuestRegs::default();
+        self.rig.engine.handle_exit(
+            &Exit::new(EventKind::Cpuid, 1, 2),
+            &mut regs,
+            &mut NoGuestMemory,
+            |_, _| {},
+        );
+        self.rig.engine.drain_output();
+        self.during_pause = Some(self.rig.sink.text());
+    }
+}
+
+/// A core paused at a break does not hold the other cores' output back until `g`: what it
+/// printed before the break and what the others print during it go out meanwhile, and its
+/// executions after the break follow them.
+#[test]
+fn a_paused_exit_does_not_hold_back_the_other_cores_output() {
+    let rig = Rig::deferred();
+    // Newest first: the pausing event runs before the other one on the same exit.
+    rig.add(r#"!cpuid script { printf("second %d\n", $core); }"#)
+        .unwrap();
+    rig.add(r#"!cpuid script { printf("first %d\n", $core); if ($core == 0) { pause(); } }"#)
+        .unwrap();
+    let mut guest = PausingGuest {
+        rig: &rig,
+        during_pause: None,
+    };
+    let mut regs = GuestRegs::default();
+    rig.engine.handle_exit(
+        &Exit::new(EventKind::Cpuid, 0, 1),
+        &mut regs,
+        &mut guest,
+        |_, _| {},
+    );
+    rig.engine.drain_output();
+    assert_eq!(
+        guest.during_pause.as_deref(),
+        Some("first 0\nfirst 1\nsecond 1\n"),
+        "while core 0 is paused"
+    );
+    assert_eq!(rig.sink.text(), "first 0\nfirst 1\nsecond 1\nsecond 0\n");
+}
