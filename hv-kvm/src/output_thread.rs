@@ -43,10 +43,8 @@ struct Wake {
     /// The thread runs (requests are served by it).
     running: bool,
     stop: bool,
-    /// Requests made and served, and the core of the newest one.
-    requested: u64,
-    served: u64,
-    core: u32,
+    /// The cores whose exits asked for the output before them and wait for it (each once).
+    waiting: Vec<u32>,
 }
 
 impl OutputThread {
@@ -89,19 +87,16 @@ impl OutputThread {
             if wake.stop {
                 break;
             }
-            if wake.requested > wake.served {
-                let (target, core) = (wake.requested, wake.core);
+            if !wake.waiting.is_empty() {
                 drop(wake);
-                drain_through_own_exit_for(&self.engine, core, OWN_EXIT_WAIT);
+                self.serve_waiting();
                 wake = self.lock();
-                wake.served = wake.served.max(target);
-                self.changed.notify_all();
                 continue;
             }
             drop(wake);
             self.engine.drain_output();
             wake = self.lock();
-            if !wake.stop && wake.requested == wake.served {
+            if !wake.stop && wake.waiting.is_empty() {
                 wake = self
                     .changed
                     .wait_timeout(wake, OUTPUT_POLL)
@@ -111,6 +106,36 @@ impl OutputThread {
         }
         wake.running = false;
         self.changed.notify_all();
+    }
+
+    /// Sends what came before each waiting exit, telling each as its own goes, until none
+    /// waits. Every waiting exit is tried in turn, those that start waiting meanwhile too:
+    /// of two exits that ask at once, the later one's output goes only after the earlier
+    /// exit has ended, which it does once told. An exit's wait is given up after
+    /// [`OWN_EXIT_WAIT`], as the exit gives it up itself.
+    fn serve_waiting(&self) {
+        let mut since: Vec<(u32, Instant)> = Vec::new();
+        loop {
+            let waiting = self.lock().waiting.clone();
+            if waiting.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            since.retain(|(core, _)| waiting.contains(core));
+            for &core in &waiting {
+                if !since.iter().any(|&(c, _)| c == core) {
+                    since.push((core, now));
+                }
+            }
+            for (core, asked) in since.clone() {
+                let done = self.engine.drain_output_through_own_exit(core);
+                if done || asked.elapsed() >= OWN_EXIT_WAIT {
+                    self.lock().waiting.retain(|&c| c != core);
+                    self.changed.notify_all();
+                }
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// From inside an exit on `core`: has what came before the exit and what its ended
@@ -141,12 +166,12 @@ impl OutputThread {
             drop(wake);
             return drain_through_own_exit_for(&self.engine, core, wait);
         }
-        wake.requested += 1;
-        wake.core = core;
-        let mine = wake.requested;
+        if !wake.waiting.contains(&core) {
+            wake.waiting.push(core);
+        }
         self.changed.notify_all();
         let deadline = Instant::now() + wait;
-        while wake.served < mine && wake.running {
+        while wake.waiting.contains(&core) && wake.running {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -157,7 +182,7 @@ impl OutputThread {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        wake.served >= mine
+        !wake.waiting.contains(&core)
     }
 }
 
@@ -230,6 +255,59 @@ mod tests {
         ) -> Result<(), ScriptFailure> {
             env.output(format!("{}\n", pseudo.get(PseudoReg::Context)).as_bytes());
             Ok(())
+        }
+    }
+
+    /// Two exits on two cores that ask for the output before them at once (two vCPUs
+    /// pausing together, or writing to the terminal) each find their own output sent
+    /// before they go on, and neither waits out the timeout for the other.
+    #[test]
+    fn two_exits_asking_at_once_both_get_their_output_out_first() {
+        let sink = Arc::new(Collect::default());
+        let engine = Arc::new(Engine::deferred(sink.clone()));
+        let spec = hv_core::parse_event_command("!cpuid script { }").unwrap();
+        engine.add(spec, Some(Arc::new(PrintContext))).unwrap();
+        let output = OutputThread::new(engine.clone());
+        let together = std::sync::Barrier::new(2);
+        for round in 0..20u64 {
+            output.run_while(|| {
+                std::thread::scope(|s| {
+                    for core in 0..2u32 {
+                        let (engine, output, sink, together) = (&engine, &output, &sink, &together);
+                        s.spawn(move || {
+                            let context = round * 10 + u64::from(core);
+                            let exit = Exit::new(EventKind::Cpuid, core, context);
+                            let mut regs = GuestRegs::default();
+                            engine.handle_exit(&exit, &mut regs, &mut NoGuestMemory, |_, _| {
+                                // Inside the exit, its script's line recorded: both ask now.
+                                together.wait();
+                                let started = Instant::now();
+                                assert!(output.flush_through_own_exit(core), "core {core}");
+                                assert!(
+                                    started.elapsed() < OWN_EXIT_WAIT,
+                                    "core {core} waited it out"
+                                );
+                                sink.output(
+                                    0,
+                                    Stage::Pre,
+                                    core,
+                                    format!("after {context}\n").as_bytes(),
+                                );
+                            });
+                        });
+                    }
+                });
+            });
+        }
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for round in 0..20u64 {
+            for core in 0..2u64 {
+                let context = round * 10 + core;
+                let line = lines.iter().position(|&l| l == context.to_string());
+                let after = lines.iter().position(|&l| l == format!("after {context}"));
+                assert!(line.is_some() && line < after, "{context} in {lines:?}");
+            }
         }
     }
 
