@@ -219,39 +219,28 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let listener = match bind_listener(args.listen.as_deref()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let stop = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        let server = listener.map(|l| {
-            let (vm, fanout, stop) = (&vm, &fanout, &stop);
-            s.spawn(move || control::serve(vm, fanout, l, stop))
-        });
-        // Standard output gone (`| head`): stop the guest rather than run on unseen.
-        s.spawn(|| {
-            while !stop.load(Ordering::SeqCst) {
-                if out::gone() {
-                    vm.request_stop();
-                    return;
+    let result = serving(args.listen.as_deref(), &vm, &fanout, || {
+        let ran = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Standard output gone (`| head`): stop the guest rather than run on unseen.
+            s.spawn(|| {
+                while !ran.load(Ordering::SeqCst) {
+                    if out::gone() {
+                        vm.request_stop();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let result = vm.run();
-        stop.store(true, Ordering::SeqCst);
-        if let Some(Ok(Err(e))) = server.map(|h| h.join()) {
-            errln!("control socket: {e}");
-        }
-        result
+            });
+            let result = vm.run();
+            ran.store(true, Ordering::SeqCst);
+            result
+        })
     });
-    if let Some(path) = &args.listen {
-        let _ = std::fs::remove_file(path);
-    }
     let report = match result {
-        Ok(r) => r,
-        Err(e) => {
+        Err(code) => return code,
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             errln!("error: {e}");
             return ExitCode::FAILURE;
         }
@@ -503,29 +492,11 @@ fn run_program(args: &Args) -> ExitCode {
     ) {
         return ExitCode::from(2);
     }
-    let listener = match bind_listener(args.listen.as_deref()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let stop = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        let server = listener.map(|l| {
-            let (session, fanout, stop) = (&*session, &*fanout, &stop);
-            s.spawn(move || control::serve(session, fanout, l, stop))
-        });
-        let result = program.run();
-        stop.store(true, Ordering::SeqCst);
-        if let Some(Ok(Err(e))) = server.map(|h| h.join()) {
-            errln!("control socket: {e}");
-        }
-        result
-    });
-    if let Some(path) = &args.listen {
-        let _ = std::fs::remove_file(path);
-    }
+    let result = serving(args.listen.as_deref(), &*session, &fanout, || program.run());
     let run = match result {
-        Ok(r) => r,
-        Err(e) => {
+        Err(code) => return code,
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             errln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -626,18 +597,40 @@ fn run_commands(
     ok
 }
 
-/// The control socket `--listen PATH` asks for (none without it); `Err` is the exit
-/// status after saying why it cannot be bound.
-fn bind_listener(
-    path: Option<&std::path::Path>,
-) -> Result<Option<std::os::unix::net::UnixListener>, ExitCode> {
-    let Some(path) = path else {
-        return Ok(None);
+/// Runs `guest` (a guest's whole run) while the control socket `--listen PATH` asks for,
+/// if any, serves `session`; the socket's file is removed afterwards. `Err` is the exit
+/// status after saying why the socket cannot be bound (then nothing runs).
+fn serving<S: control::ControlSession + Sync + ?Sized, R>(
+    listen: Option<&std::path::Path>,
+    session: &S,
+    fanout: &Fanout,
+    guest: impl FnOnce() -> R,
+) -> Result<R, ExitCode> {
+    let listener = match listen.map(control::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let path = listen.map_or_else(String::new, |p| p.display().to_string());
+            errln!("{path}: error: {e}");
+            return Err(ExitCode::FAILURE);
+        }
     };
-    control::bind(path).map(Some).map_err(|e| {
-        errln!("{}: error: {e}", path.display());
-        ExitCode::FAILURE
-    })
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let server = listener.map(|l| {
+            let stop = &stop;
+            s.spawn(move || control::serve(session, fanout, l, stop))
+        });
+        let result = guest();
+        stop.store(true, Ordering::SeqCst);
+        if let Some(Ok(Err(e))) = server.map(|h| h.join()) {
+            errln!("control socket: {e}");
+        }
+        result
+    });
+    if let Some(path) = listen {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(result)
 }
 
 /// The demo run's summary as JSON lines: events, vCPUs, exits.
