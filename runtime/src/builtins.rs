@@ -195,7 +195,7 @@ pub(crate) unsafe extern "C" fn call_builtin(
         };
         decoded.push(arg);
     }
-    run_decoded(ctx, host, b, site, raw, decoded)
+    run_decoded(ctx, host, b, site, raw, decoded.as_slice())
 }
 
 /// A built-in given an address inside the local stack may write anywhere in it: the whole
@@ -215,21 +215,18 @@ pub(crate) fn run_decoded(
     b: Builtin,
     site: u32,
     raw: &[u64],
-    decoded: ArgList<'_>,
+    decoded: &[Arg<'_>],
 ) -> u64 {
     // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does
     // not touch it while suspended in this call, so this is the only live reference.
     let stack = unsafe { core::slice::from_raw_parts_mut(ctx.stack, ctx.stack_slots as usize) };
     let mut mem = ScriptMemory::new(stack, globals_of(ctx), &mut *host.env);
-    let result = hvscript_stdlib::call(b, &mut mem, decoded.as_slice());
+    let result = hvscript_stdlib::call(b, &mut mem, decoded);
     let cache = result.as_ref().ok().and_then(|&v| cached_access(b, raw, v));
     update_tlb(host.tlb, &mut mem, cache);
     match result {
         Ok(v) => v,
-        Err(e) => {
-            drop(decoded);
-            record_error(ctx, host, site, e)
-        }
+        Err(e) => record_error(ctx, host, site, e),
     }
 }
 

@@ -79,7 +79,7 @@ unsafe fn printf_values_otherwise(ctx: *mut ExecCtx, call: u64, args: *const u64
                 note_stack_address(ctx, v);
                 decoded.push(Arg::Val(v));
             }
-            run_decoded(ctx, host, Builtin::Printf, site, raw, decoded)
+            run_decoded(ctx, host, Builtin::Printf, site, raw, decoded.as_slice())
         }
     }
 }
