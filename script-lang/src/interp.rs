@@ -42,6 +42,22 @@ struct Machine<'p, 'i, 'a> {
     spare_temps: &'i mut Vec<Vec<u64>>,
 }
 
+/// Zeroes `words`: a few with plain stores, more with `fill` (a `memset` call). A frame
+/// has a few words, and the library's `memset` for a few is not only a call: in some
+/// processes it was slow enough to double a short script's run (a profile of one put 37%
+/// of the run in it).
+fn zero(words: &mut [u64]) {
+    if words.len() <= 16 {
+        for w in words {
+            // SAFETY: `w` is a reference, valid and aligned for a write. (Volatile keeps the
+            // compiler from making the loop a `memset` call again.)
+            unsafe { core::ptr::write_volatile(w, 0) };
+        }
+    } else {
+        words.fill(0);
+    }
+}
+
 impl Interpreter {
     pub fn new() -> Interpreter {
         Interpreter::default()
@@ -57,7 +73,7 @@ impl Interpreter {
         if self.stack.len() != slots {
             self.stack = vec![0; slots];
         } else {
-            self.stack[..self.dirty.min(slots)].fill(0);
+            zero(&mut self.stack[..self.dirty.min(slots)]);
         }
         let mut m = Machine {
             program,
@@ -138,7 +154,7 @@ impl Machine<'_, '_, '_> {
                 span,
             });
         }
-        self.stack[fp..top].fill(0);
+        zero(&mut self.stack[fp..top]);
         self.stack[fp..fp + args.len()].copy_from_slice(args);
         self.sp = top;
         self.high = self.high.max(top);
