@@ -1,19 +1,17 @@
 //! Compiled code's entry for the printf of values alone
-//! ([`PRINTF_VALUES`](hvscript_abi::exec::PRINTF_VALUES): a narrow
-//! literal format, every other argument a value), the printf of nearly every event script.
-//! When the environment defers printf ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf)),
-//! the format's bytes and the values go to it as compiled code passed them: nothing to
-//! decode, allocate or format, which keeps a printf on an exit path to a few nanoseconds.
-//! An environment that formats now gets the general path, [`run_decoded`].
+//! ([`PRINTF_VALUES`](hvscript_abi::exec::PRINTF_VALUES): a narrow literal format, every
+//! other argument a value), the printf of nearly every event script. The format's bytes and
+//! the values go to the environment's shortcut
+//! ([`Env::record_printf_values`](hvscript_stdlib::Env::record_printf_values)) as compiled
+//! code passed them: nothing to decode, allocate or format, which keeps a printf on an exit
+//! path to a few nanoseconds. Anything else (a format not recorded yet, `%s`, an error, an
+//! environment that formats now) takes the general printf built-in, [`run_decoded`].
 
 use hvscript_abi::exec::{call_record, unpack_bytes};
 use hvscript_abi::{Builtin, ExecCtx};
-use hvscript_stdlib::{Arg, ArgList, CallerMemory, MemFault, NoCallerMemory};
+use hvscript_stdlib::{Arg, ArgList};
 
-use crate::builtins::{
-    bad_string, globals_of, note_stack_address, record_error, rodata_of, run_decoded, HostState,
-};
-use crate::script_memory::OwnAreas;
+use crate::builtins::{bad_string, record_error, rodata_of, run_decoded, HostState};
 
 /// The table's [`PRINTF_VALUES`](hvscript_abi::exec::PRINTF_VALUES) entry.
 ///
@@ -45,9 +43,10 @@ pub(crate) unsafe extern "C" fn call_printf_values(
     unsafe { printf_values_otherwise(ctx, call, args) }
 }
 
-/// The rest of [`call_printf_values`], out of its way: the printf deferred the general way
-/// ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf), which reads `%s` strings
-/// and reports errors), or formatted now.
+/// The rest of [`call_printf_values`], out of its way: the general printf built-in, which
+/// defers the call the general way ([`Env::defer_printf`](hvscript_stdlib::Env::defer_printf),
+/// reading `%s` strings in the script's own memory too) or formats it now, and reports its
+/// errors at the call's site.
 ///
 /// # Safety
 /// As [`call_printf_values`]'s.
@@ -68,37 +67,11 @@ unsafe fn printf_values_otherwise(ctx: *mut ExecCtx, call: u64, args: *const u64
     let Some(fmt) = unpack_bytes(rodata, format) else {
         return record_error(ctx, host, site, bad_string(Builtin::Printf, format));
     };
-    // Printf never writes: the stack needs no clearing for it.
-    match host.env.defer_printf(fmt, values, &mut ContextMemory(ctx)) {
-        Some(Ok(())) => 0,
-        Some(Err(e)) => record_error(ctx, host, site, e),
-        None => {
-            let mut decoded = ArgList::new();
-            decoded.push(Arg::Str(fmt));
-            for &v in values {
-                note_stack_address(ctx, v);
-                decoded.push(Arg::Val(v));
-            }
-            run_decoded(ctx, host, Builtin::Printf, site, raw, decoded.as_slice())
-        }
+    // Printf never writes: a value that points into the stack needs no clearing after.
+    let mut decoded = ArgList::new();
+    decoded.push(Arg::Str(fmt));
+    for &v in values {
+        decoded.push(Arg::Val(v));
     }
-}
-
-/// The script's own stack and globals, as the run's context describes them, made into
-/// slices only when a `%s` is read (most printf calls read none).
-struct ContextMemory<'a>(&'a ExecCtx);
-
-impl CallerMemory for ContextMemory<'_> {
-    fn read_caller(&mut self, addr: u64, buf: &mut [u8]) -> Option<Result<(), MemFault>> {
-        let ctx = self.0;
-        // SAFETY: the stack is `Runner::stack`, `stack_slots` long; compiled code does not
-        // touch it while suspended in this call, and printf only reads it.
-        let stack = unsafe { core::slice::from_raw_parts(ctx.stack, ctx.stack_slots as usize) };
-        OwnAreas {
-            stack,
-            globals: globals_of(ctx),
-            outer: &mut NoCallerMemory,
-        }
-        .read_caller(addr, buf)
-    }
+    run_decoded(ctx, host, Builtin::Printf, site, raw, decoded.as_slice())
 }
