@@ -1446,10 +1446,11 @@ impl FunctionTranslator<'_, '_, '_> {
         }
     }
 
+    /// A built-in call through its table entry; a printf of values alone goes through
+    /// [`PRINTF_VALUES`] instead, with its format passed as [`packed_bytes`] (the call-site
+    /// record is written all the same, for errors and the general path).
     fn call_builtin(&mut self, id: u16, args: &[Operand], span: Span) -> Result<Value, JitError> {
-        if let Some(format) = self.printf_of_values(id, args) {
-            return self.call_printf_values(format, args, span);
-        }
+        let printf_format = self.printf_of_values(id, args);
         let site = self.shared.site(span);
         self.shared.builtins.push(id);
         let mut tags = Vec::with_capacity(args.len());
@@ -1468,7 +1469,11 @@ impl FunctionTranslator<'_, '_, '_> {
                         } else {
                             ARG_NARROW_STR
                         };
-                        (tag, self.b.ins().iconst(I64, info.offset as i64))
+                        let word = match printf_format {
+                            Some(format) if i == 0 => format,
+                            _ => u64::from(info.offset),
+                        };
+                        (tag, self.b.ins().iconst(I64, word as i64))
                     }
                 };
                 tags.push(tag);
@@ -1477,7 +1482,15 @@ impl FunctionTranslator<'_, '_, '_> {
             base
         };
         let record = self.shared.call_record(site, id, &tags)?;
-        Ok(self.call_table(usize::from(id), u64::from(record), addr))
+        Ok(match printf_format {
+            Some(_) => {
+                let values = u32::try_from(args.len() - 1).map_err(|_| {
+                    JitError::InvalidProgram("printf with too many arguments".into())
+                })?;
+                self.call_table(PRINTF_VALUES, printf_values_call(record, values), addr)
+            }
+            None => self.call_table(usize::from(id), u64::from(record), addr),
+        })
     }
 
     /// Calls entry `entry` of the built-in table with `(ctx, call, args)`, then leaves if
@@ -1523,38 +1536,6 @@ impl FunctionTranslator<'_, '_, '_> {
             info.offset.checked_add(4)?,
             u32::try_from(bytes.len()).ok()?,
         ))
-    }
-
-    /// A printf of values alone through [`PRINTF_VALUES`]: the packed format, then the
-    /// values; the call-site record is still written, for errors and the general path.
-    fn call_printf_values(
-        &mut self,
-        format: u64,
-        args: &[Operand],
-        span: Span,
-    ) -> Result<Value, JitError> {
-        let site = self.shared.site(span);
-        self.shared.builtins.push(Builtin::Printf.id());
-        let slot = self.args_slot();
-        let base = self.b.ins().stack_addr(I64, slot, 0);
-        let format = self.b.ins().iconst(I64, format as i64);
-        self.b.ins().store(mem(), format, base, 0);
-        let mut tags = vec![ARG_NARROW_STR];
-        for (i, a) in args.iter().enumerate().skip(1) {
-            let Operand::Temp(t) = a else {
-                return Err(JitError::InvalidProgram(
-                    "printf of values given a string".into(),
-                ));
-            };
-            let value = self.get(*t);
-            self.b.ins().store(mem(), value, base, (i * 8) as i32);
-            tags.push(ARG_VALUE);
-        }
-        let record = self.shared.call_record(site, Builtin::Printf.id(), &tags)?;
-        let count = u32::try_from(args.len() - 1)
-            .map_err(|_| JitError::InvalidProgram("printf with too many arguments".into()))?;
-        let call = printf_values_call(record, count);
-        Ok(self.call_table(PRINTF_VALUES, call, base))
     }
 
     /// One stack slot per function, big enough for the widest built-in call.
