@@ -43,8 +43,9 @@ struct Wake {
     /// The thread runs (requests are served by it).
     running: bool,
     stop: bool,
-    /// The cores whose exits asked for the output before them and wait for it (each once).
-    waiting: Vec<u32>,
+    /// The cores whose exits asked for the output before them and wait for it (each once),
+    /// and when they asked.
+    waiting: Vec<(u32, Instant)>,
 }
 
 impl OutputThread {
@@ -114,23 +115,15 @@ impl OutputThread {
     /// exit has ended, which it does once told. An exit's wait is given up after
     /// [`OWN_EXIT_WAIT`], as the exit gives it up itself.
     fn serve_waiting(&self) {
-        let mut since: Vec<(u32, Instant)> = Vec::new();
         loop {
             let waiting = self.lock().waiting.clone();
             if waiting.is_empty() {
                 return;
             }
-            let now = Instant::now();
-            since.retain(|(core, _)| waiting.contains(core));
-            for &core in &waiting {
-                if !since.iter().any(|&(c, _)| c == core) {
-                    since.push((core, now));
-                }
-            }
-            for (core, asked) in since.clone() {
+            for (core, asked) in waiting {
                 let done = self.engine.drain_output_through_own_exit(core);
                 if done || asked.elapsed() >= OWN_EXIT_WAIT {
-                    self.lock().waiting.retain(|&c| c != core);
+                    self.lock().waiting.retain(|&(c, _)| c != core);
                     self.changed.notify_all();
                 }
             }
@@ -166,12 +159,13 @@ impl OutputThread {
             drop(wake);
             return drain_through_own_exit_for(&self.engine, core, wait);
         }
-        if !wake.waiting.contains(&core) {
-            wake.waiting.push(core);
+        let waits = |wake: &Wake| wake.waiting.iter().any(|&(c, _)| c == core);
+        if !waits(&wake) {
+            wake.waiting.push((core, Instant::now()));
         }
         self.changed.notify_all();
         let deadline = Instant::now() + wait;
-        while wake.waiting.contains(&core) && wake.running {
+        while waits(&wake) && wake.running {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -182,7 +176,7 @@ impl OutputThread {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        !wake.waiting.contains(&core)
+        !waits(&wake)
     }
 }
 
@@ -258,16 +252,23 @@ mod tests {
         }
     }
 
-    /// Two exits on two cores that ask for the output before them at once (two vCPUs
-    /// pausing together, or writing to the terminal) each find their own output sent
-    /// before they go on, and neither waits out the timeout for the other.
-    #[test]
-    fn two_exits_asking_at_once_both_get_their_output_out_first() {
+    /// A deferred engine whose every CPUID exit prints its `$context`, its sink, and its
+    /// output thread.
+    fn printing_context() -> (Arc<Collect>, Arc<Engine>, Arc<OutputThread>) {
         let sink = Arc::new(Collect::default());
         let engine = Arc::new(Engine::deferred(sink.clone()));
         let spec = hv_core::parse_event_command("!cpuid script { }").unwrap();
         engine.add(spec, Some(Arc::new(PrintContext))).unwrap();
         let output = OutputThread::new(engine.clone());
+        (sink, engine, output)
+    }
+
+    /// Two exits on two cores that ask for the output before them at once (two vCPUs
+    /// pausing together, or writing to the terminal) each find their own output sent
+    /// before they go on, and neither waits out the timeout for the other.
+    #[test]
+    fn two_exits_asking_at_once_both_get_their_output_out_first() {
+        let (sink, engine, output) = printing_context();
         let together = std::sync::Barrier::new(2);
         for round in 0..20u64 {
             output.run_while(|| {
@@ -316,11 +317,7 @@ mod tests {
     /// the output thread running (the scope would wait for it forever).
     #[test]
     fn nothing_recorded_is_left_behind() {
-        let sink = Arc::new(Collect::default());
-        let engine = Arc::new(Engine::deferred(sink.clone()));
-        let spec = hv_core::parse_event_command("!cpuid script { }").unwrap();
-        engine.add(spec, Some(Arc::new(PrintContext))).unwrap();
-        let output = OutputThread::new(engine.clone());
+        let (sink, engine, output) = printing_context();
         let n = output.run_while(|| {
             for i in 0..2000u64 {
                 let exit = Exit::new(EventKind::Cpuid, 0, i);
