@@ -37,13 +37,7 @@ int main(void) { for (long i = 0; i < 1000; i++) work(i); return 0; }
     };
     let mut child = run_loud(&exe);
     std::thread::sleep(Duration::from_secs(2));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = common::read_stderr(&mut child);
     let status = child.wait().unwrap();
     assert!(
         status.success(),
@@ -108,13 +102,8 @@ int main(void) { for (long i = 0; i < 1000; i++) { work(i); write(1, "w\n", 2); 
     });
     std::thread::sleep(Duration::from_secs(4));
     let before_stderr = lines.load(std::sync::atomic::Ordering::SeqCst);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    // Read to its end at last, so that the run can finish.
+    common::read_stderr(&mut child);
     let status = child.wait().unwrap();
     reader.join().unwrap();
     assert!(status.success(), "{status}");

@@ -62,13 +62,7 @@ fn measure(stall: Option<Duration>) -> Measured {
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = String::from_utf8(reader.join().unwrap()).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = common::read_stderr(&mut child);
     assert!(status.success(), "{status}: {err}\n{}", tail(&text));
     let (output, summary) = text.split_at(text.find("\nevents:\n").expect("a summary") + 1);
     // Whole lines only: a dropped message is dropped whole.

@@ -62,12 +62,7 @@ fn run(rig: &Rig) -> (String, u64) {
             rdx: u64::MAX,
             ..Default::default()
         };
-        rig.engine.handle_exit(
-            &Exit::new(EventKind::Cpuid, 0, 1),
-            &mut regs,
-            &mut mem,
-            |_, _| {},
-        );
+        rig.cpuid(0, 1, &mut regs, &mut mem);
         // What the consumer sees later must be what memory held at the event.
         mem.0[0x100] = b'X';
     }
@@ -97,10 +92,7 @@ fn nothing_reaches_the_sink_until_the_consumer_drains() {
     let rig = Rig::deferred();
     rig.add(r#"!cpuid script { printf("%d\n", @rax); }"#)
         .unwrap();
-    let exit = Exit::new(EventKind::Cpuid, 0, 1);
-    let mut regs = GuestRegs::default();
-    rig.engine
-        .handle_exit(&exit, &mut regs, &mut NoGuestMemory, |_, _| {});
+    rig.cpuid(0, 1, &mut GuestRegs::default(), &mut NoGuestMemory);
     assert!(rig.sink.text().is_empty());
     assert!(rig.engine.output_pending());
     assert_eq!(rig.engine.drain_output(), 1);
@@ -122,15 +114,13 @@ fn a_ring_nobody_drains_drops_and_counts_without_blocking() {
             )),
         )
         .unwrap();
-    let exit = Exit::new(EventKind::Cpuid, 3, 1);
     let n = 20_000u64;
     for i in 0..n {
         let mut regs = GuestRegs {
             rax: i,
             ..Default::default()
         };
-        rig.engine
-            .handle_exit(&exit, &mut regs, &mut NoGuestMemory, |_, _| {});
+        rig.cpuid(3, 1, &mut regs, &mut NoGuestMemory);
     }
     let dropped = rig.engine.output_dropped();
     assert!(dropped > 0 && dropped < n, "{dropped}");
@@ -152,12 +142,7 @@ fn the_hypervisors_notes_go_out_between_the_exits_they_came_between() {
             rax,
             ..Default::default()
         };
-        rig.engine.handle_exit(
-            &Exit::new(EventKind::Cpuid, 1, 1),
-            &mut regs,
-            &mut NoGuestMemory,
-            |_, _| {},
-        );
+        rig.cpuid(1, 1, &mut regs, &mut NoGuestMemory);
     };
     rig.engine.note(0, 0, Stage::Pre, b"note 0\n");
     exit(1);
@@ -177,12 +162,7 @@ fn immediate_output_of_an_execution_longer_than_its_ring_is_all_delivered() {
     rig.engine
         .add(spec, Some(jit_script(src, &rig.globals)))
         .unwrap();
-    rig.engine.handle_exit(
-        &Exit::new(EventKind::Cpuid, 0, 1),
-        &mut GuestRegs::default(),
-        &mut NoGuestMemory,
-        |_, _| {},
-    );
+    rig.cpuid(0, 1, &mut GuestRegs::default(), &mut NoGuestMemory);
     let text = rig.sink.text();
     assert_eq!(text.lines().count(), 20_000);
     assert!(text
@@ -273,12 +253,7 @@ fn scripts_that_cannot_print_take_the_ring_only_to_report_an_error() {
                 rax: round,
                 ..Default::default()
             };
-            rig.engine.handle_exit(
-                &Exit::new(EventKind::Cpuid, 0, 1),
-                &mut regs,
-                &mut mem,
-                |_, _| {},
-            );
+            rig.cpuid(0, 1, &mut regs, &mut mem);
             assert_eq!(regs.rax, round + 1);
         }
         rig.engine.drain_output();
@@ -306,12 +281,7 @@ fn scripts_that_cannot_print_take_the_ring_only_to_report_an_error() {
         .unwrap();
     let mut mem = FlatMemory(vec![0; 0x1000]);
     let mut regs = GuestRegs::default();
-    rig.engine.handle_exit(
-        &Exit::new(EventKind::Cpuid, 0, 1),
-        &mut regs,
-        &mut mem,
-        |_, _| {},
-    );
+    rig.cpuid(0, 1, &mut regs, &mut mem);
     assert!(!rig.engine.output_pending());
     assert_eq!(rig.sink.text(), "");
 }
@@ -335,12 +305,7 @@ impl GuestAccess for PausingGuest<'_> {
     }
     fn pause(&mut self, _at: &PauseInfo, _regs: &mut GuestRegs) {
         let mut regs = GuestRegs::default();
-        self.rig.engine.handle_exit(
-            &Exit::new(EventKind::Cpuid, 1, 2),
-            &mut regs,
-            &mut NoGuestMemory,
-            |_, _| {},
-        );
+        self.rig.cpuid(1, 2, &mut regs, &mut NoGuestMemory);
         self.rig.engine.drain_output();
         self.during_pause = Some(self.rig.sink.text());
     }
@@ -362,12 +327,7 @@ fn a_paused_exit_does_not_hold_back_the_other_cores_output() {
         during_pause: None,
     };
     let mut regs = GuestRegs::default();
-    rig.engine.handle_exit(
-        &Exit::new(EventKind::Cpuid, 0, 1),
-        &mut regs,
-        &mut guest,
-        |_, _| {},
-    );
+    rig.cpuid(0, 1, &mut regs, &mut guest);
     rig.engine.drain_output();
     assert_eq!(
         guest.during_pause.as_deref(),

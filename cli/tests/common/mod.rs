@@ -3,13 +3,25 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The `hvscript` binary this test run built.
 pub fn hvscript() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hvscript"))
+}
+
+/// All of a piped child's standard error, to its end.
+pub fn read_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("standard error piped")
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 /// Writes `text` to `name` in this test process's scratch directory (`tag` keeps test

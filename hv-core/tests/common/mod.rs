@@ -108,6 +108,22 @@ impl Rig {
         }
     }
 
+    /// A CPUID exit on `core` with `$context` `context`, whose emulation does nothing.
+    pub fn cpuid(
+        &self,
+        core: u32,
+        context: u64,
+        regs: &mut GuestRegs,
+        guest: &mut dyn GuestAccess,
+    ) -> ExitOutcome {
+        self.engine.handle_exit(
+            &Exit::new(EventKind::Cpuid, core, context),
+            regs,
+            guest,
+            |_, _| {},
+        )
+    }
+
     /// Parses an event command, compiles its script and adds the event.
     pub fn add(&self, line: &str) -> Result<u64, String> {
         let spec = parse_event_command(line)
